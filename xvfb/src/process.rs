@@ -1,0 +1,404 @@
+//! Supervised child processes: the primitive every external program of this project runs under.
+//!
+//! A [`GroupChild`] is started in its own process group, with its stderr drained on a thread into a
+//! bounded tail (kept for error messages, so a chatty child can never block on a full pipe), and
+//! with `PR_SET_PDEATHSIG` so that the kernel kills it if our process dies without running any
+//! destructor (SIGKILL, OOM killer). [`GroupChild::terminate`] signals the whole group with SIGTERM,
+//! waits a grace period, then sends SIGKILL; `Drop` does the same, so a panic never orphans it.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process. A child
+//! forked from a short-lived thread (tokio's blocking pool retires idle threads after 10 s) would be
+//! killed at random. So every child is forked from a dedicated "keeper" thread that lives exactly as
+//! long as the [`GroupChild`]; that thread does nothing but wait for the handle to be dropped.
+//!
+//! This module knows nothing of X, browsers or media; `xvfb` uses it for the X server and the
+//! recorder for Chromium and PulseAudio.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// How many bytes of a child's stderr are kept for error messages.
+const STDERR_TAIL_BYTES: usize = 16 * 1024;
+
+/// What to start and how.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    program: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    env_removes: Vec<OsString>,
+    current_dir: Option<PathBuf>,
+    inherit_fd: Option<RawFd>,
+    oom_score_adj: Option<i32>,
+    stdout_piped: bool,
+    label: String,
+}
+
+impl Spawn {
+    /// A child running `program`; `label` names it in logs and errors (e.g. "Xvfb", "Chromium").
+    pub fn new(label: impl Into<String>, program: impl Into<PathBuf>) -> Self {
+        Spawn {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            env_removes: Vec::new(),
+            current_dir: None,
+            inherit_fd: None,
+            oom_score_adj: None,
+            stdout_piped: false,
+            label: label.into(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_removes.push(key.into());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep this descriptor open (without close-on-exec) in the child, at the same number.
+    pub fn inherit_fd(mut self, fd: RawFd) -> Self {
+        self.inherit_fd = Some(fd);
+        self
+    }
+
+    /// Set the child's `oom_score_adj` before it runs, so that its own children inherit it.
+    /// Raising it is allowed without privileges.
+    pub fn oom_score_adj(mut self, value: i32) -> Self {
+        self.oom_score_adj = Some(value);
+        self
+    }
+
+    /// Give the caller the child's stdout as a pipe (default: /dev/null).
+    pub fn stdout_piped(mut self) -> Self {
+        self.stdout_piped = true;
+        self
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Start the child (see the module doc for the guarantees).
+    pub fn start(self) -> Result<GroupChild, SpawnError> {
+        let (tx, rx) = mpsc::channel::<Result<Child, std::io::Error>>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let label = self.label.clone();
+        let program = self.program.clone();
+        let keeper = std::thread::Builder::new()
+            .name(format!("keeper-{label}"))
+            .spawn(move || {
+                let result = self.command().spawn();
+                let started = result.is_ok();
+                let _ = tx.send(result);
+                if started {
+                    // Park until the GroupChild is dropped: our exit is the child's death signal.
+                    let _ = release_rx.recv();
+                }
+            })
+            .map_err(|source| SpawnError::Io {
+                label: label.clone(),
+                program: program.clone(),
+                source,
+            })?;
+        let mut child = match rx.recv() {
+            Ok(Ok(child)) => child,
+            Ok(Err(source)) => {
+                let _ = keeper.join();
+                return Err(if source.kind() == std::io::ErrorKind::NotFound {
+                    SpawnError::NotFound { label, program }
+                } else {
+                    SpawnError::Io {
+                        label,
+                        program,
+                        source,
+                    }
+                });
+            }
+            Err(_) => {
+                let _ = keeper.join();
+                return Err(SpawnError::Io {
+                    label,
+                    program,
+                    source: std::io::Error::other("keeper thread died"),
+                });
+            }
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
+        let stderr_thread = child.stderr.take().map(|mut stderr| {
+            let tail = Arc::clone(&tail);
+            std::thread::Builder::new()
+                .name(format!("stderr-{label}"))
+                .spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stderr.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                                tail.extend(&buf[..n]);
+                                let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+                                tail.drain(..excess);
+                            }
+                        }
+                    }
+                })
+                .expect("spawning a thread")
+        });
+        let pid = child.id();
+        tracing::debug!(label = %label, pid, "started child process");
+        Ok(GroupChild {
+            child,
+            label,
+            pid,
+            stderr: tail,
+            stderr_thread,
+            keeper: Some((keeper, release_tx)),
+            status: None,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(if self.stdout_piped {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped())
+            .process_group(0);
+        for key in &self.env_removes {
+            command.env_remove(key);
+        }
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        let inherit_fd = self.inherit_fd;
+        let oom = self
+            .oom_score_adj
+            .map(|v| format!("{v}\n").into_bytes())
+            .unwrap_or_default();
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec; it only calls async-signal-safe libc
+        // functions (prctl, getppid, fcntl, open, write, close, _exit) on memory prepared before
+        // the fork, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl: then nobody would kill us.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                if let Some(fd) = inherit_fd
+                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if !oom.is_empty() {
+                    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                    if fd >= 0 {
+                        libc::write(fd, oom.as_ptr().cast(), oom.len());
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+}
+
+/// A running child in its own process group. Dropping it terminates the group.
+#[derive(Debug)]
+pub struct GroupChild {
+    child: Child,
+    label: String,
+    pid: u32,
+    stderr: Arc<Mutex<VecDeque<u8>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    keeper: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    status: Option<ExitStatus>,
+}
+
+impl GroupChild {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The child's stdout, when started with [`Spawn::stdout_piped`].
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The last bytes the child wrote to stderr, as text.
+    pub fn stderr_tail(&self) -> String {
+        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let (a, b) = tail.as_slices();
+        let mut bytes = Vec::with_capacity(tail.len());
+        bytes.extend_from_slice(a);
+        bytes.extend_from_slice(b);
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+
+    /// `None` while the child runs; its exit status once it has ended (reaped here).
+    pub fn try_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait()?;
+        }
+        Ok(self.status)
+    }
+
+    /// Wait until the child exits or `timeout` passes; `None` on timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Send `signal` to the whole process group.
+    pub fn signal_group(&self, signal: Signal) {
+        // The group may already be empty (ESRCH): nothing to do then.
+        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+    }
+
+    /// SIGTERM to the group, wait up to `grace`, then SIGKILL to the group, and reap the leader.
+    /// Returns the leader's exit status.
+    pub fn terminate(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.try_status()? {
+            // The leader is gone, but members of its group (e.g. Chromium's renderers) may not be.
+            self.signal_group(Signal::SIGKILL);
+            self.finish();
+            return Ok(status);
+        }
+        self.signal_group(Signal::SIGTERM);
+        let status = match self.wait_timeout(grace)? {
+            Some(status) => status,
+            None => {
+                tracing::warn!(label = %self.label, pid = self.pid, "did not stop within {grace:?}; sending SIGKILL");
+                self.signal_group(Signal::SIGKILL);
+                let status = self.child.wait()?;
+                self.status = Some(status);
+                status
+            }
+        };
+        self.signal_group(Signal::SIGKILL);
+        self.finish();
+        Ok(status)
+    }
+
+    fn finish(&mut self) {
+        if let Some(thread) = self.stderr_thread.take() {
+            // The pipe closes when the last holder of it exits; every holder should be in the
+            // group we just killed. A descendant that left the group would keep it open for
+            // ever, so wait briefly and otherwise let the thread finish on its own.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+        if let Some((keeper, release)) = self.keeper.take() {
+            drop(release);
+            let _ = keeper.join();
+        }
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        if self.keeper.is_some() {
+            let _ = self.terminate(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Describe how a process ended, for error messages ("exited with code 1", "killed by SIGKILL").
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else if let Some(signal) = status.signal() {
+        match Signal::try_from(signal) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => format!("killed by signal {signal}"),
+        }
+    } else {
+        format!("ended ({status})")
+    }
+}
+
+/// Errors starting a child.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{label}: program {program:?} not found")]
+    NotFound { label: String, program: PathBuf },
+    #[error("{label}: could not start {program:?}: {source}")]
+    Io {
+        label: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
