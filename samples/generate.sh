@@ -1,0 +1,622 @@
+#!/usr/bin/env bash
+# samples/generate.sh: owns every file under samples/recordings/. It writes the sample BigBlueButton
+# recordings in the real published layout (docs: bbb-playback.md "On-disk / served layout"): media with
+# the ffmpeg CLI, XML data files from the here-documents below. samples/README.md documents the
+# timelines; change both together.
+#
+# Usage:
+#   samples/generate.sh                        regenerate the committed samples (a), (b), (c)
+#   samples/generate.sh long   OUTDIR [MIN]    (d) long presentation, slide change every 4 s (default 10 min)
+#   samples/generate.sh static OUTDIR [MIN]    (e) one static slide, nothing moving (default 10 min)
+#   samples/generate.sh check                  generate the committed samples twice in temporary
+#                                              directories and compare every file's sha256
+# "long" and "static" write OUTDIR/presentation/<recordId>/... (the same layout as
+# samples/recordings/presentation/); they are never committed.
+#
+# Determinism: every encoder runs single-threaded with the bitexact flags and synthetic sources
+# (lavfi), so the same ffmpeg/libvpx/libopus/x264 build gives the same bytes. Nothing random, no
+# wall-clock time anywhere.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
+# Host written into metadata.xml links, as a real server writes its own name. The test server
+# rewrites or ignores it.
+HOST=https://bbb.example.org
+
+# Output options for every encode: no encoder/muxer version strings, no creation time, one thread
+# (multi-threaded libvpx/x264 can pick different decisions run to run).
+BITEXACT=(-fflags +bitexact -flags:v +bitexact -flags:a +bitexact -threads 1)
+
+ff() { ffmpeg -hide_banner -loglevel error -nostdin -y -filter_threads 1 "$@"; }
+
+die() { echo "generate.sh: $*" >&2; exit 1; }
+
+for tool in ffmpeg ffprobe sha1sum sha256sum; do
+  command -v "$tool" >/dev/null || die "$tool is required"
+done
+[ -r "$FONT" ] || die "font $FONT missing (Debian package fonts-dejavu-core)"
+
+# sha1 of a string: BBB's internal meeting id is sha1(external meeting id).
+sha1() { printf %s "$1" | sha1sum | cut -c1-40; }
+
+# Container duration in integer milliseconds, the value metadata.xml <duration> must carry
+# (the player's video.duration comes from the same container field).
+duration_ms() {
+  ffprobe -v error -show_entries format=duration -of csv=p=0 "$1" |
+    awk '{ printf "%d\n", $1 * 1000 + 0.5 }'
+}
+
+# Sum of file sizes in a directory (bytes), like BBB's <size> for the published format.
+dir_size() { find "$1" -type f ! -name metadata.xml -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+
+# --- slides ---------------------------------------------------------------------------------------
+# slide_png OUT COLOUR NUMBER: a 1600x1200 slide (the size BBB's presentation conversion produces for
+# 4:3 pages), solid COLOUR, a white square marker at x 200-400, y 150-300 (so a zoom into the top-left
+# quadrant is visible in pixels), and NUMBER in big white digits in the centre.
+slide_png() {
+  ff -f lavfi -i "color=c=$2:s=1600x1200:d=1,format=rgb24,drawbox=x=200:y=150:w=200:h=150:c=white:t=fill,drawtext=fontfile=$FONT:text=$3:fontsize=600:fontcolor=white:x=(w-tw)/2:y=(h-th)/2" \
+    -frames:v 1 "${BITEXACT[@]}" -pix_fmt rgb24 -f image2 -update 1 "$1"
+}
+
+# thumb_png IN OUT: the 176x132 thumbnail BBB publishes next to each slide.
+thumb_png() {
+  ff -i "$1" -vf scale=176:132:flags=bilinear -frames:v 1 "${BITEXACT[@]}" -pix_fmt rgb24 -f image2 -update 1 "$2"
+}
+
+# make_slides DIR PRESID COLOUR...: slide-N.png and thumbnails/thumb-N.png for each colour.
+make_slides() {
+  local dir=$1/presentation/$2 n=1 colour
+  shift 2
+  mkdir -p "$dir/thumbnails"
+  for colour in "$@"; do
+    slide_png "$dir/slide-$n.png" "$colour" "$n"
+    thumb_png "$dir/slide-$n.png" "$dir/thumbnails/thumb-$n.png"
+    n=$((n + 1))
+  done
+}
+
+# --- media ----------------------------------------------------------------------------------------
+# webcams_webm OUT SECONDS PICTURE AUDIOFILTER: VP8 + Opus WebM like BBB's video/webcams.webm.
+# PICTURE is a lavfi video source without size/rate/duration; the picture is 320x240 at 15 fps.
+# Keyframes every 10 s (-g 150), in the 8-13 s range of real webcams files, so seeks cost what they
+# cost on real recordings. Opus at 48 kHz mono, as BBB encodes the meeting audio.
+webcams_webm() {
+  local out=$1 secs=$2 pic=$3 aud=$4 sep='='
+  [[ $pic == *=* ]] && sep=':'
+  ff -f lavfi -i "$pic${sep}s=320x240:r=15:d=$secs" -f lavfi -i "$aud" \
+    -map 0:v -map 1:a -t "$secs" \
+    -c:v libvpx -b:v 120k -crf 30 -g 150 -deadline good -cpu-used 4 -auto-alt-ref 0 -pix_fmt yuv420p \
+    -c:a libopus -b:a 32k -ac 1 -ar 48000 \
+    "${BITEXACT[@]}" -f webm "$out"
+}
+
+# --- XML writers ----------------------------------------------------------------------------------
+# metadata_xml OUT FORMAT ID EXTID NAME START DURATION_MS SIZE LINK PREVIEW_XML
+# The element set and order follow metadata.xml files written by BBB 2.x (id, state, published,
+# start_time, end_time, participants, meeting, meta, playback, raw_size). end_time is start_time plus
+# the duration plus 60 s: real meetings include time the recording was paused, which is why
+# <duration> (not end - start) is the media length.
+metadata_xml() {
+  local out=$1 format=$2 id=$3 extid=$4 name=$5 start=$6 dur=$7 size=$8 link=$9 preview=${10}
+  local end=$((start + dur + 60000))
+  cat >"$out" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<recording>
+  <id>$id</id>
+  <state>published</state>
+  <published>true</published>
+  <start_time>$start</start_time>
+  <end_time>$end</end_time>
+  <participants>3</participants>
+  <meeting id="$id" externalId="$extid" name="$name" breakout="false"/>
+  <meta>
+    <isBreakout>false</isBreakout>
+    <meetingId>$extid</meetingId>
+    <meetingName>$name</meetingName>
+    <bbb-origin>Moodle</bbb-origin>
+    <bbb-origin-server-name>moodle.example.org</bbb-origin-server-name>
+    <bbb-origin-version>4.1.2 (Build: 20230313)</bbb-origin-version>
+    <bbb-origin-tag>moodle-mod_bigbluebuttonbn (2022112800)</bbb-origin-tag>
+    <bbb-context>Sample course</bbb-context>
+    <bbb-context-id>42</bbb-context-id>
+    <bbb-context-label>SAMPLE-101</bbb-context-label>
+    <bbb-context-name>Sample course</bbb-context-name>
+    <bbb-recording-name>$name</bbb-recording-name>
+    <bbb-recording-description>Sample recording generated by samples/generate.sh</bbb-recording-description>
+    <bbb-recording-tags></bbb-recording-tags>
+  </meta>
+  <playback>
+    <format>$format</format>
+    <link>$link</link>
+    <processing_time>12345</processing_time>
+    <duration>$dur</duration>
+$preview    <size>$size</size>
+  </playback>
+  <raw_size>$((size * 3))</raw_size>
+</recording>
+EOF
+}
+
+# preview_xml ID PRESID N ALT...: <extensions><preview> with the first N thumbnails, as BBB lists them.
+preview_xml() {
+  local id=$1 presid=$2 n=$3 i
+  shift 3
+  printf '    <extensions>\n      <preview>\n        <images>\n'
+  for ((i = 1; i <= n; i++)); do
+    printf '          <image width="176" height="132" alt="%s">%s/presentation/%s/presentation/%s/thumbnails/thumb-%d.png</image>\n' \
+      "$1" "$HOST" "$id" "$presid" "$i"
+    shift
+  done
+  printf '        </images>\n      </preview>\n    </extensions>\n'
+}
+
+# The shapes.svg header and the logo placeholder image0. BBB writes image0 with a plain `src`
+# attribute (not xlink:href) covering the time before the first slide; players skip it.
+shapes_head() {
+  cat <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" id="svgfile" style="position:absolute;height:600px;width:800px" version="1.1" viewBox="0 0 800 600">
+  <image id="image0" class="slide" in="0.0" out="0.0" src="logo.png" width="800"/>
+  <g class="canvas" id="canvas0" image="image0" display="none"/>
+EOF
+}
+
+# slide_image N IN OUT PRESID: one slide <image>; IN/OUT may list several times (a slide shown twice).
+slide_image() {
+  printf '  <image id="image%d" class="slide" in="%s" out="%s" xlink:href="presentation/%s/slide-%d.png" width="1600" height="1200" x="0" y="0" style="visibility:hidden"/>\n' \
+    "$1" "$2" "$3" "$4" "$1"
+}
+
+# =================================================================================================
+# (a) presentation, 15 s: see README.md "Sample A".
+gen_a() {
+  local root=$1
+  local extid=bbb-sample-presentation start=1767261600000
+  local id presid dir dur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 slides-a)-$((start + 2000))
+  dir=$root/presentation/$id
+  rm -rf "$dir"
+  mkdir -p "$dir/video" "$dir/deskshare"
+  make_slides "$dir" "$presid" '#dc1414' '#14b414' '#1414dc'
+
+  # Webcam: ffmpeg's testsrc pattern (with its frame counter) and a constant 440 Hz tone.
+  webcams_webm "$dir/video/webcams.webm" 15 testsrc "sine=frequency=440:sample_rate=48000:duration=15"
+
+  # Screen share: the full recording length like BBB's processed deskshare.webm, black outside the
+  # shared interval, solid magenta from 6.0 s to 8.0 s. 640x360 at 5 fps, no audio.
+  ff -f lavfi -i "color=c=black:s=640x360:r=5:d=15,drawbox=x=0:y=0:w=iw:h=ih:c=#ff00ff:t=fill:enable='between(t,6,8)'" \
+    -t 15 -c:v libvpx -b:v 60k -crf 30 -g 50 -deadline good -cpu-used 4 -auto-alt-ref 0 -pix_fmt yuv420p \
+    "${BITEXACT[@]}" -f webm "$dir/deskshare/deskshare.webm"
+
+  dur=$(duration_ms "$dir/video/webcams.webm")
+
+  {
+    shapes_head
+    slide_image 1 0.0 5.0 "$presid"
+    # Rectangle on slide 1: a draft at 2.0 s then the final shape at 2.3 s (BBB writes each
+    # DRAW_UPDATE as its own group with the same shape id; players show only the latest one).
+    cat <<'EOF'
+  <g class="canvas" id="canvas1" image="image1" display="none">
+    <g id="draw0" class="shape" timestamp="2.0" undo="-1" shape="rect1" style="stroke:#000000;stroke-width:16.0;visibility:hidden;fill:none">
+      <polygon points="900.0,700.0 1150.0,700.0 1150.0,850.0 900.0,850.0"/>
+    </g>
+    <g id="draw1" class="shape" timestamp="2.3" undo="-1" shape="rect1" style="stroke:#000000;stroke-width:16.0;visibility:hidden;fill:none">
+      <polygon points="900.0,700.0 1400.0,700.0 1400.0,1000.0 900.0,1000.0"/>
+    </g>
+  </g>
+EOF
+    slide_image 2 5.0 10.0 "$presid"
+    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n'
+    slide_image 3 10.0 15.0 "$presid"
+    # Pen stroke on slide 3 growing at 11.0, 11.2, 11.4 s, undone at 13.0 s.
+    cat <<'EOF'
+  <g class="canvas" id="canvas3" image="image3" display="none">
+    <g id="draw2" class="shape" timestamp="11.0" undo="13.0" shape="line2" style="stroke:#ffff00;stroke-linecap:round;stroke-linejoin:round;stroke-width:24.0;visibility:hidden;fill:none">
+      <path d="M 200.0 900.0 L 500.0 1000.0"/>
+    </g>
+    <g id="draw3" class="shape" timestamp="11.2" undo="13.0" shape="line2" style="stroke:#ffff00;stroke-linecap:round;stroke-linejoin:round;stroke-width:24.0;visibility:hidden;fill:none">
+      <path d="M 200.0 900.0 L 500.0 1000.0 L 800.0 900.0"/>
+    </g>
+    <g id="draw4" class="shape" timestamp="11.4" undo="13.0" shape="line2" style="stroke:#ffff00;stroke-linecap:round;stroke-linejoin:round;stroke-width:24.0;visibility:hidden;fill:none">
+      <path d="M 200.0 900.0 L 500.0 1000.0 L 800.0 900.0 L 1100.0 1000.0 L 1400.0 900.0"/>
+    </g>
+  </g>
+</svg>
+EOF
+  } >"$dir/shapes.svg"
+
+  # viewBox in slide pixels: full slide, zoom into the top-left quadrant at 3.0 s, back at 4.5 s.
+  cat >"$dir/panzooms.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="panzoom_events">
+  <event timestamp="0.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="3.0">
+    <viewBox>0.0 0.0 800.0 600.0</viewBox>
+  </event>
+  <event timestamp="4.5">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="5.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="10.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+</recording>
+EOF
+
+  # Cursor positions are fractions of the current viewBox; -1 -1 hides the cursor.
+  cat >"$dir/cursor.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="cursor_events">
+  <event timestamp="0.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+  <event timestamp="1.0">
+    <cursor>0.25 0.25</cursor>
+  </event>
+  <event timestamp="2.0">
+    <cursor>0.5 0.5</cursor>
+  </event>
+  <event timestamp="4.0">
+    <cursor>0.75 0.75</cursor>
+  </event>
+  <event timestamp="9.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+  <event timestamp="12.0">
+    <cursor>0.5 0.25</cursor>
+  </event>
+  <event timestamp="14.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+</recording>
+EOF
+
+  cat >"$dir/deskshare.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="deskshare_events">
+  <event start_timestamp="6.0" stop_timestamp="8.0" video_width="640" video_height="360"/>
+</recording>
+EOF
+
+  cat >"$dir/slides_new.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<popcorn>
+  <chattimeline in="1" direction="down" name="Alice Teacher" message="Welcome to the sample lecture" target="chat" senderId="w_alice" senderRole="MODERATOR" chatEmphasizedText="true"/>
+  <chattimeline in="4" direction="down" name="Bob Student" message="Can you zoom in please?" target="chat" senderId="w_bob" senderRole="VIEWER" chatEmphasizedText="false"/>
+  <chattimeline in="9" direction="down" name="Carol Student" message="Thanks for sharing the screen &amp; the slides" target="chat" senderId="w_carol" senderRole="VIEWER" chatEmphasizedText="false"/>
+  <chattimeline in="12" direction="down" name="Alice Teacher" message="See &lt;a href=&quot;https://example.org/notes&quot; rel=&quot;nofollow&quot;&gt;&lt;u&gt;https://example.org/notes&lt;/u&gt;&lt;/a&gt;" target="chat" senderId="w_alice" senderRole="MODERATOR" chatEmphasizedText="true"/>
+</popcorn>
+EOF
+
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample presentation" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 3 'Slide 1' 'Slide 2' 'Slide 3')"$'\n'
+}
+
+# =================================================================================================
+# (b) audio-only presentation, 8 s: see README.md "Sample B". No video/ and no deskshare: old
+# audio-only recordings have audio/audio.webm instead of video/webcams.webm.
+gen_b() {
+  local root=$1
+  local extid=bbb-sample-audio-only start=1767265200000
+  local id presid dir dur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 slides-b)-$((start + 2000))
+  dir=$root/presentation/$id
+  rm -rf "$dir"
+  mkdir -p "$dir/audio"
+  make_slides "$dir" "$presid" '#e6c814' '#14c8c8'
+
+  ff -f lavfi -i "sine=frequency=660:sample_rate=48000:duration=8" -t 8 \
+    -c:a libopus -b:a 32k -ac 1 -ar 48000 "${BITEXACT[@]}" -f webm "$dir/audio/audio.webm"
+  dur=$(duration_ms "$dir/audio/audio.webm")
+
+  {
+    shapes_head
+    slide_image 1 0.0 4.0 "$presid"
+    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n'
+    slide_image 2 4.0 8.0 "$presid"
+    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n</svg>\n'
+  } >"$dir/shapes.svg"
+
+  cat >"$dir/panzooms.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="panzoom_events">
+  <event timestamp="0.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="4.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+</recording>
+EOF
+
+  cat >"$dir/cursor.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="cursor_events">
+  <event timestamp="0.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+  <event timestamp="2.0">
+    <cursor>0.5 0.5</cursor>
+  </event>
+  <event timestamp="6.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+</recording>
+EOF
+
+  cat >"$dir/slides_new.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<popcorn>
+  <chattimeline in="3" direction="down" name="Dave Teacher" message="Audio only today" target="chat" senderId="w_dave" senderRole="MODERATOR" chatEmphasizedText="true"/>
+</popcorn>
+EOF
+
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample audio-only" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 2 'Slide 1' 'Slide 2')"$'\n'
+}
+
+# =================================================================================================
+# (c) presentation AND video formats, 8 s: see README.md "Sample C".
+gen_c() {
+  local root=$1
+  local extid=bbb-sample-two-formats start=1767268800000
+  local id presid dir vdir dur vdur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 slides-c)-$((start + 2000))
+  dir=$root/presentation/$id
+  vdir=$root/video/$id
+  rm -rf "$dir" "$vdir"
+  mkdir -p "$dir/video" "$vdir"
+  make_slides "$dir" "$presid" '#f07800' '#7828c8'
+
+  webcams_webm "$dir/video/webcams.webm" 8 smptebars "sine=frequency=880:sample_rate=48000:duration=8"
+  dur=$(duration_ms "$dir/video/webcams.webm")
+
+  # The video format: one H.264 + AAC MP4 (BBB names it video-0.m4v), 640x360 at 15 fps, orange
+  # 0-4 s and purple 4-8 s like the slides, with an 880 Hz tone. faststart so it streams.
+  ff -f lavfi -i "color=c=#f07800:s=640x360:r=15:d=8,drawbox=x=0:y=0:w=iw:h=ih:c=#7828c8:t=fill:enable='gte(t,4)',drawtext=fontfile=$FONT:text=VIDEO:fontsize=96:fontcolor=white:x=(w-tw)/2:y=(h-th)/2" \
+    -f lavfi -i "sine=frequency=880:sample_rate=48000:duration=8" -map 0:v -map 1:a -t 8 \
+    -c:v libx264 -preset veryfast -crf 30 -g 60 -pix_fmt yuv420p -c:a aac -b:a 64k -ac 1 \
+    "${BITEXACT[@]}" -movflags +faststart -f mp4 "$vdir/video-0.m4v"
+  vdur=$(duration_ms "$vdir/video-0.m4v")
+
+  # BBB's video format page: a plain HTML5 page whose <source> names the file relative to it.
+  cat >"$vdir/index.html" <<EOF
+<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Sample two formats</title>
+</head>
+<body>
+<video controls preload="metadata" style="width:100%;max-height:100vh">
+<source src="video-0.m4v" type="video/mp4">
+</video>
+</body>
+</html>
+EOF
+
+  {
+    shapes_head
+    slide_image 1 0.0 4.0 "$presid"
+    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n'
+    slide_image 2 4.0 8.0 "$presid"
+    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n</svg>\n'
+  } >"$dir/shapes.svg"
+
+  cat >"$dir/panzooms.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="panzoom_events">
+  <event timestamp="0.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="4.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+</recording>
+EOF
+
+  cat >"$dir/cursor.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="cursor_events">
+  <event timestamp="0.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+</recording>
+EOF
+
+  # A recording without screen share still has a deskshare.xml, with no events.
+  cat >"$dir/deskshare.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="deskshare_events"/>
+EOF
+
+  cat >"$dir/slides_new.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<popcorn/>
+EOF
+
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample two formats" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 2 'Slide 1' 'Slide 2')"$'\n'
+  metadata_xml "$vdir/metadata.xml" video "$id" "$extid" "Sample two formats" "$start" "$vdur" \
+    "$(dir_size "$vdir")" "$HOST/playback/video/$id/" ""
+}
+
+# =================================================================================================
+# (d) long presentation: MIN minutes, 6 slides shown in turn, a slide change every 4 s; the audio is
+# silent except a 1 kHz beep of 100 ms starting at each slide change, so a capture can measure
+# picture/sound offset at every change. See README.md "Sample D".
+gen_long() {
+  local root=$1 min=$2
+  local secs=$((min * 60))
+  local extid=bbb-sample-long-$min start=1767272400000
+  local id presid dir dur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 "slides-long-$min")-$((start + 2000))
+  dir=$root/presentation/$id
+  rm -rf "$dir"
+  mkdir -p "$dir/video"
+  make_slides "$dir" "$presid" '#dc1414' '#14b414' '#1414dc' '#e6c814' '#14c8c8' '#c814c8'
+
+  webcams_webm "$dir/video/webcams.webm" "$secs" testsrc \
+    "aevalsrc='if(lt(mod(t\,4)\,0.1)\,0.5*sin(2*PI*1000*t)\,0)':s=48000:d=$secs"
+  dur=$(duration_ms "$dir/video/webcams.webm")
+
+  # Slide k (1..6) is shown at 4*(k-1) + 24*j seconds: one <image> per slide with every in/out time.
+  {
+    shapes_head
+    local k t ins outs
+    for k in 1 2 3 4 5 6; do
+      ins='' outs=''
+      for ((t = 4 * (k - 1); t < secs; t += 24)); do
+        ins+="$t.0 " outs+="$((t + 4 > secs ? secs : t + 4)).0 "
+      done
+      [ -n "$ins" ] || continue
+      slide_image "$k" "${ins% }" "${outs% }" "$presid"
+      printf '  <g class="canvas" id="canvas%d" image="image%d" display="none"/>\n' "$k" "$k"
+    done
+    printf '</svg>\n'
+  } >"$dir/shapes.svg"
+
+  {
+    printf '<?xml version="1.0" encoding="UTF-8"?>\n<recording id="panzoom_events">\n'
+    for ((t = 0; t < secs; t += 4)); do
+      printf '  <event timestamp="%d.0">\n    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>\n  </event>\n' "$t"
+    done
+    printf '</recording>\n'
+  } >"$dir/panzooms.xml"
+
+  # The cursor sits at a different corner on each slide (moves at every change).
+  {
+    printf '<?xml version="1.0" encoding="UTF-8"?>\n<recording id="cursor_events">\n'
+    local pos=('0.25 0.25' '0.75 0.25' '0.75 0.75' '0.25 0.75')
+    for ((t = 0; t < secs; t += 4)); do
+      printf '  <event timestamp="%d.0">\n    <cursor>%s</cursor>\n  </event>\n' "$t" "${pos[$(((t / 4) % 4))]}"
+    done
+    printf '</recording>\n'
+  } >"$dir/cursor.xml"
+
+  cat >"$dir/deskshare.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="deskshare_events"/>
+EOF
+
+  # One chat message a minute.
+  {
+    printf '<?xml version="1.0" encoding="UTF-8"?>\n<popcorn>\n'
+    for ((t = 30; t < secs; t += 60)); do
+      printf '  <chattimeline in="%d" direction="down" name="Alice Teacher" message="Minute %d" target="chat" senderId="w_alice" senderRole="MODERATOR" chatEmphasizedText="false"/>\n' \
+        "$t" "$((t / 60 + 1))"
+    done
+    printf '</popcorn>\n'
+  } >"$dir/slides_new.xml"
+
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample long $min min" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 3 'Slide 1' 'Slide 2' 'Slide 3')"$'\n'
+  echo "$dir"
+}
+
+# =================================================================================================
+# (e) static presentation: MIN minutes of one slide, no cursor, no zoom, no chat, no screen share;
+# the webcam picture is a constant dark grey frame and the audio a constant 440 Hz tone. For CPU
+# benchmarks: nothing on the page changes except the control bar's clock. See README.md "Sample E".
+gen_static() {
+  local root=$1 min=$2
+  local secs=$((min * 60))
+  local extid=bbb-sample-static-$min start=1767276000000
+  local id presid dir dur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 "slides-static-$min")-$((start + 2000))
+  dir=$root/presentation/$id
+  rm -rf "$dir"
+  mkdir -p "$dir/video"
+  make_slides "$dir" "$presid" '#1414dc'
+
+  webcams_webm "$dir/video/webcams.webm" "$secs" "color=c=#202020" \
+    "sine=frequency=440:sample_rate=48000:duration=$secs"
+  dur=$(duration_ms "$dir/video/webcams.webm")
+
+  {
+    shapes_head
+    slide_image 1 0.0 "$secs.0" "$presid"
+    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n</svg>\n'
+  } >"$dir/shapes.svg"
+  cat >"$dir/panzooms.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="panzoom_events">
+  <event timestamp="0.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+</recording>
+EOF
+  cat >"$dir/cursor.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="cursor_events">
+  <event timestamp="0.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+</recording>
+EOF
+  cat >"$dir/deskshare.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="deskshare_events"/>
+EOF
+  cat >"$dir/slides_new.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<popcorn/>
+EOF
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample static $min min" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 1 'Slide 1')"$'\n'
+  echo "$dir"
+}
+
+gen_committed() {
+  local root=$1
+  mkdir -p "$root/presentation" "$root/video"
+  gen_a "$root"
+  gen_b "$root"
+  gen_c "$root"
+}
+
+
+case ${1:-} in
+  '')
+    gen_committed "$HERE/recordings"
+    ;;
+  long | static)
+    [ $# -ge 2 ] || die "usage: $0 $1 OUTDIR [MINUTES]"
+    minutes=${3:-10}
+    [[ $minutes =~ ^[1-9][0-9]{0,3}$ ]] || die "MINUTES must be an integer from 1 to 9999, got '$minutes'"
+    mkdir -p "$2/presentation"
+    "gen_$1" "$2" "$minutes"
+    ;;
+  check)
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    gen_committed "$tmp/1"
+    gen_committed "$tmp/2"
+    (cd "$tmp/1" && find . -type f | sort | xargs sha256sum) >"$tmp/1.sum"
+    (cd "$tmp/2" && find . -type f | sort | xargs sha256sum) >"$tmp/2.sum"
+    diff "$tmp/1.sum" "$tmp/2.sum" || die "two runs differ"
+    # And the committed files are what this script produces now.
+    (cd "$HERE/recordings" && find . -type f | sort | xargs sha256sum) | diff "$tmp/1.sum" - ||
+      die "samples/recordings differs from a fresh generation (run samples/generate.sh)"
+    echo "generate.sh: two runs identical and equal to samples/recordings ($(wc -l <"$tmp/1.sum") files)"
+    ;;
+  *)
+    die "usage: $0 [long OUTDIR [MINUTES] | static OUTDIR [MINUTES] | check]"
+    ;;
+esac

@@ -1,0 +1,410 @@
+/*
+ * render.js: the presentation renderer shared by the sample 2.3 player (player.js) and the sample
+ * legacy 2.0 player (../2.0/playback.js). It owns parsing a recording's data files (metadata.xml,
+ * shapes.svg, panzooms.xml, cursor.xml, deskshare.xml, slides_new.xml) and drawing the state at a
+ * media time t: slide, annotations, zoom (viewBox), cursor, chat, thumbnails, screen-share switch.
+ * It never touches the media elements or the clock: the players decide when to call draw(t).
+ *
+ * Formats and the "what is current at time t" rules follow the real player as described in
+ * docs bbb-playback.md: an item is current from its timestamp until the next item's timestamp,
+ * slide out= times are not used (they can run past the media end), a shape is visible from its
+ * timestamp until its undo time (-1 = never undone), and of consecutive drafts of one shape only the
+ * latest visible one is drawn.
+ */
+(function () {
+  'use strict';
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const XLINK_NS = 'http://www.w3.org/1999/xlink';
+
+  // --- parsing ---------------------------------------------------------------------------------
+
+  function parseXml(text) {
+    if (!text) return null;
+    const doc = new DOMParser().parseFromString(text, 'application/xml');
+    if (doc.getElementsByTagName('parsererror').length > 0) throw new Error('malformed XML');
+    return doc;
+  }
+
+  function numbers(text) {
+    return (text || '').trim().split(/\s+/).filter(s => s.length > 0).map(parseFloat);
+  }
+
+  function trailingNumber(text) {
+    const m = /(\d+)$/.exec(text || '');
+    return m ? parseInt(m[1], 10) : -1;
+  }
+
+  function childText(parent, name) {
+    const el = parent && parent.getElementsByTagName(name)[0];
+    return el ? el.textContent.trim() : '';
+  }
+
+  function parseMetadata(doc) {
+    const rec = doc.documentElement;
+    const meeting = rec.getElementsByTagName('meeting')[0];
+    const meta = rec.getElementsByTagName('meta')[0];
+    const playback = rec.getElementsByTagName('playback')[0];
+    const name = childText(meta, 'meetingName') || (meeting ? meeting.getAttribute('name') : '') || '';
+    return {
+      id: childText(rec, 'id') || (meeting ? meeting.getAttribute('id') : ''),
+      name: name,
+      start: parseInt(childText(rec, 'start_time'), 10),
+      end: parseInt(childText(rec, 'end_time'), 10),
+      duration: parseInt(childText(playback, 'duration'), 10),
+    };
+  }
+
+  // Slides: one entry per time a slide is shown (an <image> may list several in= times).
+  // Canvases: the annotation groups of each image, in document order.
+  function parseShapes(doc) {
+    const slides = [];
+    const canvases = {};
+    if (!doc) return { slides: slides, canvases: canvases };
+    for (const img of Array.from(doc.getElementsByTagName('image'))) {
+      if (!img.classList.contains('slide')) continue;
+      const src = img.getAttributeNS(XLINK_NS, 'href') || img.getAttribute('xlink:href');
+      // The placeholder image0 has a plain src= attribute: not a slide.
+      if (!src) continue;
+      const imageId = img.getAttribute('id');
+      for (const t of numbers(img.getAttribute('in'))) {
+        slides.push({
+          imageId: imageId,
+          number: trailingNumber(imageId),
+          src: src,
+          width: parseFloat(img.getAttribute('width')),
+          height: parseFloat(img.getAttribute('height')),
+          timestamp: t,
+        });
+      }
+    }
+    slides.sort((a, b) => a.timestamp - b.timestamp);
+
+    for (const g of Array.from(doc.getElementsByTagName('g'))) {
+      if (!g.classList.contains('canvas')) continue;
+      const shapes = [];
+      for (const s of Array.from(g.children)) {
+        if (!s.classList.contains('shape')) continue;
+        const drawing = s.firstElementChild;
+        if (!drawing) continue;
+        shapes.push({
+          timestamp: parseFloat(s.getAttribute('timestamp')),
+          undo: parseFloat(s.getAttribute('undo')),
+          shape: s.getAttribute('shape'),
+          style: (s.getAttribute('style') || '').split(';')
+            .filter(d => d.trim().length > 0 && d.split(':')[0].trim() !== 'visibility').join(';'),
+          node: drawing,
+        });
+      }
+      canvases[g.getAttribute('image')] = shapes;
+    }
+    return { slides: slides, canvases: canvases };
+  }
+
+  function parseEvents(doc, read) {
+    if (!doc) return [];
+    return Array.from(doc.getElementsByTagName('event')).map(read)
+      .sort((a, b) => a.timestamp - b.timestamp);
+  }
+
+  function parsePanzooms(doc) {
+    return parseEvents(doc, e => {
+      const v = numbers(childText(e, 'viewBox'));
+      return { timestamp: parseFloat(e.getAttribute('timestamp')), x: v[0], y: v[1], width: v[2], height: v[3] };
+    });
+  }
+
+  function parseCursor(doc) {
+    return parseEvents(doc, e => {
+      const p = numbers(childText(e, 'cursor'));
+      return { timestamp: parseFloat(e.getAttribute('timestamp')), x: p[0], y: p[1] };
+    });
+  }
+
+  function parseDeskshare(doc) {
+    return parseEvents(doc, e => ({
+      timestamp: parseFloat(e.getAttribute('start_timestamp')),
+      stop: parseFloat(e.getAttribute('stop_timestamp')),
+      width: parseInt(e.getAttribute('video_width'), 10),
+      height: parseInt(e.getAttribute('video_height'), 10),
+    }));
+  }
+
+  // BBB stores links in chat messages as an <a> element serialized into the attribute.
+  function plainMessage(message) {
+    return message.replace(/<a href="(.*?)" rel="nofollow"><u>\1<\/u><\/a>/g, '$1');
+  }
+
+  function parseChat(doc) {
+    if (!doc) return [];
+    return Array.from(doc.getElementsByTagName('chattimeline')).map(c => ({
+      timestamp: parseFloat(c.getAttribute('in')),
+      clear: c.hasAttribute('out') ? parseFloat(c.getAttribute('out')) : -1,
+      name: c.getAttribute('name') || '',
+      message: plainMessage(c.getAttribute('message') || ''),
+      moderator: c.getAttribute('senderRole') === 'MODERATOR',
+      emphasized: c.getAttribute('chatEmphasizedText') === 'true',
+    })).sort((a, b) => a.timestamp - b.timestamp);
+  }
+
+  // --- time lookups -----------------------------------------------------------------------------
+
+  // Index of the last item whose timestamp <= t, or -1.
+  function currentIndex(list, t) {
+    let lo = 0;
+    let hi = list.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].timestamp <= t) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return found;
+  }
+
+  function inDeskshare(intervals, t) {
+    return intervals.some(i => i.timestamp <= t && t < i.stop);
+  }
+
+  function formatTime(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const r = String(s % 60).padStart(2, '0');
+    return h > 0 ? h + ':' + String(m).padStart(2, '0') + ':' + r : m + ':' + r;
+  }
+
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG_NS, name);
+    for (const k in attrs) el.setAttribute(k, attrs[k]);
+    return el;
+  }
+
+  function htmlEl(name, cls, text) {
+    const el = document.createElement(name);
+    if (cls) el.className = cls;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  // --- renderer ---------------------------------------------------------------------------------
+
+  /*
+   * new Renderer({data, fileUrl, presentation, chat, thumbnails, onSeek})
+   *   data: {shapes, panzooms, cursor, deskshare, chat} as parsed above
+   *   fileUrl(path): absolute URL of a recording file
+   *   presentation: the element that receives the <svg> (class "logo" until the first draw)
+   *   chat, thumbnails: optional containers
+   *   onSeek(t): optional, called when a thumbnail is clicked
+   * draw(t) returns {screenshare: bool}; the caller switches the screen-share view.
+   */
+  class Renderer {
+    constructor(opts) {
+      this.data = opts.data;
+      this.fileUrl = opts.fileUrl;
+      this.presentation = opts.presentation;
+      this.state = {};
+      this.presentation.classList.add('logo');
+
+      // Until the first draw the viewBox is empty, so nothing of the slide shows (the logo does).
+      this.svg = svgEl('svg', { viewBox: '0 0 0 0', preserveAspectRatio: 'xMidYMid meet' });
+      this.svg.setAttributeNS('http://www.w3.org/2000/xmlns/', 'xmlns:xlink', XLINK_NS);
+      const defs = svgEl('defs', {});
+      const clip = svgEl('clipPath', { id: 'viewBox' });
+      this.clipRect = svgEl('rect', { x: 0, y: 0, width: 0, height: 0 });
+      clip.appendChild(this.clipRect);
+      defs.appendChild(clip);
+      this.svg.appendChild(defs);
+      const group = svgEl('g', { 'clip-path': 'url(#viewBox)' });
+      this.slideGroup = svgEl('g', { class: 'slide' });
+      this.canvasGroup = svgEl('g', { class: 'canvas' });
+      this.cursor = svgEl('circle', { class: 'cursor' });
+      group.appendChild(this.slideGroup);
+      group.appendChild(this.canvasGroup);
+      this.cursorParent = group;
+      this.svg.appendChild(group);
+      this.presentation.appendChild(this.svg);
+
+      this.chatItems = [];
+      if (opts.chat) this.buildChat(opts.chat);
+      this.thumbItems = [];
+      if (opts.thumbnails) this.buildThumbnails(opts.thumbnails, opts.onSeek);
+    }
+
+    buildChat(container) {
+      const list = htmlEl('div', 'list');
+      const wrapper = htmlEl('div', 'message-wrapper');
+      for (const m of this.data.chat) {
+        const item = htmlEl('div', 'message inactive' + (m.moderator ? ' moderator' : ''));
+        const info = htmlEl('div', 'info');
+        info.appendChild(htmlEl('span', 'name', m.name));
+        info.appendChild(htmlEl('span', 'time', formatTime(m.timestamp)));
+        item.appendChild(info);
+        item.appendChild(htmlEl('div', 'text' + (m.emphasized ? ' emphasized' : ''), m.message));
+        wrapper.appendChild(item);
+        this.chatItems.push(item);
+      }
+      list.appendChild(wrapper);
+      container.appendChild(list);
+      this.chatContainer = container;
+    }
+
+    buildThumbnails(container, onSeek) {
+      this.data.shapes.slides.forEach((s, i) => {
+        const item = htmlEl('div', 'thumbnail-wrapper');
+        item.tabIndex = 0;
+        const thumb = htmlEl('div', 'thumbnail');
+        const img = htmlEl('img', 'thumbnail-image');
+        img.src = this.fileUrl(s.src.replace('slide-', 'thumbnails/thumb-'));
+        img.alt = 'Slide ' + s.number;
+        thumb.appendChild(img);
+        thumb.appendChild(htmlEl('div', 'thumbnail-index', String(i + 1)));
+        item.appendChild(thumb);
+        if (onSeek) item.addEventListener('click', () => onSeek(s.timestamp));
+        container.appendChild(item);
+        this.thumbItems.push(item);
+      });
+    }
+
+    // Load every slide image once so the first display of a slide does not wait for the network.
+    preload() {
+      const seen = new Set();
+      for (const s of this.data.shapes.slides) {
+        if (seen.has(s.src)) continue;
+        seen.add(s.src);
+        new Image().src = this.fileUrl(s.src);
+      }
+    }
+
+    draw(t) {
+      if (typeof t !== 'number' || !isFinite(t)) return null;
+      const d = this.data;
+      const st = this.state;
+
+      // Zoom.
+      const pz = d.panzooms[currentIndex(d.panzooms, t)];
+      const vb = pz ? pz : { x: 0, y: 0, width: 0, height: 0 };
+      const vbText = vb.x + ' ' + vb.y + ' ' + vb.width + ' ' + vb.height;
+      if (st.viewBox !== vbText) {
+        st.viewBox = vbText;
+        this.svg.setAttribute('viewBox', vbText);
+        this.clipRect.setAttribute('x', vb.x);
+        this.clipRect.setAttribute('y', vb.y);
+        this.clipRect.setAttribute('width', vb.width);
+        this.clipRect.setAttribute('height', vb.height);
+      }
+      // The logo stays until there is something to show, like the real player.
+      this.presentation.classList.toggle('logo', !pz);
+
+      // Slide.
+      const slideIndex = currentIndex(d.shapes.slides, t);
+      const slide = d.shapes.slides[slideIndex];
+      const slideKey = slide ? slide.src : '';
+      if (st.slide !== slideKey) {
+        st.slide = slideKey;
+        this.slideGroup.textContent = '';
+        if (slide) {
+          const img = svgEl('image', { x: 0, y: 0, width: slide.width, height: slide.height });
+          img.setAttribute('href', this.fileUrl(slide.src));
+          this.slideGroup.appendChild(img);
+        }
+      }
+
+      // Annotations of the current slide.
+      const shapes = slide ? d.shapes.canvases[slide.imageId] || [] : [];
+      const visible = [];
+      for (let i = 0; i < shapes.length; i++) {
+        const s = shapes[i];
+        if (s.timestamp > t) continue;
+        if (s.undo !== -1 && !isNaN(s.undo) && s.undo <= t) continue;
+        // A later visible draft of the same shape replaces this one.
+        const next = shapes[i + 1];
+        if (next && next.shape === s.shape && next.timestamp <= t &&
+            !(next.undo !== -1 && next.undo <= t)) continue;
+        visible.push(i);
+      }
+      const canvasKey = slideKey + '|' + visible.join(',');
+      if (st.canvas !== canvasKey) {
+        st.canvas = canvasKey;
+        this.canvasGroup.textContent = '';
+        for (const i of visible) {
+          const s = shapes[i];
+          const node = document.importNode(s.node, true);
+          node.setAttribute('style', s.style);
+          this.canvasGroup.appendChild(node);
+        }
+      }
+
+      // Cursor: fractions of the current viewBox; -1 -1 (or no event yet) removes the circle.
+      const c = d.cursor[currentIndex(d.cursor, t)];
+      const show = c && pz && !(c.x === -1 && c.y === -1);
+      const cursorKey = show ? (vb.x + c.x * vb.width) + ',' + (vb.y + c.y * vb.height) + ',' + vb.width : '';
+      if (st.cursor !== cursorKey) {
+        st.cursor = cursorKey;
+        if (show) {
+          this.cursor.setAttribute('cx', vb.x + c.x * vb.width);
+          this.cursor.setAttribute('cy', vb.y + c.y * vb.height);
+          this.cursor.setAttribute('r', vb.width / 100);
+          if (!this.cursor.parentNode) this.cursorParent.appendChild(this.cursor);
+        } else if (this.cursor.parentNode) {
+          this.cursor.parentNode.removeChild(this.cursor);
+        }
+      }
+
+      // Chat: messages up to t are shown; a message with an out= time is hidden from then on.
+      const chatIndex = currentIndex(d.chat, t);
+      {
+        let last = null;
+        d.chat.forEach((m, i) => {
+          const active = i <= chatIndex && !(m.clear !== -1 && m.clear <= t);
+          this.chatItems[i].classList.toggle('inactive', !active);
+          if (active) last = this.chatItems[i];
+        });
+        if (st.chatIndex !== chatIndex && last && this.chatContainer) {
+          this.chatContainer.scrollTop = last.offsetTop;
+        }
+        st.chatIndex = chatIndex;
+      }
+
+      // Thumbnails.
+      if (st.thumb !== slideIndex) {
+        st.thumb = slideIndex;
+        this.thumbItems.forEach((item, i) => item.classList.toggle('active', i === slideIndex));
+      }
+
+      return { screenshare: inDeskshare(d.deskshare, t), slide: slide ? slide.number : -1 };
+    }
+  }
+
+  // Fetch a text file; resolves {ok, status, text} and never rejects on HTTP errors.
+  function fetchText(url) {
+    return fetch(url, { credentials: 'same-origin' }).then(
+      r => r.ok ? r.text().then(text => ({ ok: true, status: r.status, text: text }))
+        : { ok: false, status: r.status, text: null },
+      () => ({ ok: false, status: 0, text: null }));
+  }
+
+  function exists(url) {
+    return fetch(url, { method: 'HEAD', credentials: 'same-origin' }).then(r => r.ok, () => false);
+  }
+
+  window.BBBSampleRender = {
+    Renderer: Renderer,
+    currentIndex: currentIndex,
+    exists: exists,
+    fetchText: fetchText,
+    formatTime: formatTime,
+    inDeskshare: inDeskshare,
+    parseChat: parseChat,
+    parseCursor: parseCursor,
+    parseDeskshare: parseDeskshare,
+    parseMetadata: parseMetadata,
+    parsePanzooms: parsePanzooms,
+    parseShapes: parseShapes,
+    parseXml: parseXml,
+  };
+})();

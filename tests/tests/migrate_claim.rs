@@ -1,0 +1,442 @@
+//! End-to-end tests of `bbb-migrate claim` (mode 1) against the fake BBB server: video playbacks
+//! downloaded into the Pod claim directory, reruns, a playback that 404s, --dry-run, --jobs 2,
+//! a dropped connection resumed, protected token URLs, and kill -9 in the middle of a job.
+
+mod migrate_support;
+
+use std::time::{Duration, Instant};
+
+use fake_bbb::{ApiPlayback, ApiRecording, Throttle};
+use migrate_support::*;
+
+const VIDEO_FILE: &str = "sample-two-formats-2026-01-01.m4v";
+
+fn status_json(env: &Env) -> serde_json::Value {
+    let o = env.run(&["status", "--json"]);
+    expect_code(&o, 0);
+    serde_json::from_slice(&o.stdout).expect("status --json")
+}
+
+#[test]
+fn a_video_playback_is_downloaded_into_the_claim_directory_and_a_rerun_does_nothing() {
+    let env = setup("prefix", "");
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+    let s = status_json(&env);
+    assert_eq!(s["counts"]["succeeded"], 1);
+    assert_eq!(
+        s["outputs"][0]["path"],
+        env.claim.join(VIDEO_FILE).display().to_string()
+    );
+    // No partial file anywhere.
+    let tmp = env.dir.path().join(".bbb-migrate-tmp");
+    assert!(list(&tmp).is_empty(), "temp dir: {:?}", list(&tmp));
+
+    let media_before = env.bbb.request_count("/playback/video/");
+    let snapshot = env.claimed();
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert!(text(&o.stdout).contains("1 skipped"), "{}", text(&o.stdout));
+    assert_eq!(
+        env.bbb.request_count("/playback/video/"),
+        media_before,
+        "no second download"
+    );
+    assert_eq!(env.claimed(), snapshot);
+}
+
+#[test]
+fn a_playback_that_404s_ends_dead_with_exit_1_and_the_others_succeed() {
+    let env = setup("prefix", "");
+    // A video playback whose files do not exist on the server: its page is a 404.
+    let mut gone = ApiRecording::new(ApiRecording::synthetic_id(7));
+    gone.playbacks = vec![ApiPlayback::served("video", 1)];
+    let gone_id = gone.record_id.clone();
+    env.bbb.add_recording(gone);
+    let o = env.run(&[
+        "claim",
+        "--record-id",
+        VIDEO_ID,
+        "--record-id",
+        &gone_id,
+        "--jobs",
+        "2",
+    ]);
+    expect_code(&o, 1);
+    let out = text(&o.stdout);
+    assert!(out.contains(&format!("FAILED {gone_id} [dead]")), "{out}");
+    assert!(out.contains("404"), "the reason is in the summary: {out}");
+    assert!(out.contains("download"), "the phase is named: {out}");
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+    let s = status_json(&env);
+    assert_eq!(s["counts"]["dead"], 1);
+    assert_eq!(s["counts"]["succeeded"], 1);
+    assert_eq!(s["failures"][0]["record_id"], gone_id.as_str());
+    assert_eq!(s["failures"][0]["error_class"], "permanent");
+    // Dead stays dead (exit 1 again) until `retry --failed`.
+    expect_code(&env.run(&["claim", "--record-id", &gone_id]), 1);
+    let o = env.run(&["retry", "--failed"]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).contains("re-queued 1"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn dry_run_touches_nothing() {
+    let env = setup("prefix", "");
+    // A first real run so that a ledger, a cache and a placed file exist.
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 0);
+    let extra_id = ApiRecording::synthetic_id(9);
+    let mut extra = ApiRecording::new(&extra_id);
+    extra.playbacks = vec![ApiPlayback::served("video", 1)];
+    env.bbb.add_recording(extra);
+    let before = env.snapshot();
+    let media = env.bbb.request_count("/playback/");
+    for args in [
+        vec![
+            "claim",
+            "--dry-run",
+            "--record-id",
+            VIDEO_ID,
+            "--record-id",
+            &extra_id,
+        ],
+        vec!["claim", "--dry-run", "--force", "--record-id", VIDEO_ID],
+        vec!["--use-manual-claim", "--dry", "--record-id", &extra_id],
+        vec!["export-csv", "--dry-run"],
+        vec!["retry", "--failed", "--dry-run"],
+        vec!["list", "--dry-run"],
+    ] {
+        let o = env.run(&args);
+        expect_code(&o, 0);
+        if args[0] != "list" && args[0] != "export-csv" && args[0] != "retry" {
+            let out = text(&o.stdout);
+            assert!(out.contains("dry run"), "{out}");
+            assert!(
+                out.contains("would download") || out.contains("already done"),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(
+        env.bbb.request_count("/playback/"),
+        media,
+        "no playback fetched"
+    );
+    let after = env.snapshot();
+    let names = |v: &[(String, u64, Vec<u8>)]| v.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before), "directory listing changed");
+    assert!(
+        after == before,
+        "a file's content changed (ledger, cache or claim dir)"
+    );
+}
+
+#[test]
+fn two_jobs_run_at_once() {
+    let env = setup("prefix", "");
+    // Three video recordings served from the same sample files, each slowed to ~1.5 s.
+    let mut ids = vec![VIDEO_ID.to_owned()];
+    for n in [21, 22] {
+        let id = ApiRecording::synthetic_id(n);
+        let mut r = ApiRecording::new(&id);
+        r.name = format!("Parallel {n}");
+        r.playbacks = vec![ApiPlayback {
+            url: fake_bbb::PlaybackUrl::Absolute(format!(
+                "{}/playback/video/{VIDEO_ID}/",
+                env.bbb.base_url()
+            )),
+            ..ApiPlayback::served("video", 1)
+        }];
+        env.bbb.add_recording(r);
+        ids.push(id);
+    }
+    let size = sample_video().len() as u64;
+    env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size * 2 / 3,
+        after_bytes: 0,
+    }));
+    let mut args = vec!["claim", "--jobs", "2", "--progress", "json"];
+    for id in &ids {
+        args.push("--record-id");
+        args.push(id);
+    }
+    let started = Instant::now();
+    let o = env.run(&args);
+    expect_code(&o, 0);
+    let events: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let first_finish = events
+        .iter()
+        .position(|e| e["event"] == "finished")
+        .expect("finished events");
+    let started_before = events[..first_finish]
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .count();
+    assert_eq!(
+        started_before, 2,
+        "two jobs were running before the first finished: {events:?}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "summary"));
+    assert_eq!(env.claimed().len(), 3);
+    // Three 1.5 s downloads, two at a time: about 3 s, never the 4.5 s of one at a time.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_dropped_connection_is_resumed_and_the_size_checked() {
+    let env = setup("prefix", "");
+    env.bbb.faults().drop_media_next(2);
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+}
+
+#[test]
+fn protected_token_urls_are_downloaded_with_the_jobs_cookie() {
+    let env = setup("prefix", "");
+    env.bbb.faults().set_protected(true);
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+}
+
+#[test]
+fn same_name_same_day_gets_a_distinct_name_never_an_overwrite() {
+    let env = setup("prefix", "");
+    let id = ApiRecording::synthetic_id(31);
+    let mut twin = ApiRecording::new(&id);
+    twin.name = "Sample two formats".into();
+    twin.start_time = "1767268800001".into();
+    twin.playbacks = vec![ApiPlayback {
+        url: fake_bbb::PlaybackUrl::Absolute(format!(
+            "{}/playback/video/{VIDEO_ID}/",
+            env.bbb.base_url()
+        )),
+        ..ApiPlayback::served("video", 1)
+    }];
+    env.bbb.add_recording(twin);
+    // A file Pod already has under the first name must not be replaced either.
+    std::fs::write(env.claim.join(VIDEO_FILE), b"someone else's").unwrap();
+    let o = env.run(&["claim", "--record-id", VIDEO_ID, "--record-id", &id]);
+    expect_code(&o, 0);
+    let names = env.claimed();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        b"someone else's"
+    );
+    assert!(
+        names.contains(&format!(
+            "sample-two-formats-2026-01-01-{}.m4v",
+            &VIDEO_ID[..8]
+        )),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&format!("sample-two-formats-2026-01-01-{}.m4v", &id[..8])),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
+    let env = setup("prefix", "");
+    // A short lease so the rerun may take the dead worker's job over quickly.
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("retry_base_secs = 1", "retry_base_secs = 1\nlease_secs = 3"),
+    )
+    .unwrap();
+    let size = sample_video().len() as u64;
+    env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size / 10,
+        after_bytes: 0,
+    }));
+    let mut child = env
+        .command(&["claim", "--record-id", VIDEO_ID])
+        .spawn()
+        .unwrap();
+    let tmp = env.dir.path().join(".bbb-migrate-tmp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Wait until the partial file has data, then kill -9.
+    loop {
+        let partial = list(&tmp).into_iter().find(|n| n.ends_with(".partial"));
+        if let Some(p) = partial
+            && std::fs::metadata(tmp.join(&p).join(format!("{VIDEO_ID}.m4v")))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(env.claimed().is_empty(), "nothing placed by the killed run");
+    env.bbb.faults().set_throttle(None);
+    // While the dead worker's lease runs, a rerun finds nothing to take (exit 1: not done yet).
+    // After it expires, the rerun takes the job over and finishes it.
+    std::thread::sleep(Duration::from_millis(3500));
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+    assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+}
+
+#[test]
+fn ctrl_c_gives_the_job_back_and_a_rerun_finishes_it() {
+    let env = setup("prefix", "");
+    let size = sample_video().len() as u64;
+    env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size / 10,
+        after_bytes: 0,
+    }));
+    let child = env
+        .command(&["claim", "--record-id", VIDEO_ID])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = env.dir.path().join(".bbb-migrate-tmp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !list(&tmp).iter().any(|n| n.ends_with(".partial")) {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    expect_code(&out, 1);
+    assert!(env.claimed().is_empty());
+    assert!(list(&tmp).is_empty(), "temp left: {:?}", list(&tmp));
+    let s = status_json(&env);
+    assert_eq!(s["counts"]["pending"], 1, "given back: {s}");
+    env.bbb.faults().set_throttle(None);
+    // No lease to wait for: the job was released, and the attempt was not counted.
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+}
+
+#[test]
+fn init_config_template_works_with_env_overrides() {
+    let env = setup("prefix", "");
+    let o = env.run(&["init-config", "-o", "fresh.toml"]);
+    expect_code(&o, 0);
+    let fresh = env.dir.path().join("fresh.toml");
+    let text_cfg = std::fs::read_to_string(&fresh).unwrap();
+    for key in [
+        "base_url",
+        "secret",
+        "checksum",
+        "playback_url_23",
+        "fetch",
+        "time_zone",
+        "default_recorder_path",
+        "recorder_directory",
+        "recorder_id",
+        "command",
+        "format",
+        "url",
+        "jobs",
+        "timeout_secs",
+    ] {
+        assert!(text_cfg.contains(key), "template lacks {key}");
+    }
+    // Refuses to overwrite.
+    expect_code(&env.run(&["init-config", "-o", "fresh.toml"]), 2);
+    // The template plus BBB_URL / BBB_SECRET / BBB_MIGRATE_LEDGER reaches the server.
+    let o = std::process::Command::new(migrate_bin())
+        .current_dir(env.dir.path())
+        .env("BBB_URL", env.bbb.base_url())
+        .env("BBB_SECRET", env.bbb.secret())
+        .env(
+            "BBB_MIGRATE_LEDGER",
+            format!("sqlite://{}", env.dir.path().join("env.db").display()),
+        )
+        .args(["--config", "fresh.toml", "list", "--json"])
+        .output()
+        .unwrap();
+    expect_code(&o, 0);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.len(), 3);
+    assert!(!text(&o.stderr).contains(env.bbb.secret()));
+}
+
+#[test]
+fn malformed_recordings_make_a_claim_run_exit_1_and_are_named() {
+    let env = setup("prefix", "");
+    let id = ApiRecording::synthetic_id(41);
+    let mut bad = ApiRecording::new(&id);
+    bad.start_time = "not-a-time".into();
+    env.bbb.add_recording(bad);
+    // Newest first: --limit 1 selects the sample with a video playback.
+    let o = env.run(&["claim", "--limit", "1"]);
+    expect_code(&o, 1);
+    let out = text(&o.stdout);
+    assert!(out.contains(&format!("FAILED {id} [malformed]")), "{out}");
+    assert_eq!(
+        env.claimed(),
+        vec![VIDEO_FILE.to_owned()],
+        "the good one still went through"
+    );
+    // Asked for by id, the others are not this run's failures.
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).contains("1 malformed"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn force_redoes_a_done_recording_without_overwriting_the_first_file() {
+    let env = setup("prefix", "");
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 0);
+    let before = env.bbb.request_count("/playback/video/");
+    let o = env.run(&["claim", "--force", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert!(
+        env.bbb.request_count("/playback/video/") > before,
+        "downloaded again"
+    );
+    let second = format!("sample-two-formats-2026-01-01-{}.m4v", &VIDEO_ID[..8]);
+    assert_eq!(env.claimed(), vec![second.clone(), VIDEO_FILE.to_owned()]);
+    assert_eq!(
+        std::fs::read(env.claim.join(&second)).unwrap(),
+        sample_video()
+    );
+}
