@@ -1,1 +1,24 @@
-//! placeholder
+//! `bbb-record`: turns a BigBlueButton presentation playback (2.3+ and legacy 2.0 players), or any
+//! other page, into an MP4/WebM/MKV file.
+//!
+//! Chromium runs on a private Xvfb display and is driven through the DevTools protocol; the
+//! screen is grabbed with x11grab and every frame is placed on the playback's media clock; the
+//! sound is the recording's own, cut on the same timeline, so picture and sound are in sync by
+//! construction. See `recorder/design/` for the timing and output-lifecycle notes.
+//!
+//! Modules: [`playback`] (what a URL/page is, metadata.xml), [`browser`] (Chromium), [`capture`]
+//! (frame sources), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
+//! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
+//! [`progress`] (what the user sees), [`error`] (classes, phases, exit codes).
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod browser;
+pub mod capture;
+pub mod encode;
+pub mod error;
+pub mod pipeline;
+pub mod playback;
+pub mod progress;
+pub mod record;
+pub mod timeline;

@@ -1,1 +1,194 @@
-fn main() {}
+//! The `bbb-record` command line: parses and validates arguments, sets up logging, signals and the
+//! runtime, runs one recording and turns its result into a documented exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bbb_recorder::error::{RecordError, exit};
+use bbb_recorder::progress::{Progress, ProgressMode};
+use bbb_recorder::record::{self, AudioMode, Layout, RecordRequest};
+use clap::Parser;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success: the file is complete at its destination
+  2  usage error
+  3  permanent failure: bad URL, playback not found, not a playback and no duration, unsupported
+     (retrying will not help)
+  4  transient failure: network, server error, browser crash, stall, timeout, interrupted by
+     SIGINT/SIGTERM (a retry may succeed)
+On failure nothing is left at the destination and no temporary file or process survives.";
+
+/// Record a BigBlueButton playback (2.3+ or 2.0 player), or any web page, to a video file.
+#[derive(Debug, Parser)]
+#[command(name = "bbb-record", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Playback URL (https://HOST/playback/presentation/2.3/<recordId>, the 2.0 playback.html
+    /// link, a Scalelite /recording/... link) or any other URL (then --duration is needed unless
+    /// the page has a media element with a finite duration).
+    url: String,
+    /// Output file; the container follows the extension: .mp4 (H.264 + AAC), .webm (VP8 + Opus),
+    /// .mkv (H.264 + AAC).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Picture size.
+    #[arg(long, default_value = "1280x720", value_parser = parse_size)]
+    size: (u32, u32),
+    /// Frames per second.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    fps: u32,
+    /// Quality (x264 CRF 0-51, default 23; VP8 CRF 4-63, default 10).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=63))]
+    crf: Option<u32>,
+    /// Encoder preset (x264: ultrafast..veryslow, default veryfast; VP8: cpu-used 0-16, default 8).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Start at this media time (seconds).
+    #[arg(long, value_parser = parse_seconds)]
+    start: Option<f64>,
+    /// Stop at this media time (seconds).
+    #[arg(long, value_parser = parse_seconds)]
+    end: Option<f64>,
+    /// Length to record (seconds): required for pages that are not BBB playbacks (unless they
+    /// have a media element with a finite duration); caps the length of BBB playbacks.
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<f64>,
+    /// BBB layout: full = the player as users see it without its controls.
+    #[arg(long, value_enum, default_value = "full")]
+    layout: Layout,
+    /// Sound: auto = the recording's own sound for BBB playbacks, none for other pages.
+    #[arg(long, value_enum, default_value = "auto")]
+    audio: AudioMode,
+    /// Frame capture method.
+    #[arg(long, value_enum, default_value = "x11")]
+    capture: CaptureMode,
+    /// Progress display: json = one JSON object per line on stdout.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Give up after this many seconds (default: duration x 1.5 + 300).
+    #[arg(long, value_parser = parse_seconds)]
+    timeout: Option<f64>,
+    /// Chromium binary (default: Debian's chromium, then chromium/google-chrome on PATH).
+    #[arg(long)]
+    browser: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureMode {
+    /// Grab the virtual X display (steady rate, cheapest).
+    X11,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or("expected WIDTHxHEIGHT, e.g. 1280x720")?;
+    let w: u32 = w.parse().map_err(|_| "bad width")?;
+    let h: u32 = h.parse().map_err(|_| "bad height")?;
+    if !(16..=7680).contains(&w)
+        || !(16..=4320).contains(&h)
+        || !w.is_multiple_of(2)
+        || !h.is_multiple_of(2)
+    {
+        return Err("width and height must be even, 16..7680 x 16..4320".into());
+    }
+    Ok((w, h))
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err("must be a non-negative number of seconds".into());
+    }
+    Ok(v)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BBB_RECORD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // libxcb (x11grab) reads XAUTHORITY from our environment: fix it before any thread starts.
+    let xauth = std::env::temp_dir().join(format!("bbb-record-{}.xauth", std::process::id()));
+    // SAFETY: no other thread exists yet (the runtime is built below).
+    unsafe { std::env::set_var("XAUTHORITY", &xauth) };
+    let code = run(cli);
+    let _ = std::fs::remove_file(&xauth);
+    ExitCode::from(code as u8)
+}
+
+fn run(cli: Cli) -> i32 {
+    let progress = Progress::new(cli.progress);
+    let timeout = cli.timeout.map(Duration::from_secs_f64);
+    let CaptureMode::X11 = cli.capture;
+    let req = RecordRequest {
+        url: cli.url,
+        output: cli.output,
+        width: cli.size.0,
+        height: cli.size.1,
+        fps: cli.fps,
+        crf: cli.crf,
+        preset: cli.preset,
+        start: cli.start,
+        end: cli.end,
+        duration: cli.duration,
+        layout: cli.layout,
+        audio: cli.audio,
+        timeout,
+        browser: cli.browser,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bbb-record: cannot start: {e}");
+            return exit::TRANSIENT;
+        }
+    };
+    let result: Result<record::Outcome, RecordError> = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            let _ = cancel_tx.send(true);
+        });
+        let reporter_progress = progress.clone();
+        let reporter: record::Reporter = std::sync::Arc::new(move |e| reporter_progress.event(e));
+        // The overall timeout needs the duration, known only once the playback is probed; the
+        // recorder applies `duration x 1.5 + 300` itself when none is given.
+        record::record(req, reporter, cancel_rx).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(outcome) => {
+            progress.done(&outcome);
+            exit::SUCCESS
+        }
+        Err(e) => {
+            progress.error(&e);
+            eprintln!("bbb-record: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! libav encoding and muxing: the live video encoder, the audio cut and transcode, the final
+//! container, and the output's atomic placement. Knows nothing of Chromium or the player.
+//!
+//! Output lifecycle (`recorder/design/output.md`): while capturing, video is encoded once, live, into
+//! an intermediate Matroska file in the work directory (Matroska stays readable if we are killed).
+//! At the end the encoded video packets are copied, not re-encoded, into the final container
+//! together with the audio cut from the recording's own media, written to a temporary file beside
+//! the destination, fsynced, renamed over the destination name, and the directory fsynced.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
+use ffmpeg_next as ffmpeg;
+
+use crate::error::{Context as _, Phase, RecordError};
+
+/// Output containers, chosen from the destination's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// H.264 + AAC, moov atom at the front.
+    Mp4,
+    /// VP8 + Opus.
+    Webm,
+    /// H.264 + AAC in Matroska.
+    Mkv,
+}
+
+impl Container {
+    pub fn from_path(path: &Path) -> Option<Container> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "mp4" | "m4v" => Some(Container::Mp4),
+            "webm" => Some(Container::Webm),
+            "mkv" => Some(Container::Mkv),
+            _ => None,
+        }
+    }
+
+    fn muxer(self) -> &'static str {
+        match self {
+            Container::Mp4 => "mp4",
+            Container::Webm => "webm",
+            Container::Mkv => "matroska",
+        }
+    }
+
+    fn video_codec(self) -> &'static str {
+        match self {
+            Container::Mp4 | Container::Mkv => "libx264",
+            Container::Webm => "libvpx",
+        }
+    }
+
+    fn audio_codec(self) -> &'static str {
+        match self {
+            // Opus in MP4 is unplayable in many players (bbb-playback.md, "Capture facts").
+            Container::Mp4 | Container::Mkv => "aac",
+            Container::Webm => "libopus",
+        }
+    }
+}
+
+/// Video encoding settings.
+#[derive(Debug, Clone)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub container: Container,
+    pub crf: Option<u32>,
+    pub preset: Option<String>,
+}
+
+/// Initialise libav once (codecs, formats and input devices such as x11grab and pulse).
+pub fn init() -> Result<(), RecordError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| {
+        ffmpeg::init().map_err(|e| e.to_string())?;
+        ffmpeg::device::register_all();
+        ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+        Ok(())
+    })
+    .clone()
+    .map_err(|e| RecordError::transient(Phase::Setup, format!("libav: {e}")))
+}
+
+/// The live encoder: BGR0 screen frames in, an intermediate video-only Matroska file out.
+pub struct VideoWriter {
+    octx: format::context::Output,
+    encoder: encoder::Video,
+    scaler: ffmpeg::software::scaling::Context,
+    bgr: frame::Video,
+    yuv: frame::Video,
+    time_base: Rational,
+    stream_time_base: Rational,
+    frames: u64,
+    path: PathBuf,
+}
+
+impl VideoWriter {
+    pub fn create(path: &Path, settings: &VideoSettings) -> Result<VideoWriter, RecordError> {
+        let ph = Phase::Encode;
+        let mut octx =
+            format::output_as(path, "matroska").transient(ph, "creating the video file")?;
+        let codec = encoder::find_by_name(settings.container.video_codec()).ok_or_else(|| {
+            RecordError::permanent(
+                ph,
+                format!(
+                    "libav has no {} encoder (install Debian's libavcodec with it)",
+                    settings.container.video_codec()
+                ),
+            )
+        })?;
+        let time_base = Rational(1, settings.fps as i32);
+        let mut enc = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .transient(ph, "video encoder")?;
+        enc.set_width(settings.width);
+        enc.set_height(settings.height);
+        enc.set_format(format::Pixel::YUV420P);
+        enc.set_time_base(time_base);
+        enc.set_frame_rate(Some(Rational(settings.fps as i32, 1)));
+        // A keyframe every 10 s: cheap on static slides, still seekable.
+        enc.set_gop(settings.fps * 10);
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        let mut opts = Dictionary::new();
+        match settings.container.video_codec() {
+            "libx264" => {
+                opts.set("preset", settings.preset.as_deref().unwrap_or("veryfast"));
+                opts.set("crf", &settings.crf.unwrap_or(23).to_string());
+                // Screen content: no B-frame reordering latency, and the frame-type decision stays
+                // cheap on the long runs of identical frames a static slide produces.
+                opts.set("tune", "stillimage");
+            }
+            _ => {
+                opts.set("deadline", "realtime");
+                opts.set("cpu-used", settings.preset.as_deref().unwrap_or("8"));
+                opts.set("crf", &settings.crf.unwrap_or(10).to_string());
+                opts.set("b", "2M");
+            }
+        }
+        let encoder = enc
+            .open_with(opts)
+            .transient(ph, "opening the video encoder")?;
+        {
+            let mut stream = octx.add_stream(codec).transient(ph, "video stream")?;
+            stream.set_parameters(&encoder);
+            stream.set_time_base(time_base);
+        }
+        octx.write_header()
+            .transient(ph, "writing the video header")?;
+        let stream_time_base = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
+        let scaler = ffmpeg::software::scaling::Context::get(
+            format::Pixel::BGRZ,
+            settings.width,
+            settings.height,
+            format::Pixel::YUV420P,
+            settings.width,
+            settings.height,
+            ffmpeg::software::scaling::Flags::BILINEAR,
+        )
+        .transient(ph, "colour converter")?;
+        Ok(VideoWriter {
+            octx,
+            encoder,
+            scaler,
+            bgr: frame::Video::new(format::Pixel::BGRZ, settings.width, settings.height),
+            yuv: frame::Video::new(format::Pixel::YUV420P, settings.width, settings.height),
+            time_base,
+            stream_time_base,
+            frames: 0,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Encode one output frame from a BGR0 picture (`stride` bytes per row). `unchanged` says the
+    /// picture is the same as the previous frame's: the colour conversion is skipped then.
+    pub fn write(
+        &mut self,
+        bgr0: &[u8],
+        stride: usize,
+        unchanged: bool,
+    ) -> Result<(), RecordError> {
+        if !unchanged || self.frames == 0 {
+            let height = self.bgr.height() as usize;
+            let dst_stride = self.bgr.stride(0);
+            let row = stride.min(dst_stride);
+            let data = self.bgr.data_mut(0);
+            for y in 0..height {
+                data[y * dst_stride..y * dst_stride + row]
+                    .copy_from_slice(&bgr0[y * stride..y * stride + row]);
+            }
+            self.scaler
+                .run(&self.bgr, &mut self.yuv)
+                .transient(Phase::Encode, "colour conversion")?;
+        }
+        self.yuv.set_pts(Some(self.frames as i64));
+        self.encoder
+            .send_frame(&self.yuv)
+            .transient(Phase::Encode, "encoding a frame")?;
+        self.frames += 1;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<(), RecordError> {
+        let mut packet = Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(0);
+            packet.rescale_ts(self.time_base, self.stream_time_base);
+            packet
+                .write_interleaved(&mut self.octx)
+                .transient(Phase::Encode, "writing video")?;
+        }
+        Ok(())
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Flush the encoder and close the file; returns its path and the number of frames.
+    pub fn finish(mut self) -> Result<(PathBuf, u64), RecordError> {
+        self.encoder
+            .send_eof()
+            .transient(Phase::Encode, "flushing the encoder")?;
+        self.drain()?;
+        self.octx
+            .write_trailer()
+            .transient(Phase::Encode, "closing the video file")?;
+        Ok((self.path, self.frames))
+    }
+}
+
+/// The recording's own sound, to be cut to the recorded media interval.
+#[derive(Debug, Clone)]
+pub struct AudioCut {
+    /// A file with an audio stream (the webcams or audio media of the recording).
+    pub source: PathBuf,
+    /// Media time (seconds) of the first output sample.
+    pub start: f64,
+    /// Length (seconds) of the output.
+    pub duration: f64,
+}
+
+/// Facts about the written output.
+#[derive(Debug, Clone)]
+pub struct MuxReport {
+    pub video_frames: u64,
+    pub audio_samples: u64,
+}
+
+const AUDIO_RATE: i32 = 48_000;
+
+/// Write the final file: the encoded video copied from `video`, plus `audio` cut and encoded.
+pub fn mux(
+    video: &Path,
+    audio: Option<&AudioCut>,
+    container: Container,
+    out: &Path,
+) -> Result<MuxReport, RecordError> {
+    let ph = Phase::Mux;
+    let mut ictx = format::input(video).transient(ph, "reading the encoded video")?;
+    let mut octx =
+        format::output_as(out, container.muxer()).transient(ph, "creating the output")?;
+    let (video_index, video_tb) = {
+        let ist = ictx
+            .streams()
+            .best(media::Type::Video)
+            .ok_or_else(|| RecordError::transient(ph, "no video in the intermediate file"))?;
+        let mut ost = octx
+            .add_stream(encoder::find(codec::Id::None))
+            .transient(ph, "output video stream")?;
+        ost.set_parameters(ist.parameters());
+        // SAFETY: resetting the codec tag of parameters we own; the muxer picks its own tag.
+        unsafe {
+            (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+        }
+        (ist.index(), ist.time_base())
+    };
+    let mut audio_track = match audio {
+        Some(cut) => Some(AudioTrack::open(cut, container, &mut octx)?),
+        None => None,
+    };
+    let mut opts = Dictionary::new();
+    if container == Container::Mp4 {
+        // The moov atom at the front: the file starts playing before it is fully downloaded.
+        opts.set("movflags", "+faststart");
+    }
+    octx.write_header_with(opts)
+        .transient(ph, "writing the output header")?;
+    let video_out_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(video_tb);
+    let audio_out_tb = octx.stream(1).map(|s| s.time_base());
+    let mut video_frames = 0;
+    for (stream, mut packet) in ictx.packets() {
+        if stream.index() != video_index {
+            continue;
+        }
+        let seconds = packet.pts().unwrap_or(0) as f64 * f64::from(video_tb);
+        packet.set_stream(0);
+        packet.set_position(-1);
+        packet.rescale_ts(video_tb, video_out_tb);
+        packet
+            .write_interleaved(&mut octx)
+            .transient(ph, "writing video")?;
+        video_frames += 1;
+        if let (Some(track), Some(tb)) = (audio_track.as_mut(), audio_out_tb) {
+            // Keep the audio about a second ahead of the video so the interleaving stays tight.
+            track.pump_until(seconds + 1.0, &mut octx, tb)?;
+        }
+    }
+    let mut audio_samples = 0;
+    if let (Some(mut track), Some(tb)) = (audio_track.take(), audio_out_tb) {
+        track.pump_until(f64::INFINITY, &mut octx, tb)?;
+        audio_samples = track.finish(&mut octx, tb)?;
+    }
+    octx.write_trailer().transient(ph, "closing the output")?;
+    Ok(MuxReport {
+        video_frames,
+        audio_samples,
+    })
+}
+
+/// Decodes the source audio, places its samples on the output timeline by their timestamps
+/// (silence where the source has none), and encodes exactly `duration` seconds.
+struct AudioTrack {
+    input: format::context::Input,
+    stream_index: usize,
+    stream_tb: Rational,
+    decoder: ffmpeg::decoder::Audio,
+    resampler: Option<ffmpeg::software::resampling::Context>,
+    encoder: encoder::Audio,
+    planar: bool,
+    frame_size: usize,
+    /// Interleaved stereo f32 samples not yet encoded; `pending[0]` is output sample `cursor`.
+    pending: Vec<f32>,
+    cursor: u64,
+    total: u64,
+    encoded: u64,
+    start: f64,
+    source_done: bool,
+    label: String,
+}
+
+impl AudioTrack {
+    fn open(
+        cut: &AudioCut,
+        container: Container,
+        octx: &mut format::context::Output,
+    ) -> Result<AudioTrack, RecordError> {
+        let ph = Phase::Audio;
+        let label = cut.source.display().to_string();
+        let input = format::input(&cut.source).transient(ph, "opening the recording's media")?;
+        let ist = input.streams().best(media::Type::Audio).ok_or_else(|| {
+            RecordError::permanent(
+                ph,
+                format!("the recording's media {label} has no audio track"),
+            )
+        })?;
+        let stream_index = ist.index();
+        let stream_tb = ist.time_base();
+        let decoder = codec::context::Context::from_parameters(ist.parameters())
+            .transient(ph, "audio decoder")?
+            .decoder()
+            .audio()
+            .transient(ph, "audio decoder")?;
+        let codec = encoder::find_by_name(container.audio_codec()).ok_or_else(|| {
+            RecordError::permanent(
+                ph,
+                format!("libav has no {} encoder", container.audio_codec()),
+            )
+        })?;
+        let planar = container.audio_codec() == "aac";
+        let sample_format = if planar {
+            format::Sample::F32(format::sample::Type::Planar)
+        } else {
+            format::Sample::F32(format::sample::Type::Packed)
+        };
+        let mut enc = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .audio()
+            .transient(ph, "audio encoder")?;
+        enc.set_rate(AUDIO_RATE);
+        enc.set_channel_layout(ChannelLayout::STEREO);
+        enc.set_format(sample_format);
+        enc.set_bit_rate(128_000);
+        enc.set_time_base(Rational(1, AUDIO_RATE));
+        if octx.format().flags().contains(format::Flags::GLOBAL_HEADER) {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let encoder = enc
+            .open_as(codec)
+            .transient(ph, "opening the audio encoder")?;
+        {
+            let mut ost = octx
+                .add_stream(codec)
+                .transient(ph, "output audio stream")?;
+            ost.set_parameters(&encoder);
+            ost.set_time_base(Rational(1, AUDIO_RATE));
+        }
+        let frame_size = match encoder.frame_size() {
+            0 => 1024,
+            n => n as usize,
+        };
+        Ok(AudioTrack {
+            input,
+            stream_index,
+            stream_tb,
+            decoder,
+            resampler: None,
+            encoder,
+            planar,
+            frame_size,
+            pending: Vec::new(),
+            cursor: 0,
+            total: (cut.duration * f64::from(AUDIO_RATE)).round().max(0.0) as u64,
+            encoded: 0,
+            start: cut.start,
+            source_done: false,
+            label,
+        })
+    }
+
+    /// Decode and encode until the output reaches `seconds` (or the source ends).
+    fn pump_until(
+        &mut self,
+        seconds: f64,
+        octx: &mut format::context::Output,
+        out_tb: Rational,
+    ) -> Result<(), RecordError> {
+        while !self.source_done
+            && (self.cursor as f64 + (self.pending.len() / 2) as f64) / f64::from(AUDIO_RATE)
+                < seconds
+            && self.cursor + (self.pending.len() / 2) as u64 <= self.total
+        {
+            let mut packet = Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) => {
+                    if packet.stream() != self.stream_index {
+                        continue;
+                    }
+                    // A corrupt packet in hours of audio must not end the recording: skip it.
+                    if let Err(e) = self.decoder.send_packet(&packet) {
+                        tracing::warn!(source = %self.label, "skipping an undecodable audio packet: {e}");
+                        continue;
+                    }
+                }
+                Err(ffmpeg::Error::Eof) => {
+                    let _ = self.decoder.send_eof();
+                    self.source_done = true;
+                }
+                Err(e) => {
+                    return Err(RecordError::transient(
+                        Phase::Audio,
+                        format!("reading {}: {e}", self.label),
+                    ));
+                }
+            }
+            let mut decoded = frame::Audio::empty();
+            while self.decoder.receive_frame(&mut decoded).is_ok() {
+                self.take_decoded(&decoded)?;
+            }
+            self.encode_ready(octx, out_tb, false)?;
+        }
+        self.encode_ready(octx, out_tb, false)
+    }
+
+    fn take_decoded(&mut self, decoded: &frame::Audio) -> Result<(), RecordError> {
+        let ph = Phase::Audio;
+        if self.resampler.is_none() {
+            let layout = if decoded.channel_layout().bits() == 0 {
+                ChannelLayout::default(i32::from(decoded.channels()))
+            } else {
+                decoded.channel_layout()
+            };
+            self.resampler = Some(
+                ffmpeg::software::resampling::Context::get(
+                    decoded.format(),
+                    layout,
+                    decoded.rate(),
+                    format::Sample::F32(format::sample::Type::Packed),
+                    ChannelLayout::STEREO,
+                    AUDIO_RATE as u32,
+                )
+                .transient(ph, "audio resampler")?,
+            );
+        }
+        let mut input = decoded.clone();
+        if input.channel_layout().bits() == 0 {
+            input.set_channel_layout(ChannelLayout::default(i32::from(decoded.channels())));
+        }
+        let mut converted = frame::Audio::empty();
+        self.resampler
+            .as_mut()
+            .expect("set above")
+            .run(&input, &mut converted)
+            .transient(ph, "resampling audio")?;
+        let n = converted.samples();
+        if n == 0 {
+            return Ok(());
+        }
+        let samples: &[(f32, f32)] = &converted.plane::<(f32, f32)>(0)[..n];
+        // Where these samples belong on the output timeline, from the source timestamps (the
+        // webcams file starts at -7 ms: a naive transcode would shift the sound late).
+        let end = self.cursor + (self.pending.len() / 2) as u64;
+        let position = decoded.pts().map(|pts| {
+            let t = pts as f64 * f64::from(self.stream_tb) - self.start;
+            (t * f64::from(AUDIO_RATE)).round() as i64
+        });
+        let mut skip = 0usize;
+        if let Some(pos) = position {
+            let drift = pos - end as i64;
+            // Follow the timestamps only when they disagree by more than 20 ms (a gap or an
+            // overlap in the source); tiny rounding differences are not worth a discontinuity.
+            if drift > 960 {
+                self.pending
+                    .extend(std::iter::repeat_n(0.0, drift as usize * 2));
+            } else if drift < -960 || (end == 0 && drift < 0) {
+                skip = (-drift) as usize;
+            }
+        }
+        for &(l, r) in samples.iter().skip(skip) {
+            self.pending.push(l);
+            self.pending.push(r);
+        }
+        Ok(())
+    }
+
+    fn encode_ready(
+        &mut self,
+        octx: &mut format::context::Output,
+        out_tb: Rational,
+        flush: bool,
+    ) -> Result<(), RecordError> {
+        loop {
+            let left = self.total.saturating_sub(self.cursor) as usize;
+            if left == 0 {
+                self.pending.clear();
+                return Ok(());
+            }
+            let available = self.pending.len() / 2;
+            let n = self.frame_size.min(left);
+            if available < n {
+                if !flush {
+                    return Ok(());
+                }
+                // End of source: pad with silence up to the full length.
+                self.pending.resize(n * 2, 0.0);
+            }
+            let mut out = frame::Audio::new(
+                if self.planar {
+                    format::Sample::F32(format::sample::Type::Planar)
+                } else {
+                    format::Sample::F32(format::sample::Type::Packed)
+                },
+                n,
+                ChannelLayout::STEREO,
+            );
+            out.set_rate(AUDIO_RATE as u32);
+            if self.planar {
+                for ch in 0..2 {
+                    let plane = out.plane_mut::<f32>(ch);
+                    for (dst, pair) in plane[..n].iter_mut().zip(self.pending.chunks_exact(2)) {
+                        *dst = pair[ch];
+                    }
+                }
+            } else {
+                let plane = out.plane_mut::<(f32, f32)>(0);
+                for (dst, pair) in plane[..n].iter_mut().zip(self.pending.chunks_exact(2)) {
+                    *dst = (pair[0], pair[1]);
+                }
+            }
+            out.set_pts(Some(self.cursor as i64));
+            self.pending.drain(..n * 2);
+            self.cursor += n as u64;
+            self.encoder
+                .send_frame(&out)
+                .transient(Phase::Audio, "encoding audio")?;
+            self.drain(octx, out_tb)?;
+        }
+    }
+
+    fn drain(
+        &mut self,
+        octx: &mut format::context::Output,
+        out_tb: Rational,
+    ) -> Result<(), RecordError> {
+        let mut packet = Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(1);
+            packet.rescale_ts(Rational(1, AUDIO_RATE), out_tb);
+            packet
+                .write_interleaved(octx)
+                .transient(Phase::Mux, "writing audio")?;
+            self.encoded += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        octx: &mut format::context::Output,
+        out_tb: Rational,
+    ) -> Result<u64, RecordError> {
+        self.encode_ready(octx, out_tb, true)?;
+        self.encoder
+            .send_eof()
+            .transient(Phase::Audio, "flushing audio")?;
+        self.drain(octx, out_tb)?;
+        Ok(self.cursor)
+    }
+}
+
+/// Where the output is written before it is renamed into place: beside the destination, so the
+/// rename is atomic, and hidden, so watchers ignoring dot-files never see it.
+pub fn temporary_output_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let ext = dest
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}.partial.{ext}", std::process::id()))
+}
+
+/// fsync the file, rename it to `dest`, fsync the directory.
+pub fn place(tmp: &Path, dest: &Path) -> Result<(), RecordError> {
+    let ph = Phase::Place;
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .transient(ph, "syncing the output")?;
+    std::fs::rename(tmp, dest).transient(ph, &format!("renaming into {}", dest.display()))?;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .transient(ph, "syncing the output directory")?;
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! What kind of page a URL is (BBB 2.3 player, legacy 2.0 player, Scalelite protected link, any
+//! other page), the recording's `metadata.xml`, and where its media lives.
+//!
+//! Facts from `bbb-playback.md` ("URLs and ids", "On-disk / served layout"). The kind guessed from
+//! the URL is only a first guess: servers redirect 2.0 links to the 2.3 player and protected links
+//! to either, so `record` confirms the player from the loaded page and classifies the final URL.
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+use url::Url;
+
+use crate::error::{Phase, RecordError};
+
+/// A BBB record id: 40 lowercase hex/alnum characters, a dash, 13 digits (epoch ms).
+pub fn is_record_id(id: &str) -> bool {
+    let Some((hash, millis)) = id.split_once('-') else {
+        return false;
+    };
+    hash.len() == 40
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        && millis.len() == 13
+        && millis.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The player family a page belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageKind {
+    /// `/playback/presentation/2.3/<id>` (the React player of BBB 2.3+).
+    Bbb23 { record_id: String },
+    /// `/playback/presentation/2.0/playback.html?meetingId=<id>` (and the 0.9.0 path).
+    Bbb20 { record_id: String },
+    /// `/recording/<id>/<format>?token=...`: Scalelite's one-time link; resolves by redirect.
+    ScaleliteProtected { record_id: String },
+    /// Anything else: recorded for a duration.
+    Generic,
+}
+
+impl PageKind {
+    pub fn record_id(&self) -> Option<&str> {
+        match self {
+            PageKind::Bbb23 { record_id }
+            | PageKind::Bbb20 { record_id }
+            | PageKind::ScaleliteProtected { record_id } => Some(record_id),
+            PageKind::Generic => None,
+        }
+    }
+
+    pub fn is_bbb(&self) -> bool {
+        !matches!(self, PageKind::Generic)
+    }
+}
+
+/// Parse and classify a URL given on the command line.
+pub fn parse_url(input: &str) -> Result<(Url, PageKind), RecordError> {
+    let url = Url::parse(input)
+        .map_err(|e| RecordError::permanent(Phase::Setup, format!("invalid URL {input:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https" | "file") {
+        return Err(RecordError::permanent(
+            Phase::Setup,
+            format!(
+                "unsupported URL scheme {:?} (http, https or file)",
+                url.scheme()
+            ),
+        ));
+    }
+    let kind = classify(&url);
+    Ok((url, kind))
+}
+
+/// Classify a URL by its path (see the module doc: a guess until the page confirms it).
+pub fn classify(url: &Url) -> PageKind {
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let meeting_id = || {
+        url.query_pairs()
+            .find(|(k, _)| k == "meetingId")
+            .map(|(_, v)| v.into_owned())
+    };
+    match segments.as_slice() {
+        [.., "playback", "presentation", "2.3", id] => PageKind::Bbb23 {
+            record_id: (*id).to_owned(),
+        },
+        [
+            ..,
+            "playback",
+            "presentation",
+            "2.0" | "0.9.0",
+            "playback.html",
+        ] => match meeting_id() {
+            Some(id) => PageKind::Bbb20 { record_id: id },
+            None => PageKind::Generic,
+        },
+        [.., "recording", id, _format] if url.query_pairs().any(|(k, _)| k == "token") => {
+            PageKind::ScaleliteProtected {
+                record_id: (*id).to_owned(),
+            }
+        }
+        _ => PageKind::Generic,
+    }
+}
+
+/// The base URL of a recording's files: `<origin>[/<p>]/presentation/<id>/`.
+pub fn recording_base(page: &Url, record_id: &str) -> Result<Url, RecordError> {
+    if !is_record_id(record_id) {
+        return Err(RecordError::permanent(
+            Phase::Probe,
+            format!("{record_id:?} is not a BBB record id"),
+        ));
+    }
+    let mut base = page.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    // The 2.3 player's `p=` parameter inserts a path before `presentation/`.
+    let prefix = page
+        .query_pairs()
+        .find(|(k, _)| k == "p")
+        .map(|(_, v)| v.trim_matches('/').to_owned())
+        .filter(|p| !p.is_empty() && p.split('/').all(|s| !s.is_empty() && s != ".." && s != "."));
+    let path = match prefix {
+        Some(p) => format!("/{p}/presentation/{record_id}/"),
+        None => format!("/presentation/{record_id}/"),
+    };
+    base.set_path(&path);
+    Ok(base)
+}
+
+/// What `metadata.xml` tells a recorder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata {
+    pub id: Option<String>,
+    pub meeting_name: Option<String>,
+    /// Recorded length in milliseconds (`<playback><duration>`): the sum of recorded segments.
+    pub duration_ms: Option<u64>,
+    pub start_time_ms: Option<u64>,
+}
+
+/// Parse `metadata.xml` (robust to CDATA and unknown elements).
+pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut meta = Metadata::default();
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                text.clear();
+            }
+            Ok(Event::Text(t)) => {
+                text.push_str(&t.decode().map_err(|e| e.to_string())?);
+            }
+            Ok(Event::GeneralRef(r)) => {
+                let name = r.decode().map_err(|e| e.to_string())?;
+                if let Some(c) = r.resolve_char_ref().ok().flatten() {
+                    text.push(c);
+                } else if let Some(s) = quick_xml::escape::resolve_predefined_entity(&name) {
+                    text.push_str(s);
+                }
+            }
+            Ok(Event::CData(t)) => text.push_str(&String::from_utf8_lossy(&t.into_inner())),
+            Ok(Event::End(_)) => {
+                let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                let value = text.trim().to_owned();
+                match p.as_slice() {
+                    ["recording", "id"] => meta.id = Some(value),
+                    ["recording", "start_time"] => meta.start_time_ms = value.parse().ok(),
+                    ["recording", "meta", "meetingName"] => meta.meeting_name = Some(value),
+                    ["recording", "meeting"] if meta.meeting_name.is_none() => {}
+                    ["recording", "playback", "duration"] => {
+                        meta.duration_ms = Some(value.parse().map_err(|_| {
+                            format!("<playback><duration> is not a number: {value:?}")
+                        })?)
+                    }
+                    _ => {}
+                }
+                path.pop();
+                text.clear();
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => {
+                return Err(format!(
+                    "malformed XML at byte {}: {e}",
+                    reader.error_position()
+                ));
+            }
+        }
+    }
+    if path.is_empty() && meta == Metadata::default() {
+        return Err("no <recording> element".into());
+    }
+    Ok(meta)
+}
+
+/// Where the primary media (the master clock and the sound) may be, in order of preference.
+pub const MEDIA_CANDIDATES: [&str; 4] = [
+    "video/webcams.webm",
+    "video/webcams.mp4",
+    "audio/audio.webm",
+    "audio/audio.ogg",
+];
+
+/// Image URLs of the slides named in `shapes.svg` (to preload them before playing).
+pub fn slide_images(shapes_svg: &str) -> Vec<String> {
+    let mut reader = Reader::from_str(shapes_svg);
+    let mut out = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == b"image" => {
+                for attr in e.attributes().flatten() {
+                    if (attr.key.as_ref() == b"xlink:href" || attr.key.as_ref() == b"href")
+                        && let Ok(v) = attr.unescape_value()
+                        && !out.contains(&v.to_string())
+                    {
+                        out.push(v.into_owned());
+                    }
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6e35e3b2778883f5db637d7a5dba0a427f692e91-1605108888888";
+
+    #[test]
+    fn record_ids() {
+        assert!(is_record_id(ID));
+        assert!(!is_record_id("../../etc/passwd"));
+        assert!(!is_record_id(&ID.to_uppercase()));
+        assert!(!is_record_id(&format!("{ID}0")));
+    }
+
+    #[test]
+    fn classifies_player_urls() {
+        let u = Url::parse(&format!("https://h/playback/presentation/2.3/{ID}?t=3")).unwrap();
+        assert_eq!(
+            classify(&u),
+            PageKind::Bbb23 {
+                record_id: ID.into()
+            }
+        );
+        let u = Url::parse(&format!(
+            "https://h/playback/presentation/2.0/playback.html?meetingId={ID}"
+        ))
+        .unwrap();
+        assert_eq!(
+            classify(&u),
+            PageKind::Bbb20 {
+                record_id: ID.into()
+            }
+        );
+        let u = Url::parse(&format!("https://h/recording/{ID}/presentation?token=abc")).unwrap();
+        assert!(matches!(classify(&u), PageKind::ScaleliteProtected { .. }));
+        let u = Url::parse("https://example.org/some/page").unwrap();
+        assert_eq!(classify(&u), PageKind::Generic);
+        assert!(parse_url("not a url").is_err());
+        assert!(parse_url("ftp://h/x").is_err());
+    }
+
+    #[test]
+    fn recording_base_honours_p_and_rejects_bad_ids() {
+        let u = Url::parse(&format!(
+            "https://h/playback/presentation/2.3/{ID}?p=old/rec"
+        ))
+        .unwrap();
+        assert_eq!(
+            recording_base(&u, ID).unwrap().as_str(),
+            format!("https://h/old/rec/presentation/{ID}/")
+        );
+        assert!(recording_base(&u, "../x").is_err());
+    }
+
+    #[test]
+    fn parses_metadata() {
+        let xml = r#"<?xml version="1.0"?><recording><id>x</id><start_time>1605108888888</start_time>
+            <meta><meetingName><![CDATA[Cours & TD]]></meetingName></meta>
+            <playback><format>presentation</format><duration>15023</duration></playback></recording>"#;
+        let m = parse_metadata(xml).unwrap();
+        assert_eq!(m.duration_ms, Some(15023));
+        assert_eq!(m.meeting_name.as_deref(), Some("Cours & TD"));
+        assert_eq!(m.start_time_ms, Some(1605108888888));
+        assert!(
+            parse_metadata("<html><body>404</body>").is_err()
+                || parse_metadata("<html><body>404</body>")
+                    .unwrap()
+                    .duration_ms
+                    .is_none()
+        );
+    }
+
+    #[test]
+    fn finds_slide_images() {
+        let svg = r#"<svg xmlns:xlink="http://www.w3.org/1999/xlink"><image id="image1" in="0" out="5" xlink:href="presentation/p/slide-1.png"/><image xlink:href="presentation/p/slide-2.png"></image><image xlink:href="presentation/p/slide-1.png"/></svg>"#;
+        assert_eq!(
+            slide_images(svg),
+            vec!["presentation/p/slide-1.png", "presentation/p/slide-2.png"]
+        );
+    }
+}

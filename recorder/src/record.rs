@@ -1,0 +1,1211 @@
+//! One recording from start to finish: probe the playback, start the display and the browser, load
+//! and confirm the player, capture on the media clock, cut the sound, write and place the file, and
+//! tear everything down whatever happens.
+//!
+//! The player contract (selectors, events, autoplay rule, end of playback) is documented in
+//! bbb-playback.md; each rule used here cites it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
+use chromiumoxide::cdp::browser_protocol::network::GetCookiesParams;
+use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EventBindingCalled};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::watch;
+use url::Url;
+
+use crate::browser::{Chromium, LaunchOptions, find_browser};
+use crate::capture::{FrameSource, wall_now};
+use crate::encode::{self, AudioCut, Container, VideoSettings};
+use crate::error::{Context as _, Phase, RecordError};
+use crate::pipeline::Pipeline;
+use crate::playback::{self, PageKind};
+use crate::timeline::{ClockSample, MediaClock};
+
+/// Delay between the player's redraw and the pixels a grab sees (bbb-playback.md, "Real-time
+/// capture on the media clock": 25-45 ms measured); frames are stamped with media time at
+/// `grab - LATENCY`.
+pub const CAPTURE_LATENCY_US: i64 = 35_000;
+
+/// The playback must advance at least once in this long, or the recording is abandoned.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long the player may take to show itself or its error (BBB loads in about 3 s).
+const PLAYER_READY_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// The player as users see it, without control bar, top-bar buttons or play overlay.
+    Full,
+    /// The presentation only.
+    Content,
+    /// The webcams only.
+    Media,
+    /// Webcams big, presentation small.
+    Swapped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AudioMode {
+    /// The recording's own sound for BBB playbacks; none for other pages.
+    Auto,
+    /// The recording's own sound (BBB playbacks only).
+    Source,
+    /// No sound.
+    None,
+}
+
+/// Everything one recording needs, validated.
+#[derive(Debug, Clone)]
+pub struct RecordRequest {
+    pub url: String,
+    pub output: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub crf: Option<u32>,
+    pub preset: Option<String>,
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+    pub duration: Option<f64>,
+    pub layout: Layout,
+    pub audio: AudioMode,
+    pub timeout: Option<Duration>,
+    pub browser: Option<PathBuf>,
+}
+
+/// What the recorder reports while it works.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        kind: String,
+        duration: f64,
+    },
+    Progress {
+        media_time: f64,
+        duration: f64,
+    },
+    /// The player is waiting for data (media time `media_time`).
+    Stalled {
+        media_time: f64,
+    },
+    Warning(String),
+}
+
+/// The result of a successful recording.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub output: PathBuf,
+    pub duration: f64,
+    pub frames: u64,
+    pub changed_frames: u64,
+    pub audio_samples: u64,
+}
+
+pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Messages the page sends us through the `__bbbRecord` binding.
+#[derive(Debug, Deserialize)]
+struct PageMessage {
+    k: String,
+    #[serde(default)]
+    w: f64,
+    #[serde(default)]
+    m: f64,
+    #[serde(default)]
+    d: Option<f64>,
+}
+
+/// Record `req`. `cancel` becomes true on SIGINT/SIGTERM.
+pub async fn record(
+    req: RecordRequest,
+    report: Reporter,
+    cancel: watch::Receiver<bool>,
+) -> Result<Outcome, RecordError> {
+    let container = Container::from_path(&req.output).ok_or_else(|| {
+        RecordError::permanent(
+            Phase::Setup,
+            format!(
+                "cannot tell the container from {:?}: use .mp4, .webm or .mkv",
+                req.output
+            ),
+        )
+    })?;
+    let dest_dir = req
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    if !dest_dir.is_dir() {
+        return Err(RecordError::permanent(
+            Phase::Setup,
+            format!("output directory {} does not exist", dest_dir.display()),
+        ));
+    }
+    let (url, kind) = playback::parse_url(&req.url)?;
+    let browser_binary = match &req.browser {
+        Some(p) => p.clone(),
+        None => find_browser().ok_or_else(|| {
+            RecordError::permanent(
+                Phase::Browser,
+                "no Chromium found: install Debian's `chromium` package or pass --browser",
+            )
+        })?,
+    };
+    encode::init()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .transient(Phase::Setup, "HTTP client")?;
+
+    // Fail fast on a recording that does not exist, before starting any browser.
+    if let Some(id) = kind.record_id()
+        && !matches!(kind, PageKind::ScaleliteProtected { .. })
+    {
+        let base = playback::recording_base(&url, id)?;
+        fetch_metadata(&http, &base, "").await?;
+    }
+
+    // Everything temporary lives in one hidden directory beside the output (same filesystem, and
+    // hours of intermediate video do not fit a small /tmp); removed on every path out.
+    let work = tempfile::Builder::new()
+        .prefix(".bbb-record-")
+        .tempdir_in(&dest_dir)
+        .transient(Phase::Setup, "creating the work directory")?;
+
+    let display = {
+        let auth = xauthority_path();
+        let (w, h) = (req.width, req.height);
+        tokio::task::spawn_blocking(move || xvfb::Xvfb::new(w, h).auth_file(auth).start())
+            .await
+            .map_err(|e| RecordError::transient(Phase::Display, e.to_string()))?
+            .map_err(|e| match e {
+                xvfb::Error::NotInstalled { .. } | xvfb::Error::XauthNotInstalled => {
+                    RecordError::permanent(Phase::Display, e.to_string())
+                }
+                other => RecordError::transient(Phase::Display, other.to_string()),
+            })?
+    };
+    let mut chromium = Chromium::launch(&LaunchOptions {
+        binary: browser_binary,
+        display: display.name().to_owned(),
+        xauthority: display.xauthority().to_owned(),
+        width: req.width,
+        height: req.height,
+        profile_dir: work.path().join("profile"),
+        mute: true,
+        env: Vec::new(),
+    })
+    .await?;
+    let result = Session {
+        req: &req,
+        report: &report,
+        cancel,
+        chromium: &mut chromium,
+        display: Arc::new(Mutex::new(display)),
+        http: &http,
+        work: work.path(),
+        container,
+        started: Instant::now(),
+        default_timeout: None,
+        media_download: None,
+        media_path: None,
+    }
+    .run(url, kind)
+    .await;
+    chromium.shutdown().await;
+    drop(work);
+    result
+}
+
+/// The Xauthority path for our display, fixed before any thread connects to X (libxcb reads
+/// `XAUTHORITY` from the environment; see `main`).
+pub fn xauthority_path() -> PathBuf {
+    std::env::var_os("XAUTHORITY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("bbb-record-{}.xauth", std::process::id()))
+        })
+}
+
+struct Session<'a> {
+    req: &'a RecordRequest,
+    report: &'a Reporter,
+    cancel: watch::Receiver<bool>,
+    chromium: &'a mut Chromium,
+    display: Arc<Mutex<xvfb::Display>>,
+    http: &'a reqwest::Client,
+    work: &'a Path,
+    container: Container,
+    started: Instant,
+    /// `duration x 1.5 + 300 s` once the duration is known, unless `--timeout` was given.
+    default_timeout: Option<Duration>,
+    /// The recording's media, downloading in the background (its failure ends the recording at
+    /// once instead of after the playback).
+    media_download: Option<tokio::task::JoinHandle<Result<PathBuf, RecordError>>>,
+    media_path: Option<PathBuf>,
+}
+
+/// What the loaded page turned out to be.
+struct Player {
+    kind: PageKind,
+    /// Recording files base URL (BBB only).
+    base: Option<Url>,
+    duration: Option<f64>,
+}
+
+impl Session<'_> {
+    async fn run(mut self, url: Url, kind: PageKind) -> Result<Outcome, RecordError> {
+        let page = self
+            .chromium
+            .browser
+            .new_page("about:blank")
+            .await
+            .transient(Phase::Browser, "opening a tab")?;
+        page.execute(AddBindingParams::new("__bbbRecord"))
+            .await
+            .transient(Phase::Browser, "installing the page binding")?;
+        let mut messages = page
+            .event_listener::<EventBindingCalled>()
+            .await
+            .transient(Phase::Browser, "listening to the page")?;
+        let mut crashes = page
+            .event_listener::<EventTargetCrashed>()
+            .await
+            .transient(Phase::Browser, "listening for crashes")?;
+
+        let player = self.load(&page, url, kind).await?;
+        self.check_viewport(&page).await?;
+        let fps = self.req.fps;
+        let start = self.req.start.unwrap_or(0.0).max(0.0);
+
+        // The media: duration and sound for BBB; the page's own clock otherwise.
+        let (duration, audio_source) = match &player.base {
+            Some(base) => {
+                let cookies = self.cookie_header(&page, base).await;
+                let meta = fetch_metadata(self.http, base, &cookies).await?;
+                let meta_duration = meta.duration_ms.map(|ms| ms as f64 / 1000.0);
+                let duration = match (player.duration, meta_duration) {
+                    (Some(d), Some(m)) => {
+                        if (d - m).abs() > 1.0 {
+                            (self.report)(Event::Warning(format!(
+                                "the media lasts {d:.3} s but metadata.xml says {m:.3} s; following the media"
+                            )));
+                        }
+                        d
+                    }
+                    (Some(d), None) => d,
+                    (None, Some(m)) => m,
+                    (None, None) => {
+                        return Err(RecordError::permanent(
+                            Phase::Probe,
+                            "neither the media element nor metadata.xml gives the playback's duration",
+                        ));
+                    }
+                };
+                let audio = match self.req.audio {
+                    AudioMode::None => false,
+                    _ => {
+                        self.media_download =
+                            Some(self.start_media_download(base, &cookies).await?);
+                        true
+                    }
+                };
+                (duration, audio)
+            }
+            None => {
+                if self.req.audio == AudioMode::Source {
+                    return Err(RecordError::permanent(
+                        Phase::Audio,
+                        "--audio source needs a BBB playback; this page is not one",
+                    ));
+                }
+                let duration = self.req.duration.or(player.duration).ok_or_else(|| {
+                    RecordError::permanent(
+                        Phase::Probe,
+                        "this page is not a BBB playback and has no media with a finite duration: pass --duration",
+                    )
+                })?;
+                if self.req.audio == AudioMode::Auto {
+                    (self.report)(Event::Warning(
+                        "no sound is recorded from pages that are not BBB playbacks".into(),
+                    ));
+                }
+                (duration, false)
+            }
+        };
+        let mut end = duration;
+        if let Some(e) = self.req.end {
+            end = end.min(e);
+        }
+        if player.kind.is_bbb()
+            && let Some(d) = self.req.duration
+        {
+            end = end.min(start + d);
+        }
+        if end <= start {
+            return Err(RecordError::permanent(
+                Phase::Setup,
+                format!("nothing to record: start {start:.3} s is not before end {end:.3} s"),
+            ));
+        }
+        self.default_timeout = Some(Duration::from_secs_f64((end - start) * 1.5 + 300.0));
+        (self.report)(Event::Started {
+            kind: kind_name(&player.kind).into(),
+            duration: end - start,
+        });
+
+        // Capture and encode from now on; frames before the first clock report are dropped.
+        let clock = Arc::new(Mutex::new(MediaClock::new(
+            CAPTURE_LATENCY_US,
+            1_000_000 / i64::from(fps),
+        )));
+        let display_name = self
+            .display
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .name()
+            .to_owned();
+        let mut source = FrameSource::x11grab(&display_name, self.req.width, self.req.height, fps)?;
+        let frames = std::mem::replace(&mut source.frames, std::sync::mpsc::sync_channel(1).1);
+        let pipeline = Pipeline::start(
+            frames,
+            Arc::clone(&clock),
+            start,
+            VideoSettings {
+                width: self.req.width,
+                height: self.req.height,
+                fps,
+                container: self.container,
+                crf: self.req.crf,
+                preset: self.req.preset.clone(),
+            },
+            self.work.join("video.mkv"),
+        )?;
+
+        let play_result = if player.kind.is_bbb() {
+            self.play_bbb(
+                &page,
+                &player,
+                start,
+                end,
+                &clock,
+                &pipeline,
+                &mut messages,
+                &mut crashes,
+            )
+            .await
+        } else {
+            self.play_generic(&clock, start, end, &pipeline, &mut crashes)
+                .await
+        };
+        if let Err(e) = play_result {
+            pipeline.control.abort.store(true, Ordering::SeqCst);
+            source.stop();
+            return Err(e);
+        }
+        pipeline.set_end(end);
+        // The pipeline needs about a second after the end to decide the last slots.
+        let wait_start = Instant::now();
+        while !pipeline.is_finished() {
+            if wait_start.elapsed() > Duration::from_secs(30) {
+                pipeline.control.abort.store(true, Ordering::SeqCst);
+                source.stop();
+                return Err(RecordError::transient(
+                    Phase::Encode,
+                    "the encoder did not finish",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let changed_frames = pipeline.control.changed_frames.load(Ordering::Relaxed);
+        let (video_path, frames) = tokio::task::spawn_blocking(move || pipeline.join())
+            .await
+            .map_err(|e| RecordError::transient(Phase::Encode, e.to_string()))??;
+        source.stop();
+        let _ = page
+            .evaluate_expression("(() => { const v = document.querySelector('#webcams video, #video, video, audio'); if (v) v.pause(); })()")
+            .await;
+
+        let audio = if audio_source {
+            let source = match (self.media_path.take(), self.media_download.take()) {
+                (Some(path), _) => path,
+                (None, Some(download)) => download
+                    .await
+                    .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))??,
+                (None, None) => {
+                    return Err(RecordError::transient(
+                        Phase::Audio,
+                        "the media was not downloaded",
+                    ));
+                }
+            };
+            Some(AudioCut {
+                source,
+                start,
+                duration: end - start,
+            })
+        } else {
+            None
+        };
+        let tmp = encode::temporary_output_path(&self.req.output);
+        let container = self.container;
+        let out = tmp.clone();
+        let mux = tokio::task::spawn_blocking(move || {
+            encode::mux(&video_path, audio.as_ref(), container, &out)
+        })
+        .await
+        .map_err(|e| RecordError::transient(Phase::Mux, e.to_string()));
+        let report = match mux {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) | Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = encode::place(&tmp, &self.req.output) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Outcome {
+            output: self.req.output.clone(),
+            duration: end - start,
+            frames,
+            changed_frames,
+            audio_samples: report.audio_samples,
+        })
+    }
+
+    /// Navigate, and wait for the player to be ready or to show its error.
+    async fn load(&mut self, page: &Page, url: Url, kind: PageKind) -> Result<Player, RecordError> {
+        let target = self.player_url(&url, &kind);
+        self.navigate(page, &target).await?;
+        let deadline = Instant::now() + PLAYER_READY_LIMIT;
+        let mut renavigated = false;
+        loop {
+            self.check_alive()?;
+            let probe: serde_json::Value = page
+                .evaluate_expression(PROBE_JS)
+                .await
+                .transient(Phase::Load, "reading the page")?
+                .into_value()
+                .unwrap_or(serde_json::Value::Null);
+            let state = probe["state"].as_str().unwrap_or("loading");
+            let href = probe["href"].as_str().unwrap_or_default().to_owned();
+            match state {
+                "error" => {
+                    let text = probe["text"].as_str().unwrap_or_default();
+                    let message = format!("the player shows an error: {text:?} ({href})");
+                    return Err(if text.contains("404") || text.contains("400") {
+                        RecordError::permanent(
+                            Phase::Load,
+                            format!("playback not found: {message}"),
+                        )
+                    } else {
+                        RecordError::transient(Phase::Load, message)
+                    });
+                }
+                "ready" => {
+                    let final_url = Url::parse(&href).unwrap_or_else(|_| url.clone());
+                    let final_kind = playback::classify(&final_url);
+                    // A 2.0 or protected link that landed on the 2.3 player: reload it with our
+                    // layout and redraw-rate parameters.
+                    if matches!(final_kind, PageKind::Bbb23 { .. })
+                        && !renavigated
+                        && final_url.query_pairs().all(|(k, _)| k != "f")
+                    {
+                        renavigated = true;
+                        let again = self.player_url(&final_url, &final_kind);
+                        self.navigate(page, &again).await?;
+                        continue;
+                    }
+                    let player = probe["player"].as_str().unwrap_or_default();
+                    let kind = match (player, final_kind) {
+                        ("2.3" | "2.0", k @ (PageKind::Bbb23 { .. } | PageKind::Bbb20 { .. })) => k,
+                        ("2.3" | "2.0", _) => {
+                            return Err(RecordError::permanent(
+                                Phase::Load,
+                                format!("a BBB player at an unexpected address {href}"),
+                            ));
+                        }
+                        _ => PageKind::Generic,
+                    };
+                    let base = match kind.record_id() {
+                        Some(id) => Some(playback::recording_base(&final_url, id)?),
+                        None => None,
+                    };
+                    let duration = probe["duration"]
+                        .as_f64()
+                        .filter(|d| d.is_finite() && *d > 0.0);
+                    return Ok(Player {
+                        kind,
+                        base,
+                        duration,
+                    });
+                }
+                "page"
+                    if !kind.is_bbb()
+                        && matches!(
+                            playback::classify(&Url::parse(&href).unwrap_or(url.clone())),
+                            PageKind::Generic
+                        ) =>
+                {
+                    let duration = probe["duration"]
+                        .as_f64()
+                        .filter(|d| d.is_finite() && *d > 0.0);
+                    return Ok(Player {
+                        kind: PageKind::Generic,
+                        base: None,
+                        duration,
+                    });
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(if kind.is_bbb() {
+                    RecordError::transient(
+                        Phase::Load,
+                        format!("the player was not ready within {PLAYER_READY_LIMIT:?} ({href})"),
+                    )
+                } else {
+                    RecordError::transient(Phase::Load, format!("the page did not load ({href})"))
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The URL to load: for the 2.3 player, with the layout and a redraw rate equal to the output
+    /// frame rate (bbb-playback.md "Clock": at the default f=10 slide changes land up to 100 ms late).
+    fn player_url(&self, url: &Url, kind: &PageKind) -> Url {
+        let mut out = url.clone();
+        if let PageKind::Bbb23 { .. } = kind {
+            let keep: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "l" && k != "f" && k != "t")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let layout = match self.req.layout {
+                Layout::Full => "disabled",
+                Layout::Content => "content",
+                Layout::Media => "media",
+                Layout::Swapped => "swapped",
+            };
+            let mut q = out.query_pairs_mut();
+            q.clear();
+            for (k, v) in &keep {
+                q.append_pair(k, v);
+            }
+            q.append_pair("l", layout);
+            q.append_pair("f", &self.req.fps.max(10).to_string());
+        }
+        out
+    }
+
+    async fn navigate(&mut self, page: &Page, url: &Url) -> Result<(), RecordError> {
+        match tokio::time::timeout(Duration::from_secs(60), page.goto(url.as_str())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RecordError::transient(
+                Phase::Load,
+                format!("loading {}: {e}", redact(url)),
+            )),
+            Err(_) => Err(RecordError::transient(
+                Phase::Load,
+                format!("loading {} took more than 60 s", redact(url)),
+            )),
+        }
+    }
+
+    /// The page must be exactly the output size (kiosk windows can come out a pixel short).
+    async fn check_viewport(&mut self, page: &Page) -> Result<(), RecordError> {
+        let size: Vec<u32> = page
+            .evaluate_expression("[window.innerWidth, window.innerHeight]")
+            .await
+            .transient(Phase::Browser, "reading the viewport")?
+            .into_value()
+            .unwrap_or_default();
+        if size != [self.req.width, self.req.height] {
+            use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+            tracing::debug!(?size, "fixing the viewport size");
+            page.execute(SetDeviceMetricsOverrideParams::new(
+                i64::from(self.req.width),
+                i64::from(self.req.height),
+                1.0,
+                false,
+            ))
+            .await
+            .transient(Phase::Browser, "setting the viewport")?;
+        }
+        Ok(())
+    }
+
+    async fn cookie_header(&self, page: &Page, base: &Url) -> String {
+        let params = GetCookiesParams::builder()
+            .urls(vec![base.to_string()])
+            .build();
+        match page.execute(params).await {
+            Ok(resp) => resp
+                .result
+                .cookies
+                .iter()
+                .map(|c| format!("{}={}", c.name, c.value))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Find the recording's primary media and download it into the work directory in the
+    /// background (it is needed whole only when the recording ends).
+    async fn start_media_download(
+        &self,
+        base: &Url,
+        cookies: &str,
+    ) -> Result<tokio::task::JoinHandle<Result<PathBuf, RecordError>>, RecordError> {
+        for candidate in playback::MEDIA_CANDIDATES {
+            let url = base.join(candidate).transient(Phase::Audio, "media URL")?;
+            let mut request = self.http.head(url.clone());
+            if !cookies.is_empty() {
+                request = request.header(reqwest::header::COOKIE, cookies);
+            }
+            let response = request
+                .send()
+                .await
+                .transient(Phase::Audio, "probing the media")?;
+            if response.status().is_success() {
+                let dest = self.work.join(format!(
+                    "media.{}",
+                    candidate.rsplit('.').next().unwrap_or("bin")
+                ));
+                let http = self.http.clone();
+                let cookies = cookies.to_owned();
+                return Ok(tokio::spawn(async move {
+                    download(&http, url, &cookies, dest).await
+                }));
+            }
+            if response.status().is_server_error() {
+                return Err(RecordError::transient(
+                    Phase::Audio,
+                    format!("{} answered {}", redact(&url), response.status()),
+                ));
+            }
+        }
+        Err(RecordError::permanent(
+            Phase::Audio,
+            format!(
+                "the recording at {} has no webcams or audio media",
+                redact(base)
+            ),
+        ))
+    }
+
+    fn check_alive(&mut self) -> Result<(), RecordError> {
+        if self
+            .media_download
+            .as_ref()
+            .is_some_and(|d| d.is_finished())
+        {
+            let download = self.media_download.take().expect("checked");
+            match futures::FutureExt::now_or_never(download) {
+                Some(Ok(Ok(path))) => self.media_path = Some(path),
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => return Err(RecordError::transient(Phase::Audio, e.to_string())),
+                None => {}
+            }
+        }
+        if *self.cancel.borrow() {
+            return Err(RecordError::transient(
+                Phase::Play,
+                "interrupted by a signal",
+            ));
+        }
+        if *self.chromium.connection_lost.borrow() {
+            return Err(RecordError::transient(
+                Phase::Browser,
+                "the DevTools connection was lost",
+            ));
+        }
+        if let Err(e) = self
+            .display
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check()
+        {
+            return Err(RecordError::transient(Phase::Display, e.to_string()));
+        }
+        if let Some(timeout) = self.req.timeout.or(self.default_timeout)
+            && self.started.elapsed() > timeout
+        {
+            return Err(RecordError::transient(
+                Phase::Play,
+                format!("gave up after the {timeout:?} timeout"),
+            ));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn play_bbb(
+        &mut self,
+        page: &Page,
+        player: &Player,
+        start: f64,
+        end: f64,
+        clock: &Arc<Mutex<MediaClock>>,
+        pipeline: &Pipeline,
+        messages: &mut chromiumoxide::listeners::EventStream<EventBindingCalled>,
+        crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+    ) -> Result<(), RecordError> {
+        let is23 = matches!(player.kind, PageKind::Bbb23 { .. });
+        page.evaluate_expression(hide_chrome_js(is23))
+            .await
+            .transient(Phase::Load, "hiding the player controls")?;
+        // Decode every slide once before playing: a first display takes 1-3 frames longer.
+        if let Some(base) = &player.base {
+            let cookies = self.cookie_header(page, base).await;
+            if let Ok(svg) = fetch_text(
+                self.http,
+                &base.join("shapes.svg").expect("valid"),
+                &cookies,
+            )
+            .await
+            {
+                let urls: Vec<String> = playback::slide_images(&svg)
+                    .iter()
+                    .filter_map(|href| base.join(href).ok().map(|u| u.to_string()))
+                    .collect();
+                let js = format!(
+                    "Promise.all({}.map(u => {{ const i = new Image(); i.src = u; return i.decode().catch(() => null); }})).then(() => true)",
+                    serde_json::to_string(&urls).unwrap_or_else(|_| "[]".into())
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(30), page.evaluate_expression(js))
+                    .await;
+            }
+        }
+        page.evaluate_expression(clock_js(is23))
+            .await
+            .transient(Phase::Play, "installing the media clock")?;
+        // Seek even to 0: until the first seek or play the player shows its logo, not the slide.
+        let seeked: bool = page
+            .evaluate_expression(format!(
+                "new Promise(resolve => {{ const v = {MEDIA}; const t = {start}; \
+                 const done = () => setTimeout(() => resolve(Math.abs(v.currentTime - t) < 0.5), 300); \
+                 v.addEventListener('seeked', done, {{ once: true }}); v.currentTime = t; \
+                 setTimeout(() => resolve(Math.abs(v.currentTime - t) < 0.5), 15000); }})"
+            ))
+            .await
+            .transient(Phase::Play, "seeking")?
+            .into_value()
+            .unwrap_or(false);
+        if !seeked {
+            return Err(RecordError::transient(
+                Phase::Play,
+                format!("the player did not seek to {start:.3} s"),
+            ));
+        }
+        // Wait for frames of the paused start picture to be grabbed, then anchor the clock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ClockSample {
+                wall: wall_now(),
+                media: start,
+            });
+        // Autoplay is allowed by the browser flag; a plain script play() (no user gesture).
+        let played: serde_json::Value = page
+            .evaluate_expression(format!(
+                "(async () => {{ const v = {MEDIA}; let why = ''; window.__bbbRecordPlayRequested = true; \
+                 try {{ await v.play(); }} catch (e) {{ why = String(e && e.name || e); }} \
+                 if (why === 'NotAllowedError' || why === 'NotSupportedError') return why; \
+                 /* Other rejections (AbortError: the screen share, slaved to the media, paused it \
+                    while buffering) are not final: the keeper below resumes playback. */ \
+                 window.__bbbRecordKeepPlaying = true; return 'ok'; }})()"
+            ))
+            .await
+            .transient(Phase::Play, "starting playback")?
+            .into_value()
+            .unwrap_or(serde_json::Value::Null);
+        if played != "ok" {
+            return Err(RecordError::transient(
+                Phase::Play,
+                format!("the player refused to play: {played}"),
+            ));
+        }
+        let mut last_advance = Instant::now();
+        let mut last_media = start;
+        let mut last_report = Instant::now() - Duration::from_secs(2);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut lost = self.chromium.connection_lost.clone();
+        let mut cancel = self.cancel.clone();
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err(RecordError::transient(Phase::Browser, "the page's event stream ended"));
+                    };
+                    let Ok(msg) = serde_json::from_str::<PageMessage>(&message.payload) else { continue };
+                    match msg.k.as_str() {
+                        "t" => {
+                            let sample = ClockSample { wall: (msg.w * 1000.0) as i64, media: msg.m };
+                            clock.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+                            if msg.m > last_media + 1e-6 {
+                                last_media = msg.m;
+                                last_advance = Instant::now();
+                            }
+                            if msg.m >= end {
+                                return Ok(());
+                            }
+                        }
+                        "ended" => {
+                            let at = msg.d.unwrap_or(msg.m).max(msg.m);
+                            let sample = ClockSample { wall: (msg.w * 1000.0) as i64, media: at };
+                            clock.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+                            if at + 0.5 < end {
+                                (self.report)(Event::Warning(format!(
+                                    "the playback ended at {at:.3} s, before the expected {end:.3} s"
+                                )));
+                            }
+                            return Ok(());
+                        }
+                        "waiting" => {
+                            (self.report)(Event::Stalled { media_time: msg.m - start });
+                        }
+                        "error" => {
+                            return Err(RecordError::transient(Phase::Play, "the media element reported an error (network or decoding)"));
+                        }
+                        _ => {}
+                    }
+                }
+                crash = crashes.next() => {
+                    if crash.is_some() {
+                        return Err(RecordError::transient(Phase::Browser, "the page's renderer crashed"));
+                    }
+                }
+                _ = lost.changed() => {
+                    return Err(RecordError::transient(Phase::Browser, "the DevTools connection was lost"));
+                }
+                _ = cancel.changed() => {
+                    return Err(RecordError::transient(Phase::Play, "interrupted by a signal"));
+                }
+                _ = tick.tick() => {
+                    self.check_alive()?;
+                    if let Some(why) = self.chromium_exited() {
+                        return Err(RecordError::transient(Phase::Browser, why));
+                    }
+                    if pipeline.is_finished() {
+                        return Err(RecordError::transient(Phase::Encode, "the encoder stopped early"));
+                    }
+                    if last_advance.elapsed() > STALL_LIMIT {
+                        return Err(RecordError::transient(
+                            Phase::Play,
+                            format!("the playback stalled at {last_media:.3} s for {STALL_LIMIT:?}"),
+                        ));
+                    }
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        last_report = Instant::now();
+                        (self.report)(Event::Progress { media_time: last_media - start, duration: end - start });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn play_generic(
+        &mut self,
+        clock: &Arc<Mutex<MediaClock>>,
+        start: f64,
+        end: f64,
+        pipeline: &Pipeline,
+        crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+    ) -> Result<(), RecordError> {
+        // Media time of a generic page is the wall time since it finished loading.
+        let t0 = wall_now();
+        let push = |now: i64| {
+            clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ClockSample {
+                    wall: now,
+                    media: start + (now - t0) as f64 / 1e6,
+                });
+        };
+        push(t0);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut last_report = Instant::now();
+        let mut lost = self.chromium.connection_lost.clone();
+        let mut cancel = self.cancel.clone();
+        loop {
+            tokio::select! {
+                crash = crashes.next() => {
+                    if crash.is_some() {
+                        return Err(RecordError::transient(Phase::Browser, "the page's renderer crashed"));
+                    }
+                }
+                _ = lost.changed() => {
+                    return Err(RecordError::transient(Phase::Browser, "the DevTools connection was lost"));
+                }
+                _ = cancel.changed() => {
+                    return Err(RecordError::transient(Phase::Play, "interrupted by a signal"));
+                }
+                _ = tick.tick() => {
+                    let now = wall_now();
+                    push(now);
+                    self.check_alive()?;
+                    if let Some(why) = self.chromium_exited() {
+                        return Err(RecordError::transient(Phase::Browser, why));
+                    }
+                    if pipeline.is_finished() {
+                        return Err(RecordError::transient(Phase::Encode, "the encoder stopped early"));
+                    }
+                    let media = start + (now - t0) as f64 / 1e6;
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        last_report = Instant::now();
+                        (self.report)(Event::Progress { media_time: media - start, duration: end - start });
+                    }
+                    if media >= end + 0.2 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn chromium_exited(&mut self) -> Option<String> {
+        self.chromium.exited()
+    }
+}
+
+fn kind_name(kind: &PageKind) -> &'static str {
+    match kind {
+        PageKind::Bbb23 { .. } => "bbb-2.3",
+        PageKind::Bbb20 { .. } => "bbb-2.0",
+        PageKind::ScaleliteProtected { .. } => "scalelite",
+        PageKind::Generic => "page",
+    }
+}
+
+/// The media element of either player (bbb-playback.md: `#webcams video` in 2.3, `#video` in 2.0;
+/// the generated id of the 2.3 element is not stable, so select by structure).
+const MEDIA: &str = "(document.querySelector('#webcams video') || document.querySelector('#webcams audio') || document.querySelector('#video'))";
+
+/// What the page is: a ready player, a player error, still loading, or another page.
+const PROBE_JS: &str = r#"(() => {
+  const href = location.href;
+  const err = document.querySelector('#error');
+  if (err && err.offsetParent !== null) return { state: 'error', text: err.textContent.trim(), href };
+  const v23 = document.querySelector('#webcams video') || document.querySelector('#webcams audio');
+  if (v23 && document.querySelector('#player')) {
+    if (v23.readyState >= 1) return { state: 'ready', player: '2.3', duration: v23.duration, href };
+    return { state: 'loading', href };
+  }
+  const v20 = document.querySelector('#video');
+  const content = document.querySelector('#playback-content');
+  if (v20 && content) {
+    const visible = getComputedStyle(content).display !== 'none' && getComputedStyle(content).visibility !== 'hidden';
+    if (visible && v20.readyState >= 1) return { state: 'ready', player: '2.0', duration: v20.duration, href };
+    return { state: 'loading', href };
+  }
+  if (document.readyState === 'complete') {
+    const m = document.querySelector('video, audio');
+    return { state: 'page', duration: m ? m.duration : null, href };
+  }
+  return { state: 'loading', href };
+})()"#;
+
+/// CSS that hides the player chrome (control bar, big-play overlay, spinner, pointer); the 2.3
+/// top-bar buttons are already gone with `l=disabled`.
+fn hide_chrome_js(is23: bool) -> String {
+    let css = if is23 {
+        ".vjs-control-bar, .vjs-big-play-button, .vjs-loading-spinner, .vjs-text-track-display, .vjs-modal-dialog { display: none !important; } * { cursor: none !important; }"
+    } else {
+        ".acorn-controls, .acorn-play-button, #video-controls, .loading, #loading { display: none !important; } * { cursor: none !important; }"
+    };
+    format!(
+        "(() => {{ const s = document.createElement('style'); s.textContent = {}; document.head.appendChild(s); return true; }})()",
+        serde_json::to_string(css).expect("string")
+    )
+}
+
+/// Forward the player's media clock to us: every `bbbplaybacktimeupdate` (2.3; the player redraws
+/// on it) or every animation frame while playing (2.0, which has no such event), stamped with the
+/// page's wall clock; and the `ended` and `error` events of the media element.
+fn clock_js(is23: bool) -> String {
+    let source = if is23 {
+        "document.addEventListener('bbbplaybacktimeupdate', e => { if (e.detail && typeof e.detail.time === 'number') send({ k: 't', w: now(), m: e.detail.time }); });"
+    } else {
+        "const tick = () => { if (!v.paused && !v.ended) send({ k: 't', w: now(), m: v.currentTime }); requestAnimationFrame(tick); }; requestAnimationFrame(tick);"
+    };
+    format!(
+        "(() => {{ const v = {MEDIA}; const send = o => window.__bbbRecord(JSON.stringify(o)); \
+         const now = () => performance.timeOrigin + performance.now(); {source} \
+         v.addEventListener('ended', () => send({{ k: 'ended', w: now(), m: v.currentTime, d: v.duration }})); \
+         v.addEventListener('error', () => send({{ k: 'error', w: now() }})); \
+         v.addEventListener('waiting', () => {{ if (window.__bbbRecordPlayRequested) send({{ k: 'waiting', w: now(), m: v.currentTime }}); }}); \
+         /* Keep playing: a player that paused itself to resynchronise its videos and missed its \
+            own resume would otherwise stay paused until the stall watchdog gives up. */ \
+         setInterval(() => {{ if (window.__bbbRecordKeepPlaying && v.paused && !v.ended && v.readyState >= 3) v.play().catch(() => {{}}); }}, 1000); \
+         return true; }})()"
+    )
+}
+
+async fn fetch_text(
+    http: &reqwest::Client,
+    url: &Url,
+    cookies: &str,
+) -> Result<String, RecordError> {
+    let mut request = http.get(url.clone());
+    if !cookies.is_empty() {
+        request = request.header(reqwest::header::COOKIE, cookies);
+    }
+    let response = request
+        .send()
+        .await
+        .transient(Phase::Probe, &format!("fetching {}", redact(url)))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        return Err(RecordError::permanent(
+            Phase::Probe,
+            format!("playback not found: {} answered {status}", redact(url)),
+        ));
+    }
+    if !status.is_success() {
+        let class = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            RecordError::transient
+        } else {
+            RecordError::permanent
+        };
+        return Err(class(
+            Phase::Probe,
+            format!("{} answered {status}", redact(url)),
+        ));
+    }
+    response
+        .text()
+        .await
+        .transient(Phase::Probe, &format!("reading {}", redact(url)))
+}
+
+async fn fetch_metadata(
+    http: &reqwest::Client,
+    base: &Url,
+    cookies: &str,
+) -> Result<playback::Metadata, RecordError> {
+    let url = base
+        .join("metadata.xml")
+        .transient(Phase::Probe, "metadata URL")?;
+    let text = fetch_text(http, &url, cookies).await?;
+    playback::parse_metadata(&text).map_err(|e| {
+        RecordError::permanent(
+            Phase::Probe,
+            format!("{} is not a recording's metadata: {e}", redact(&url)),
+        )
+    })
+}
+
+async fn download(
+    http: &reqwest::Client,
+    url: Url,
+    cookies: &str,
+    dest: PathBuf,
+) -> Result<PathBuf, RecordError> {
+    use tokio::io::AsyncWriteExt;
+    let ph = Phase::Audio;
+    let mut last_error = String::new();
+    // The media is read with retries and resumed with Range where it stopped.
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
+        }
+        let have = tokio::fs::metadata(&dest)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut request = http.get(url.clone()).timeout(Duration::from_secs(3600));
+        if !cookies.is_empty() {
+            request = request.header(reqwest::header::COOKIE, cookies);
+        }
+        if have > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        let status = response.status();
+        let append = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
+        if !status.is_success() {
+            last_error = format!("answered {status}");
+            if status.is_client_error() && status != reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                return Err(RecordError::permanent(
+                    ph,
+                    format!("downloading {}: {last_error}", redact(&url)),
+                ));
+            }
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                let _ = tokio::fs::remove_file(&dest).await;
+            }
+            continue;
+        }
+        let expected = response
+            .content_length()
+            .map(|n| if append { have + n } else { n });
+        let mut file = if append {
+            tokio::fs::OpenOptions::new().append(true).open(&dest).await
+        } else {
+            tokio::fs::File::create(&dest).await
+        }
+        .transient(ph, "writing the media")?;
+        let mut stream = response.bytes_stream();
+        let mut broken = false;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => file
+                    .write_all(&bytes)
+                    .await
+                    .transient(ph, "writing the media")?,
+                Err(e) => {
+                    last_error = e.to_string();
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        file.flush().await.transient(ph, "writing the media")?;
+        drop(file);
+        let size = tokio::fs::metadata(&dest)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if !broken && expected.is_none_or(|e| e == size) {
+            return Ok(dest);
+        }
+        if !broken {
+            last_error = format!("got {size} bytes, expected {expected:?}");
+        }
+    }
+    Err(RecordError::transient(
+        ph,
+        format!("downloading {}: {last_error}", redact(&url)),
+    ))
+}
+
+/// A URL fit for messages: query strings (Scalelite tokens) are left out.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.to_string()
+}

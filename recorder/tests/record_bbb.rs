@@ -1,0 +1,260 @@
+//! End-to-end tests of `bbb-record` on the bundled samples, served by the fake BBB server: real
+//! Chromium, real Xvfb, real libav. Each test asserts on the decoded output file.
+
+mod common;
+
+use common::*;
+
+const SLIDES_A: [(&str, [u8; 3]); 4] = [
+    ("red", RED),
+    ("green", GREEN),
+    ("blue", BLUE),
+    ("magenta", MAGENTA),
+];
+
+/// Sample A through the 2.3 sample player, default settings: duration, codecs, size, rate, the
+/// slide and screen-share colours at known media times, the tone over the whole length, and when
+/// the slide changes land.
+#[test]
+fn sample_a_mp4_has_exact_duration_slides_screen_share_and_tone() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a.mp4");
+    let url = bbb.presentation_url(SAMPLE_A);
+    let result = run(&[&url, "-o", out.to_str().unwrap(), "--progress", "json"]);
+    assert!(result.status.success(), "bbb-record failed");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let done: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .expect("a done event");
+    assert_eq!(done["output"], out.to_str().unwrap());
+    assert!(stdout.lines().any(|l| l.contains("\"event\":\"progress\"")));
+
+    let p = probe(&out);
+    assert_eq!(p.video_codec, "h264");
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+    assert_eq!((p.width, p.height), (1280, 720));
+    assert!((p.fps - 30.0).abs() < 0.01, "fps {}", p.fps);
+    let frame = 1.0 / 30.0;
+    assert!(
+        (p.video_duration - SAMPLE_A_SECONDS).abs() <= frame + 0.05,
+        "video lasts {} s, playback {} s",
+        p.video_duration,
+        SAMPLE_A_SECONDS
+    );
+    assert!(
+        (p.audio_duration - SAMPLE_A_SECONDS).abs() <= 0.05,
+        "audio lasts {} s",
+        p.audio_duration
+    );
+    assert_eq!(p.video_frames, (SAMPLE_A_SECONDS * 30.0).round() as u64);
+    // moov before mdat: the file plays while it downloads.
+    let head = std::fs::read(&out).unwrap();
+    let moov = head.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = head.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov < mdat, "moov atom after mdat");
+
+    let frames = frames_rgb(&out);
+    for (t, expected) in [
+        (1.0, "red"),
+        (4.0, "red"),
+        (5.5, "green"),
+        (7.0, "magenta"),
+        (9.0, "green"),
+        (10.5, "blue"),
+        (14.5, "blue"),
+    ] {
+        let f = frame_at(&frames, t);
+        assert_eq!(
+            dominant(f, &SLIDES_A),
+            Some(expected),
+            "frame at {t} s (pts {:.3})",
+            f.0
+        );
+    }
+    // Slide changes land within 100 ms of their media times.
+    for (change, colour) in [(5.0, "green"), (10.0, "blue"), (6.0, "magenta")] {
+        let first = frames
+            .iter()
+            .find(|f| f.0 > change - 1.0 && dominant(f, &SLIDES_A) == Some(colour))
+            .unwrap_or_else(|| panic!("{colour} never shows"));
+        assert!(
+            (first.0 - change).abs() <= 0.1,
+            "{colour} first shows at {:.3} s, expected {change} s",
+            first.0
+        );
+    }
+    // The tone is 440 Hz throughout, second by second.
+    let (rate, samples) = audio_samples(&out);
+    assert_eq!(rate, 48_000);
+    for second in 0..15 {
+        let s = &samples[second * 48_000..(second + 1) * 48_000];
+        let (hz, rms) = tone(s, rate);
+        assert!((hz - 440.0).abs() < 3.0, "second {second}: {hz} Hz");
+        assert!(rms > 0.02, "second {second}: silent (rms {rms})");
+    }
+    assert_eq!(dir_entries(dir.path()), vec!["a.mp4".to_string()]);
+}
+
+/// A part of the playback, the presentation-only layout, 1080p, WebM.
+#[test]
+fn start_end_content_layout_1080p_webm() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("part.webm");
+    let url = bbb.presentation_url(SAMPLE_A);
+    let result = run(&[
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--start",
+        "4",
+        "--end",
+        "11",
+        "--layout",
+        "content",
+        "--size",
+        "1920x1080",
+        "--progress",
+        "none",
+    ]);
+    assert!(result.status.success());
+    let p = probe(&out);
+    assert_eq!(p.video_codec, "vp8");
+    assert_eq!(p.audio_codec.as_deref(), Some("opus"));
+    assert_eq!((p.width, p.height), (1920, 1080));
+    assert!(
+        (p.video_duration - 7.0).abs() <= 1.0 / 30.0 + 0.05,
+        "{}",
+        p.video_duration
+    );
+    let frames = frames_rgb(&out);
+    // Output time t shows media time 4 + t.
+    assert_eq!(dominant(frame_at(&frames, 0.5), &SLIDES_A), Some("red"));
+    assert_eq!(dominant(frame_at(&frames, 1.5), &SLIDES_A), Some("green"));
+    assert_eq!(dominant(frame_at(&frames, 6.5), &SLIDES_A), Some("blue"));
+    // Presentation only: the slide fills most of the picture.
+    assert!(share_of(frame_at(&frames, 6.5), BLUE) > 0.4);
+    let (rate, samples) = audio_samples(&out);
+    let (hz, _) = tone(&samples[rate as usize..rate as usize * 6], rate);
+    assert!((hz - 440.0).abs() < 3.0, "{hz} Hz");
+}
+
+/// An audio-only recording (no webcams file): the sound comes from audio/audio.webm.
+#[test]
+fn audio_only_recording() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.mp4");
+    let result = run(&[&bbb.presentation_url(SAMPLE_B), "-o", out.to_str().unwrap()]);
+    assert!(result.status.success());
+    let p = probe(&out);
+    assert!((p.video_duration - SAMPLE_B_SECONDS).abs() <= 1.0 / 30.0 + 0.05);
+    let frames = frames_rgb(&out);
+    let colours = [("yellow", YELLOW), ("cyan", CYAN)];
+    assert_eq!(dominant(frame_at(&frames, 2.0), &colours), Some("yellow"));
+    assert_eq!(dominant(frame_at(&frames, 6.0), &colours), Some("cyan"));
+    let (rate, samples) = audio_samples(&out);
+    let (hz, _) = tone(&samples[..rate as usize * 7], rate);
+    assert!((hz - 660.0).abs() < 3.0, "{hz} Hz");
+}
+
+/// The legacy 2.0 player URL.
+#[test]
+fn legacy_20_player() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("legacy.mp4");
+    let result = run(&[
+        &bbb.legacy_presentation_url(SAMPLE_A),
+        "-o",
+        out.to_str().unwrap(),
+        "--end",
+        "7",
+    ]);
+    assert!(result.status.success());
+    let p = probe(&out);
+    assert!((p.video_duration - 7.0).abs() <= 1.0 / 30.0 + 0.05);
+    let frames = frames_rgb(&out);
+    assert_eq!(dominant(frame_at(&frames, 2.0), &SLIDES_A), Some("red"));
+    assert_eq!(dominant(frame_at(&frames, 5.7), &SLIDES_A), Some("green"));
+}
+
+/// A 2.0 link that the server redirects to the 2.3 player (as upgraded servers do).
+#[test]
+fn legacy_link_redirected_to_23() {
+    let _heavy = heavy();
+    let bbb = server();
+    bbb.faults().set_redirect_20(true);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("redirected.mp4");
+    let result = run(&[
+        &bbb.legacy_presentation_url(SAMPLE_A),
+        "-o",
+        out.to_str().unwrap(),
+        "--start",
+        "9",
+        "--end",
+        "11",
+        "--layout",
+        "content",
+    ]);
+    assert!(result.status.success());
+    let frames = frames_rgb(&out);
+    assert_eq!(dominant(frame_at(&frames, 0.5), &SLIDES_A), Some("green"));
+    assert_eq!(dominant(frame_at(&frames, 1.5), &SLIDES_A), Some("blue"));
+}
+
+/// A/V sync under stress: the server trickles the media slower than it plays, so the player
+/// stalls; the output still has the right length and slide changes land on their media times.
+#[test]
+fn stalls_do_not_shift_or_truncate_the_picture() {
+    let _heavy = heavy();
+    let bbb = server();
+    bbb.faults().set_throttle(Some(fake_bbb::Throttle {
+        // Range requests each start a new response: throttle from the first byte.
+        bytes_per_sec: 9_000,
+        after_bytes: 0,
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stalled.mp4");
+    let started = std::time::Instant::now();
+    let result = run(&[
+        &bbb.presentation_url(SAMPLE_A),
+        "-o",
+        out.to_str().unwrap(),
+        "--progress",
+        "json",
+    ]);
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.contains("\"event\":\"stalled\""),
+        "the playback never stalled: the test proves nothing"
+    );
+    eprintln!(
+        "took {:?} for a {SAMPLE_A_SECONDS} s playback",
+        started.elapsed()
+    );
+    let p = probe(&out);
+    assert!((p.video_duration - SAMPLE_A_SECONDS).abs() <= 1.0 / 30.0 + 0.05);
+    assert!((p.audio_duration - SAMPLE_A_SECONDS).abs() <= 0.05);
+    let frames = frames_rgb(&out);
+    for (change, colour) in [(5.0, "green"), (10.0, "blue"), (6.0, "magenta")] {
+        let first = frames
+            .iter()
+            .find(|f| f.0 > change - 1.0 && dominant(f, &SLIDES_A) == Some(colour))
+            .unwrap_or_else(|| panic!("{colour} never shows"));
+        assert!(
+            (first.0 - change).abs() <= 0.1,
+            "{colour} first shows at {:.3} s, expected {change} s",
+            first.0
+        );
+    }
+}
