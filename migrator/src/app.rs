@@ -1,0 +1,934 @@
+//! The commands of `bbb-migrate`: validates the command line and the configuration into ready
+//! settings, runs the library, prints results and the summary, and decides the exit code. The
+//! only part of the crate that writes to stdout.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bbb_migrator::api::{self, ApiClient, ApiSettings, CacheMode, FetchResult};
+use bbb_migrator::config::{self, Config};
+use bbb_migrator::ledger::sqlite::SqliteLedger;
+use bbb_migrator::ledger::{
+    JobRow, JobState, JobStore, NewJob, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
+};
+use bbb_migrator::place::{ClaimDir, csv, slug};
+use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
+use bbb_migrator::recording::{Playback, RecordId, Recording};
+use bbb_migrator::select::{self, Filter};
+use bbb_migrator::worker::download::{DownloadSettings, redact};
+use bbb_migrator::worker::recorder::resolve_program;
+use bbb_migrator::worker::{self, JobOutcome, RecorderSettings, WorkerContext};
+use chrono_tz::Tz;
+use tokio::sync::watch;
+
+use crate::cli::{Cli, Command, ProgressMode, exit};
+
+/// An error that ends the command with a given exit code.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: i32,
+    pub message: String,
+}
+
+fn usage(msg: impl std::fmt::Display) -> Fatal {
+    Fatal {
+        code: exit::USAGE,
+        message: msg.to_string(),
+    }
+}
+
+type Res<T> = Result<T, Fatal>;
+
+enum Mode {
+    InitConfig { output: Option<String>, force: bool },
+    List { json: bool },
+    ExportCsv { output: Option<String> },
+    Claim { jobs: Option<usize>, force: bool },
+    Status { json: bool },
+    Retry { failed: bool },
+}
+
+fn mode(cli: &Cli) -> Res<Mode> {
+    if cli.use_import_video || cli.use_database_moodle {
+        return Err(usage(
+            "--use-import-video and --use-database-moodle (Pod external recordings, Moodle owners) are not supported by this version",
+        ));
+    }
+    let alias = if cli.use_manual_claim {
+        Some(Mode::Claim {
+            jobs: None,
+            force: false,
+        })
+    } else if cli.use_export_csv {
+        Some(Mode::ExportCsv { output: None })
+    } else {
+        None
+    };
+    match (&cli.command, alias) {
+        (Some(_), Some(_)) => Err(usage(
+            "give either a command or a Pod mode flag (--use-...), not both",
+        )),
+        (None, Some(m)) => Ok(m),
+        // Like the Python command without a mode: fetch and count.
+        (None, None) => Ok(Mode::List { json: false }),
+        (Some(c), None) => Ok(match c {
+            Command::InitConfig { output, force } => Mode::InitConfig {
+                output: output.clone(),
+                force: *force,
+            },
+            Command::List { json } => Mode::List { json: *json },
+            Command::ExportCsv { output } => Mode::ExportCsv {
+                output: output.clone(),
+            },
+            Command::Claim { jobs, force } => Mode::Claim {
+                jobs: *jobs,
+                force: *force,
+            },
+            Command::Status { json } => Mode::Status { json: *json },
+            Command::Retry { failed } => Mode::Retry { failed: *failed },
+        }),
+    }
+}
+
+struct App {
+    cli: Cli,
+    cfg: Config,
+    tz: Tz,
+    reporter: Arc<dyn Reporter>,
+    json_progress: bool,
+}
+
+pub async fn run(cli: Cli) -> i32 {
+    match run_inner(cli).await {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+async fn run_inner(cli: Cli) -> Res<i32> {
+    let mode = mode(&cli)?;
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bbb-migrate.toml"));
+    if let Mode::InitConfig { output, force } = &mode {
+        return init_config(&cli, output.as_deref(), &config_path, *force);
+    }
+    let cfg = Config::load(&config_path, cli.config.is_some()).map_err(usage)?;
+    let tz = cfg.time_zone().map_err(usage)?;
+    let json_progress = cli.progress == ProgressMode::Json;
+    let reporter: Arc<dyn Reporter> = match cli.progress {
+        ProgressMode::Json => Arc::new(JsonReporter::default()),
+        ProgressMode::Bars => Arc::new(BarsReporter::default()),
+        ProgressMode::Auto if std::io::stderr().is_terminal() => Arc::new(BarsReporter::default()),
+        _ => Arc::new(PlainReporter),
+    };
+    let app = App {
+        cli,
+        cfg,
+        tz,
+        reporter,
+        json_progress,
+    };
+    match mode {
+        Mode::InitConfig { .. } => unreachable!("handled above"),
+        Mode::List { json } => app.list(json).await,
+        Mode::ExportCsv { output } => app.export_csv(output.as_deref()).await,
+        Mode::Claim { jobs, force } => app.claim(jobs, force).await,
+        Mode::Status { json } => app.status(json).await,
+        Mode::Retry { failed } => app.retry(failed).await,
+    }
+}
+
+fn out() -> std::io::StdoutLock<'static> {
+    std::io::stdout().lock()
+}
+
+fn init_config(cli: &Cli, output: Option<&str>, config_path: &Path, force: bool) -> Res<i32> {
+    if output == Some("-") {
+        let _ = out().write_all(config::TEMPLATE.as_bytes());
+        return Ok(exit::OK);
+    }
+    let path = output
+        .map(PathBuf::from)
+        .unwrap_or_else(|| config_path.to_path_buf());
+    if cli.dry_run {
+        let _ = writeln!(
+            out(),
+            "dry run: would write the configuration template to {}",
+            path.display()
+        );
+        return Ok(exit::OK);
+    }
+    if path.exists() && !force {
+        return Err(usage(format!(
+            "{} already exists (use --force to replace it)",
+            path.display()
+        )));
+    }
+    api::write_atomic(&path, config::TEMPLATE.as_bytes())
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let _ = writeln!(out(), "wrote {}", path.display());
+    Ok(exit::OK)
+}
+
+impl App {
+    fn filter(&self) -> Res<Filter> {
+        let s = &self.cli.select;
+        let record_ids = s
+            .record_id
+            .iter()
+            .map(|r| RecordId::parse(r).map_err(usage))
+            .collect::<Res<Vec<_>>>()?;
+        let since_ms = s
+            .since
+            .as_deref()
+            .map(|d| select::parse_date(d, self.tz, false))
+            .transpose()
+            .map_err(|e| usage(format!("--since: {e}")))?;
+        let until_ms = s
+            .until
+            .as_deref()
+            .map(|d| select::parse_date(d, self.tz, true))
+            .transpose()
+            .map_err(|e| usage(format!("--until: {e}")))?;
+        if let (Some(min), Some(max)) = (s.min, s.max)
+            && min > max
+        {
+            return Err(usage(format!("--min {min} is greater than --max {max}")));
+        }
+        Ok(Filter {
+            record_ids,
+            since_ms,
+            until_ms,
+            min: s.min,
+            max: s.max,
+            limit: s.limit,
+        })
+    }
+
+    fn api(&self) -> Res<ApiClient> {
+        let settings = ApiSettings {
+            base_url: self.cfg.base_url().map_err(usage)?.to_owned(),
+            secret: self.cfg.secret().map_err(usage)?.to_owned(),
+            checksum: self.cfg.bbb.checksum,
+            timeout: self.cfg.api_timeout(),
+            retries: self.cfg.bbb.retries,
+            retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
+        };
+        ApiClient::new(settings).map_err(|e| usage(format!("HTTP client: {e}")))
+    }
+
+    /// Fetches, reports malformed recordings, selects. Exit 3 when the list cannot be had.
+    async fn fetch_selected(&self) -> Res<(Vec<Recording>, FetchResult, Vec<RecordId>)> {
+        let filter = self.filter()?;
+        let cache = if self.cli.use_cache {
+            CacheMode::Read(self.cfg.bbb.cache_dir.clone())
+        } else if self.cli.dry_run {
+            CacheMode::Off
+        } else {
+            CacheMode::Write(self.cfg.bbb.cache_dir.clone())
+        };
+        let client = if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
+            // Reading the cache needs no server; a placeholder keeps one code path.
+            ApiClient::new(ApiSettings {
+                base_url: "http://127.0.0.1/".into(),
+                secret: String::new(),
+                checksum: self.cfg.bbb.checksum,
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                retry_delay: Duration::from_millis(1),
+            })
+            .map_err(|e| usage(e.to_string()))?
+        } else {
+            self.api()?
+        };
+        let mut fetched = client
+            .fetch(self.cfg.bbb.fetch, &cache)
+            .await
+            .map_err(|e| Fatal {
+                code: exit::FETCH,
+                message: format!("the recording list could not be fetched: {e}"),
+            })?;
+        for m in &fetched.malformed {
+            tracing::warn!(
+                "recording #{} ({}) skipped: {}",
+                m.index,
+                m.record_id.as_deref().unwrap_or("no recordID"),
+                m.reason
+            );
+        }
+        let all = std::mem::take(&mut fetched.recordings);
+        let total = all.len();
+        let (selected, missing) = select::select(all, &filter);
+        for id in &missing {
+            tracing::warn!(record_id = %id, "not listed by the server");
+        }
+        tracing::info!(
+            "{total} recording(s) listed in {} request(s), {} malformed, {} selected",
+            fetched.requests,
+            fetched.malformed.len(),
+            selected.len()
+        );
+        Ok((selected, fetched, missing))
+    }
+
+    fn ledger_url(&self) -> &str {
+        &self.cfg.ledger.url
+    }
+
+    async fn ledger_read_only(&self) -> Res<SqliteLedger> {
+        check_ledger_url(self.ledger_url())?;
+        SqliteLedger::open_read_only(self.ledger_url(), Arc::new(SystemClock))
+            .await
+            .map_err(usage)
+    }
+
+    async fn ledger_write(&self) -> Res<SqliteLedger> {
+        check_ledger_url(self.ledger_url())?;
+        let policy = RetryPolicy {
+            max_attempts: self.cfg.ledger.max_attempts.max(1),
+            base: Duration::from_secs(self.cfg.ledger.retry_base_secs),
+            cap: Duration::from_secs(3600),
+        };
+        SqliteLedger::open(self.ledger_url(), Arc::new(SystemClock), policy)
+            .await
+            .map_err(usage)
+    }
+
+    fn claim_dir(&self) -> Res<ClaimDir> {
+        let directory = self.cfg.recorder_directory().map_err(usage)?;
+        let root = &self.cfg.pod.default_recorder_path;
+        Ok(ClaimDir {
+            dir: root.join(directory),
+            temp_dir: self
+                .cfg
+                .pod
+                .temp_dir
+                .clone()
+                .unwrap_or_else(|| ClaimDir::default_temp_dir(root)),
+        })
+    }
+
+    async fn list(&self, json: bool) -> Res<i32> {
+        let (recs, _fetched, _) = self.fetch_selected().await?;
+        let ledger = self.ledger_read_only().await?;
+        let rows = by_recording(ledger.jobs().await.map_err(usage)?);
+        ledger.close().await;
+        let rewrite = self.cfg.bbb.playback_url_23;
+        let mut o = out();
+        if json {
+            let v: Vec<serde_json::Value> = recs
+                .iter()
+                .map(|r| {
+                    let row = rows.get(r.record_id.as_str());
+                    serde_json::json!({
+                        "record_id": r.record_id,
+                        "name": r.name,
+                        "start_time": r.start_time_ms,
+                        "start_date": slug::local_date(r.start_time_ms, self.tz),
+                        "state": r.state,
+                        "playback": playback_kind(r.playback(rewrite).as_ref()),
+                        "source_url": r.source_url(rewrite),
+                        "length_secs": r.length_secs(),
+                        "ledger_state": row.map(|j| j.state.as_str()).unwrap_or("new"),
+                        "output": row.and_then(|j| j.output_path.clone()),
+                        "last_error": row.and_then(|j| j.last_error.clone()),
+                    })
+                })
+                .collect();
+            let _ = serde_json::to_writer_pretty(&mut o, &v);
+            let _ = writeln!(o);
+        } else {
+            for (i, r) in recs.iter().enumerate() {
+                let state = rows
+                    .get(r.record_id.as_str())
+                    .map(|j| j.state.as_str())
+                    .unwrap_or("new");
+                let _ = writeln!(
+                    o,
+                    "{:>5} {} {} {:<9} {:<12} {}",
+                    i + 1,
+                    r.record_id,
+                    slug::local_date(r.start_time_ms, self.tz),
+                    state,
+                    playback_kind(r.playback(rewrite).as_ref()),
+                    r.name
+                );
+            }
+            let _ = writeln!(o, "{} recording(s)", recs.len());
+        }
+        Ok(exit::OK)
+    }
+
+    async fn export_csv(&self, output: Option<&str>) -> Res<i32> {
+        let (recs, _, _) = self.fetch_selected().await?;
+        let bytes = csv::export(&recs, self.tz, self.cfg.bbb.playback_url_23);
+        match output.unwrap_or("out.csv") {
+            "-" => {
+                let _ = out().write_all(&bytes);
+            }
+            path if self.cli.dry_run => {
+                let _ = writeln!(
+                    out(),
+                    "dry run: would write {} row(s) to {path}",
+                    recs.len()
+                );
+            }
+            path => {
+                api::write_atomic(Path::new(path), &bytes).map_err(|e| Fatal {
+                    code: exit::FAILED,
+                    message: format!("{path}: {e}"),
+                })?;
+                tracing::info!("wrote {} row(s) to {path}", recs.len());
+            }
+        }
+        Ok(exit::OK)
+    }
+
+    async fn claim(&self, jobs: Option<usize>, force: bool) -> Res<i32> {
+        let claim_dir = self.claim_dir()?;
+        // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
+        claim_dir.check(!self.cli.dry_run).map_err(usage)?;
+        let program = resolve_program(self.cfg.recorder.command.as_deref());
+        let (recs, fetched, missing) = self.fetch_selected().await?;
+        let rewrite = self.cfg.bbb.playback_url_23;
+        let needs_recorder = recs
+            .iter()
+            .any(|r| matches!(r.playback(rewrite), Some(Playback::Presentation(_))));
+        if needs_recorder && program.is_none() {
+            return Err(usage(match &self.cfg.recorder.command {
+                Some(c) => format!("[recorder] command {c:?} not found"),
+                None => {
+                    "bbb-record not found next to bbb-migrate nor in PATH (set [recorder] command)"
+                        .into()
+                }
+            }));
+        }
+        if self.cli.dry_run {
+            return self
+                .claim_plan(&claim_dir, &recs, &missing, &fetched, force)
+                .await;
+        }
+        let ledger = Arc::new(self.ledger_write().await?);
+        let ids: Vec<String> = recs.iter().map(|r| r.record_id.to_string()).collect();
+        let new_jobs: Vec<NewJob> = recs
+            .iter()
+            .map(|r| NewJob {
+                recording_id: r.record_id.to_string(),
+                target: TARGET_FILE.into(),
+                payload: serde_json::to_string(r).expect("recording serialises"),
+            })
+            .collect();
+        let lerr = |e: bbb_migrator::ledger::LedgerError| Fatal {
+            code: exit::FAILED,
+            message: e.to_string(),
+        };
+        ledger.enqueue(&new_jobs).await.map_err(lerr)?;
+        if force {
+            ledger
+                .requeue(&Requeue::Force(ids.clone()))
+                .await
+                .map_err(lerr)?;
+        }
+        ledger.sweep().await.map_err(lerr)?;
+        let before = by_recording(ledger.jobs().await.map_err(lerr)?);
+        match claim_dir.remove_stale_partials(&worker::live_partials(
+            &before.values().cloned().collect::<Vec<_>>(),
+        )) {
+            Ok(removed) => {
+                for p in removed {
+                    tracing::info!(
+                        "removed partial file of an interrupted run: {}",
+                        p.display()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display()),
+        }
+
+        let jobs = jobs
+            .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
+            .unwrap_or_else(default_jobs);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: stopping the running jobs and giving them back");
+                let _ = shutdown_tx.send(true);
+            }
+        });
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let ctx_claim_dir = claim_dir.clone();
+        let ctx = Arc::new(WorkerContext {
+            store: ledger.clone(),
+            claim_dir,
+            tz: self.tz,
+            rewrite_23: rewrite,
+            recorder: RecorderSettings {
+                program,
+                format: self.cfg.recorder.format,
+                timeout_factor: self.cfg.recorder.timeout_factor,
+                timeout_margin_secs: self.cfg.recorder.timeout_margin_secs,
+                default_length_secs: self.cfg.recorder.default_length_secs,
+                grace: Duration::from_secs(self.cfg.recorder.grace_secs),
+            },
+            download: DownloadSettings {
+                stall: Duration::from_secs(self.cfg.worker.download_stall_secs.max(1)),
+                retries: self.cfg.worker.download_retries,
+                retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
+            },
+            lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
+            worker_name: format!(
+                "{}:{}:{}",
+                host.trim(),
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ),
+            reporter: self.reporter.clone(),
+            api: if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
+                None
+            } else {
+                Some(self.api()?)
+            },
+            shutdown: shutdown_rx.clone(),
+        });
+        let runnable = ids
+            .iter()
+            .filter(|id| {
+                before
+                    .get(id.as_str())
+                    .is_some_and(|j| matches!(j.state, JobState::Pending | JobState::Running))
+            })
+            .count();
+        self.reporter.event(Event::Batch {
+            total: runnable as u64,
+        });
+        tracing::info!("{} selected, {runnable} to run, {jobs} at once", ids.len());
+        let reports = worker::run_pool(ctx, jobs, ids.clone()).await;
+        self.reporter.finish();
+        let rows_after = ledger.jobs().await.map_err(lerr)?;
+        // Partials of leases taken over during this run are dead now.
+        if let Err(e) = ctx_claim_dir.remove_stale_partials(&worker::live_partials(&rows_after)) {
+            tracing::warn!("cleaning {}: {e}", ctx_claim_dir.temp_dir.display());
+        }
+        let after = by_recording(rows_after);
+        ledger.close().await;
+
+        let interrupted = *shutdown_rx.borrow();
+        let summary = Summary::build(
+            &ids,
+            &before,
+            &after,
+            &reports,
+            &missing,
+            &fetched,
+            &self.cli.select.record_id,
+        );
+        summary.print(self.json_progress);
+        Ok(if summary.all_ok() && !interrupted {
+            exit::OK
+        } else {
+            exit::FAILED
+        })
+    }
+
+    async fn claim_plan(
+        &self,
+        claim_dir: &ClaimDir,
+        recs: &[Recording],
+        missing: &[RecordId],
+        fetched: &FetchResult,
+        force: bool,
+    ) -> Res<i32> {
+        let ledger = self.ledger_read_only().await?;
+        let rows = by_recording(ledger.jobs().await.map_err(usage)?);
+        ledger.close().await;
+        let mut o = out();
+        let _ = writeln!(o, "dry run: nothing will be written");
+        let ext_p = self.cfg.recorder.format.ext();
+        for r in recs {
+            let row = rows.get(r.record_id.as_str());
+            if let Some(j) = row.filter(|j| j.state == JobState::Succeeded && !force) {
+                let _ = writeln!(
+                    o,
+                    "{}: skip, already done ({})",
+                    r.record_id,
+                    j.output_path.as_deref().unwrap_or("?")
+                );
+                continue;
+            }
+            if let Some(j) = row.filter(|j| j.state == JobState::Dead) {
+                let _ = writeln!(
+                    o,
+                    "{}: skip, dead ({}); `retry --failed` re-queues it",
+                    r.record_id,
+                    j.last_error.as_deref().unwrap_or("")
+                );
+                continue;
+            }
+            let stem = slug::file_stem(&r.name, r.start_time_ms, self.tz);
+            let (verb, url, ext) = match r.playback(self.cfg.bbb.playback_url_23) {
+                Some(Playback::Video(u)) => ("download video playback", u, "m4v"),
+                Some(Playback::Presentation(u)) => ("record presentation", u, ext_p),
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "{}: would fail: no video or presentation playback",
+                        r.record_id
+                    );
+                    continue;
+                }
+            };
+            let dest = claim_dir
+                .candidates(&stem, &r.record_id, ext)
+                .into_iter()
+                .find(|p| {
+                    !p.exists()
+                        && !rows
+                            .values()
+                            .any(|j| j.output_path.as_deref() == Some(&*p.to_string_lossy()))
+                })
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(no free name)".into());
+            let _ = writeln!(
+                o,
+                "{}: would {verb} {} into {dest}",
+                r.record_id,
+                redact(&url)
+            );
+        }
+        for id in missing {
+            let _ = writeln!(o, "{id}: not listed by the server");
+        }
+        for m in &fetched.malformed {
+            let _ = writeln!(
+                o,
+                "recording #{} ({}): malformed, skipped: {}",
+                m.index,
+                m.record_id.as_deref().unwrap_or("no recordID"),
+                m.reason
+            );
+        }
+        Ok(exit::OK)
+    }
+
+    async fn status(&self, json: bool) -> Res<i32> {
+        let ledger = self.ledger_read_only().await?;
+        let rows = ledger.jobs().await.map_err(usage)?;
+        ledger.close().await;
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &rows {
+            *counts.entry(r.state.as_str()).or_default() += 1;
+        }
+        let bytes: i64 = rows.iter().filter_map(|r| r.output_bytes).sum();
+        let busy: i64 = rows.iter().map(|r| r.busy_ms).sum();
+        let mut o = out();
+        if json {
+            let v = serde_json::json!({
+                "counts": counts,
+                "bytes_placed": bytes,
+                "machine_time_secs": busy as f64 / 1000.0,
+                "failures": rows.iter().filter(|r| r.last_error.is_some() && r.state != JobState::Succeeded).map(|r| serde_json::json!({
+                    "record_id": r.recording_id, "state": r.state.as_str(), "attempts": r.attempts,
+                    "error_class": r.error_class, "last_error": r.last_error,
+                })).collect::<Vec<_>>(),
+                "outputs": rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
+                    "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
+                })).collect::<Vec<_>>(),
+            });
+            let _ = serde_json::to_writer_pretty(&mut o, &v);
+            let _ = writeln!(o);
+            return Ok(exit::OK);
+        }
+        let _ = writeln!(o, "jobs: {}", rows.len());
+        for (state, n) in &counts {
+            let _ = writeln!(o, "  {state}: {n}");
+        }
+        let _ = writeln!(o, "bytes placed: {bytes}");
+        let _ = writeln!(o, "machine time: {}", human_secs(busy / 1000));
+        let failures: Vec<&JobRow> = rows
+            .iter()
+            .filter(|r| r.last_error.is_some() && r.state != JobState::Succeeded)
+            .collect();
+        if !failures.is_empty() {
+            let _ = writeln!(o, "failures:");
+            for r in failures {
+                let _ = writeln!(
+                    o,
+                    "  {} [{} after {}/{} attempts]: {}",
+                    r.recording_id,
+                    r.state.as_str(),
+                    r.attempts,
+                    r.max_attempts,
+                    r.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        let placed: Vec<&JobRow> = rows
+            .iter()
+            .filter(|r| r.state == JobState::Succeeded)
+            .collect();
+        if !placed.is_empty() {
+            let _ = writeln!(o, "outputs:");
+            for r in placed {
+                let _ = writeln!(
+                    o,
+                    "  {} -> {} ({} bytes)",
+                    r.recording_id,
+                    r.output_path.as_deref().unwrap_or("?"),
+                    r.output_bytes.unwrap_or(0)
+                );
+            }
+        }
+        Ok(exit::OK)
+    }
+
+    async fn retry(&self, failed: bool) -> Res<i32> {
+        let ids: Vec<String> = self
+            .cli
+            .select
+            .record_id
+            .iter()
+            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
+            .collect::<Res<_>>()?;
+        let what = match (failed, ids.is_empty()) {
+            (true, true) => Requeue::Failed(None),
+            (true, false) => Requeue::Failed(Some(ids)),
+            (false, false) => Requeue::Recordings(ids),
+            (false, true) => return Err(usage("retry needs --failed or --record-id ID")),
+        };
+        if self.cli.dry_run {
+            let ledger = self.ledger_read_only().await?;
+            let rows = ledger.jobs().await.map_err(usage)?;
+            ledger.close().await;
+            let n = rows
+                .iter()
+                .filter(|r| match &what {
+                    Requeue::Failed(None) => {
+                        matches!(r.state, JobState::Dead | JobState::Cancelled)
+                    }
+                    Requeue::Failed(Some(ids)) => {
+                        matches!(r.state, JobState::Dead | JobState::Cancelled)
+                            && ids.contains(&r.recording_id)
+                    }
+                    Requeue::Recordings(ids) | Requeue::Force(ids) => {
+                        ids.contains(&r.recording_id)
+                            && !matches!(r.state, JobState::Running | JobState::Succeeded)
+                    }
+                })
+                .count();
+            let _ = writeln!(out(), "dry run: would re-queue {n} job(s)");
+            return Ok(exit::OK);
+        }
+        let ledger = self.ledger_write().await?;
+        let n = ledger.requeue(&what).await.map_err(usage)?;
+        ledger.close().await;
+        let _ = writeln!(out(), "re-queued {n} job(s)");
+        Ok(exit::OK)
+    }
+}
+
+fn check_ledger_url(url: &str) -> Res<()> {
+    if url.starts_with("sqlite:") {
+        Ok(())
+    } else {
+        // The scheme only: a postgres:// URL may carry a password.
+        let scheme = url.split(':').next().unwrap_or("");
+        Err(usage(format!(
+            "[ledger] url: the {scheme:?} backend is not supported by this version (use sqlite://FILE)"
+        )))
+    }
+}
+
+fn by_recording(rows: Vec<JobRow>) -> BTreeMap<String, JobRow> {
+    rows.into_iter()
+        .filter(|r| r.target == TARGET_FILE)
+        .map(|r| (r.recording_id.clone(), r))
+        .collect()
+}
+
+fn playback_kind(p: Option<&Playback>) -> &'static str {
+    match p {
+        Some(Playback::Video(_)) => "video",
+        Some(Playback::Presentation(_)) => "presentation",
+        None => "none",
+    }
+}
+
+fn human_secs(s: i64) -> String {
+    format!("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Recordings processed at once by default: a presentation recording costs about one core and
+/// 1.2 GB of RAM (Chromium + encoder), so the smaller of the CPU count and free memory / 1.5 GB.
+fn default_jobs() -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(2 * 1024 * 1024);
+    let by_mem = (mem_kb / (1536 * 1024)) as usize;
+    cpus.min(by_mem).max(1)
+}
+
+struct Failure {
+    record_id: String,
+    state: String,
+    error: String,
+}
+
+struct Summary {
+    selected: usize,
+    done: Vec<(String, String, u64)>,
+    skipped: usize,
+    failed: Vec<Failure>,
+    bytes: u64,
+    machine: Duration,
+    malformed: usize,
+    count_malformed: bool,
+}
+
+impl Summary {
+    fn build(
+        ids: &[String],
+        before: &BTreeMap<String, JobRow>,
+        after: &BTreeMap<String, JobRow>,
+        reports: &[worker::JobReport],
+        missing: &[RecordId],
+        fetched: &FetchResult,
+        explicit_ids: &[String],
+    ) -> Summary {
+        let mut s = Summary {
+            selected: ids.len(),
+            done: Vec::new(),
+            skipped: 0,
+            failed: Vec::new(),
+            bytes: 0,
+            machine: reports.iter().map(|r| r.elapsed).sum(),
+            malformed: fetched.malformed.len(),
+            // With an explicit --record-id list, unrelated malformed entries are not this run's failures.
+            count_malformed: explicit_ids.is_empty(),
+        };
+        for r in reports {
+            if let JobOutcome::Placed { path, bytes } | JobOutcome::AlreadyPlaced { path, bytes } =
+                &r.outcome
+            {
+                s.done
+                    .push((r.record_id.clone(), path.display().to_string(), *bytes));
+                s.bytes += bytes;
+            }
+        }
+        for id in ids {
+            let was_done = before
+                .get(id)
+                .is_some_and(|j| j.state == JobState::Succeeded);
+            match after.get(id) {
+                Some(j) if j.state == JobState::Succeeded => {
+                    if was_done && !s.done.iter().any(|d| &d.0 == id) {
+                        s.skipped += 1;
+                    }
+                }
+                Some(j) => s.failed.push(Failure {
+                    record_id: id.clone(),
+                    state: match j.state {
+                        JobState::Pending if j.last_error.is_some() => format!(
+                            "retry scheduled ({}/{} attempts)",
+                            j.attempts, j.max_attempts
+                        ),
+                        JobState::Running => {
+                            "running elsewhere (its lease has not expired)".to_owned()
+                        }
+                        st => st.as_str().to_owned(),
+                    },
+                    error: j.last_error.clone().unwrap_or_else(|| "not run".into()),
+                }),
+                None => s.failed.push(Failure {
+                    record_id: id.clone(),
+                    state: "unknown".into(),
+                    error: "not in the ledger".into(),
+                }),
+            }
+        }
+        for id in missing {
+            s.failed.push(Failure {
+                record_id: id.to_string(),
+                state: "missing".into(),
+                error: "not listed by the server".into(),
+            });
+        }
+        for m in &fetched.malformed {
+            if s.count_malformed {
+                s.failed.push(Failure {
+                    record_id: m
+                        .record_id
+                        .clone()
+                        .unwrap_or_else(|| format!("#{}", m.index)),
+                    state: "malformed".into(),
+                    error: m.reason.clone(),
+                });
+            }
+        }
+        s
+    }
+
+    fn all_ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    fn print(&self, json: bool) {
+        let mut o = out();
+        if json {
+            let v = serde_json::json!({
+                "event": "summary",
+                "selected": self.selected,
+                "done": self.done.iter().map(|(id, p, b)| serde_json::json!({"record_id": id, "path": p, "bytes": b})).collect::<Vec<_>>(),
+                "skipped": self.skipped,
+                "failed": self.failed.iter().map(|f| serde_json::json!({"record_id": f.record_id, "state": f.state, "error": f.error})).collect::<Vec<_>>(),
+                "malformed": self.malformed,
+                "bytes_placed": self.bytes,
+                "machine_time_secs": self.machine.as_secs_f64(),
+            });
+            let _ = writeln!(o, "{v}");
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "summary: {} selected, {} done, {} skipped (already done), {} failed, {} bytes placed, machine time {}",
+            self.selected,
+            self.done.len(),
+            self.skipped,
+            self.failed.len(),
+            self.bytes,
+            human_secs(self.machine.as_secs() as i64)
+        );
+        for (id, p, b) in &self.done {
+            let _ = writeln!(o, "  done {id} -> {p} ({b} bytes)");
+        }
+        for f in &self.failed {
+            let _ = writeln!(o, "  FAILED {} [{}]: {}", f.record_id, f.state, f.error);
+        }
+        if self.malformed > 0 && !self.count_malformed {
+            let _ = writeln!(
+                o,
+                "  ({} malformed recording(s) in the server's list were skipped)",
+                self.malformed
+            );
+        }
+    }
+}

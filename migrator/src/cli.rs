@@ -1,0 +1,155 @@
+//! The command line (clap). Also accepts the flag names of Pod's `migrate_bbb_recordings` so its
+//! documented examples work with `bbb-migrate` in its place. Only parses: `app` validates and runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Documented exit codes.
+pub mod exit {
+    /// Every selected recording succeeded or was already done.
+    pub const OK: i32 = 0;
+    /// Some recordings failed (the summary says which).
+    pub const FAILED: i32 = 1;
+    /// Usage or configuration error, or a failed pre-check.
+    pub const USAGE: i32 = 2;
+    /// The recording list could not be fetched.
+    pub const FETCH: i32 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bbb-migrate",
+    version,
+    about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error, 3 the recording list could not be fetched."
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print what would be done; write nothing anywhere (no placement, ledger, cache or CSV file).
+    #[arg(long, global = true, visible_alias = "dry")]
+    pub dry_run: bool,
+
+    /// Progress display.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+
+    /// Read the cached getRecordings responses instead of asking the server.
+    #[arg(long, global = true)]
+    pub use_cache: bool,
+
+    /// More log output (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(flatten)]
+    pub select: Selection,
+
+    /// Pod alias of `claim`.
+    #[arg(long = "use-manual-claim", hide_short_help = true)]
+    pub use_manual_claim: bool,
+    /// Pod alias of the import mode (not in this version).
+    #[arg(long = "use-import-video", hide_short_help = true)]
+    pub use_import_video: bool,
+    /// Pod alias of `export-csv` (both spellings are accepted).
+    #[arg(
+        long = "use-export-csv",
+        alias = "use_export_csv",
+        hide_short_help = true
+    )]
+    pub use_export_csv: bool,
+    /// Pod alias: Moodle owner lookup (not in this version).
+    #[arg(long = "use-database-moodle", hide_short_help = true)]
+    pub use_database_moodle: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, log lines otherwise.
+    Auto,
+    Bars,
+    Json,
+    Plain,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct Selection {
+    /// Only this recording (repeatable).
+    #[arg(long = "record-id", global = true, value_name = "ID")]
+    pub record_id: Vec<String>,
+    /// Only recordings started on or after DATE (YYYY-MM-DD in [pod] time_zone, or RFC 3339).
+    #[arg(long, global = true, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Only recordings started on or before DATE (a date includes its whole day).
+    #[arg(long, global = true, value_name = "DATE")]
+    pub until: Option<String>,
+    /// First position to process, 1-based, after the sort.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        alias = "min-value-record-process"
+    )]
+    pub min: Option<usize>,
+    /// Last position to process, inclusive, after the sort.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        alias = "max-value-record-process"
+    )]
+    pub max: Option<usize>,
+    /// At most N recordings.
+    #[arg(long, global = true, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented configuration template.
+    InitConfig {
+        /// Where to write it (default: the --config path, or bbb-migrate.toml); `-` for stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the recordings with their ledger state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mode 3: CSV export, byte-compatible with the Python command.
+    ExportCsv {
+        /// Output file (default out.csv); `-` for stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<String>,
+    },
+    /// Mode 1: download or record each recording into the Pod claim directory.
+    Claim {
+        /// Recordings processed at once (default from CPU count and free memory).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Redo recordings already done (the earlier file is never overwritten).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Counts per state, failures with their last error, outputs placed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put jobs back in the queue.
+    Retry {
+        /// Every dead or cancelled job (or only those of --record-id).
+        #[arg(long)]
+        failed: bool,
+    },
+}

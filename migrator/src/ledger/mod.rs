@@ -1,0 +1,250 @@
+//! The job ledger: one row per (recordID, target) with state, lease, fencing epoch, retries and the
+//! placed output. Owns the claim/lease/fence protocol (design/ledger.md) behind the `JobStore`
+//! trait so that a PostgreSQL backend can join the SQLite one without changing callers. Never
+//! touches files or the network.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use crate::error::ErrorClass;
+
+/// Time source of the store, injectable so tests can expire leases without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct SimulatedClock(AtomicI64);
+
+impl SimulatedClock {
+    pub fn new(start_ms: i64) -> Self {
+        SimulatedClock(AtomicI64::new(start_ms))
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimulatedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobState {
+    Pending,
+    Running,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// The claim-directory target; `pod` and `moodle` come with the import mode.
+pub const TARGET_FILE: &str = "file";
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub recording_id: String,
+    pub target: String,
+    /// The recording as JSON, so any worker can run the job from the ledger alone.
+    pub payload: String,
+}
+
+/// A held lease. Every write made under it is fenced by `epoch`.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: i64,
+    pub recording_id: String,
+    pub target: String,
+    pub epoch: i64,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub payload: String,
+    pub checkpoint: Option<String>,
+    /// The output file name reserved by an earlier attempt, if any.
+    pub output_path: Option<String>,
+}
+
+/// One ledger row, for `list`, `status` and the summary.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: i64,
+    pub recording_id: String,
+    pub target: String,
+    pub state: JobState,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_after_ms: i64,
+    pub lease_epoch: i64,
+    pub last_error: Option<String>,
+    pub error_class: Option<String>,
+    pub output_path: Option<String>,
+    pub output_bytes: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// Sum of the durations of all attempts (machine time).
+    pub busy_ms: i64,
+}
+
+/// What `retry` and `--force` put back into `pending`.
+#[derive(Debug, Clone)]
+pub enum Requeue {
+    /// `dead` and `cancelled` jobs (optionally only these recordings).
+    Failed(Option<Vec<String>>),
+    /// These recordings, whatever their state except `running`.
+    Recordings(Vec<String>),
+    /// `succeeded` jobs of these recordings: redo the work (`--force`); the name reservation is
+    /// dropped so the placement never overwrites the earlier file.
+    Force(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The lease was taken over (or the job finished elsewhere): write nothing more.
+    #[error("lease lost on job {job_id} (epoch {epoch}): another worker owns it now")]
+    LeaseLost { job_id: i64, epoch: i64 },
+    #[error("output name {0} is already owned by another recording")]
+    OutputTaken(String),
+    #[error("ledger {url}: {message}")]
+    Open { url: String, message: String },
+    #[error("ledger: {0}")]
+    Db(String),
+}
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(e: sqlx::Error) -> Self {
+        LedgerError::Db(crate::api::error_chain(&e))
+    }
+}
+
+/// Retry schedule: exponential with jitter, capped.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: i64,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(30),
+            cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempts + 1`: base * 2^(attempts-1), ±25 % jitter so that a batch
+    /// that failed together (server down) does not come back all at once.
+    pub fn backoff(&self, attempts: i64) -> Duration {
+        let exp = (attempts.max(1) - 1).min(20) as u32;
+        let raw = self
+            .base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.cap);
+        let jitter: f64 = rand::random_range(0.75..1.25);
+        raw.mul_f64(jitter)
+    }
+}
+
+pub type LedgerResult<T> = Result<T, LedgerError>;
+
+/// The claim/lease/fence protocol. Every method that takes a `Lease` is fenced: it affects nothing
+/// and returns `LeaseLost` when the epoch is no longer current.
+pub trait JobStore: Send + Sync + 'static {
+    /// Idempotent: an existing (recording, target) keeps its state; a pending one gets the fresh
+    /// payload (new token URLs). Returns how many jobs were new.
+    fn enqueue(&self, jobs: &[NewJob]) -> impl Future<Output = LedgerResult<u64>> + Send;
+    /// Takes the next runnable job, or takes over one whose lease expired. `only` restricts the
+    /// claim to these recordings (the current selection).
+    fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+    ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
+    /// Renews the lease; returns `cancel_requested`.
+    fn heartbeat(
+        &self,
+        lease: &Lease,
+        dur: Duration,
+    ) -> impl Future<Output = LedgerResult<bool>> + Send;
+    fn checkpoint(
+        &self,
+        lease: &Lease,
+        data: &str,
+    ) -> impl Future<Output = LedgerResult<()>> + Send;
+    /// Reserves the output file name for this job (unique across the ledger).
+    fn reserve_output(
+        &self,
+        lease: &Lease,
+        path: &str,
+    ) -> impl Future<Output = LedgerResult<()>> + Send;
+    fn complete(
+        &self,
+        lease: &Lease,
+        output: &str,
+        bytes: u64,
+    ) -> impl Future<Output = LedgerResult<()>> + Send;
+    /// Records a failure; returns the new state (`pending` with backoff, or `dead`).
+    fn fail(
+        &self,
+        lease: &Lease,
+        class: ErrorClass,
+        error: &str,
+    ) -> impl Future<Output = LedgerResult<JobState>> + Send;
+    /// Gives the job back without consuming an attempt (Ctrl-C).
+    fn release(&self, lease: &Lease) -> impl Future<Output = LedgerResult<()>> + Send;
+    /// Cancels a pending job, or asks the worker of a running one to stop.
+    fn cancel(
+        &self,
+        recording_id: &str,
+        target: &str,
+    ) -> impl Future<Output = LedgerResult<bool>> + Send;
+    /// Moves to `dead` the expired running jobs that have no attempt left.
+    fn sweep(&self) -> impl Future<Output = LedgerResult<u64>> + Send;
+    fn requeue(&self, what: &Requeue) -> impl Future<Output = LedgerResult<u64>> + Send;
+    fn jobs(&self) -> impl Future<Output = LedgerResult<Vec<JobRow>>> + Send;
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod conformance;

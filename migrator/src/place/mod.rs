@@ -1,0 +1,233 @@
+//! Placement of finished outputs where Pod picks them up: the claim directory
+//! (`<default_recorder_path>/<recorder directory>/`) with Python-compatible names, and the CSV export.
+//! Owns the output lifecycle of design/output-lifecycle.md: temp file outside the watched tree on
+//! the same filesystem, fsync, no-overwrite link into place, directory fsync. Never decides retries.
+
+pub mod csv;
+pub mod slug;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::recording::RecordId;
+
+/// The Pod recorder directory a claim places files into, and its private temp directory.
+#[derive(Debug, Clone)]
+pub struct ClaimDir {
+    /// `<default_recorder_path>/<directory>`: watched by Pod's `recorder checkDirectory` cron.
+    pub dir: PathBuf,
+    /// Where partial files live: outside `default_recorder_path` (the cron walks it recursively)
+    /// but on the same filesystem, so the final step is an atomic link.
+    pub temp_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("claim directory {} does not exist; create it (it must match the Pod recorder's directory)", .0.display())]
+    MissingDir(PathBuf),
+    #[error("temp directory {}: {}", .0.display(), .1)]
+    TempDir(PathBuf, io::Error),
+    #[error("temp directory {} and claim directory {} are on different filesystems: the final rename would not be atomic; set [pod] temp_dir", .0.display(), .1.display())]
+    CrossDevice(PathBuf, PathBuf),
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, io::Error),
+}
+
+/// The marker of every partial file (`<recordID>.<epoch>.partial.<ext>`, plus whatever suffix the
+/// recorder adds for its own temp file); the stale-file sweep only ever removes such names.
+pub const PARTIAL: &str = "partial";
+
+impl ClaimDir {
+    /// Default temp dir: `<parent of default_recorder_path>/.bbb-migrate-tmp`.
+    pub fn default_temp_dir(default_recorder_path: &Path) -> PathBuf {
+        let root = default_recorder_path
+            .canonicalize()
+            .unwrap_or_else(|_| default_recorder_path.to_path_buf());
+        root.parent()
+            .unwrap_or(Path::new("/"))
+            .join(".bbb-migrate-tmp")
+    }
+
+    /// Pre-check (Python `check_system`): the directory exists, the temp dir can be made and is on
+    /// the same filesystem.
+    pub fn check(&self, create_temp: bool) -> Result<(), PlaceError> {
+        let meta =
+            std::fs::metadata(&self.dir).map_err(|_| PlaceError::MissingDir(self.dir.clone()))?;
+        if !meta.is_dir() {
+            return Err(PlaceError::MissingDir(self.dir.clone()));
+        }
+        if create_temp {
+            std::fs::create_dir_all(&self.temp_dir)
+                .map_err(|e| PlaceError::TempDir(self.temp_dir.clone(), e))?;
+        }
+        if let Ok(t) = std::fs::metadata(&self.temp_dir)
+            && t.dev() != meta.dev()
+        {
+            return Err(PlaceError::CrossDevice(
+                self.temp_dir.clone(),
+                self.dir.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `<temp>/<recordID>.<epoch>.partial/`: the private directory of one lease. The recorder
+    /// writes its own temporary files next to its output, so they land here too and go with the
+    /// directory, even when the recorder was killed and could not clean up. The epoch makes it
+    /// unique per lease: a stale writer from an older epoch never touches the current attempt.
+    pub fn job_dir(&self, id: &RecordId, epoch: i64) -> PathBuf {
+        self.temp_dir.join(format!("{id}.{epoch}.{PARTIAL}"))
+    }
+
+    /// The output file inside the job directory; the extension stays last because `bbb-record`
+    /// chooses the container from it.
+    pub fn temp_path(&self, id: &RecordId, epoch: i64, ext: &str) -> PathBuf {
+        self.job_dir(id, epoch).join(format!("{id}.{ext}"))
+    }
+
+    /// Creates the (empty) job directory.
+    pub fn prepare(&self, id: &RecordId, epoch: i64) -> Result<PathBuf, PlaceError> {
+        let dir = self.job_dir(id, epoch);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| PlaceError::Io(dir.clone(), e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| PlaceError::Io(dir.clone(), e))?;
+        Ok(dir)
+    }
+
+    /// Removes the job directory and everything in it.
+    pub fn discard(&self, id: &RecordId, epoch: i64) {
+        let dir = self.job_dir(id, epoch);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(record_id = %id, "removing {}: {e}", dir.display());
+        }
+    }
+
+    /// Candidate final names, in order: the Python name, then with the recordID's first 8
+    /// characters, then with the whole recordID (spec 7.2 RECOMMENDED).
+    pub fn candidates(&self, stem: &str, id: &RecordId, ext: &str) -> Vec<PathBuf> {
+        vec![
+            self.dir.join(format!("{stem}.{ext}")),
+            self.dir.join(format!("{stem}-{}.{ext}", id.short())),
+            self.dir.join(format!("{stem}-{id}.{ext}")),
+        ]
+    }
+
+    /// Moves a finished temp file to `dest`, never overwriting: fsync the file, hard-link it to
+    /// the final name (fails with EEXIST if anything is there), remove the temp name, fsync both
+    /// directories. Returns the size placed.
+    pub fn place(&self, temp: &Path, dest: &Path) -> Result<u64, PlaceError> {
+        let f = File::open(temp).map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
+        f.sync_all()
+            .map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
+        let size = f
+            .metadata()
+            .map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?
+            .len();
+        drop(f);
+        match std::fs::hard_link(temp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(PlaceError::Exists(dest.to_path_buf()));
+            }
+            Err(e) => return Err(PlaceError::Io(dest.to_path_buf(), e)),
+        }
+        fsync_dir(&self.dir).map_err(|e| PlaceError::Io(self.dir.clone(), e))?;
+        std::fs::remove_file(temp).map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
+        fsync_dir(&self.temp_dir).map_err(|e| PlaceError::Io(self.temp_dir.clone(), e))?;
+        Ok(size)
+    }
+
+    /// Removes the job directories that no live lease owns (left by a killed run). `live` holds
+    /// the `<recordID>.<epoch>` of the leases running now. Only names of the exact form
+    /// `<recordID>.<epoch>.partial` are ever touched.
+    pub fn remove_stale_partials(&self, live: &HashSet<String>) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let rd = match std::fs::read_dir(&self.temp_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(base) = name.strip_suffix(&format!(".{PARTIAL}")) else {
+                continue;
+            };
+            let Some((id, epoch)) = base.rsplit_once('.') else {
+                continue;
+            };
+            if RecordId::parse(id).is_err() || epoch.parse::<i64>().is_err() {
+                continue;
+            }
+            if !live.contains(base) {
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> RecordId {
+        RecordId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn place_never_overwrites_and_leaves_no_temp() {
+        let root = tempfile::tempdir().unwrap();
+        let cd = ClaimDir {
+            dir: root.path().join("ftp/bbb-claim"),
+            temp_dir: root.path().join(".bbb-migrate-tmp"),
+        };
+        assert!(matches!(cd.check(true), Err(PlaceError::MissingDir(_))));
+        std::fs::create_dir_all(&cd.dir).unwrap();
+        cd.check(true).unwrap();
+        let rid = id("ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124");
+        let c = cd.candidates("freds-room-2018-07-04", &rid, "m4v");
+        assert_eq!(c[0].file_name().unwrap(), "freds-room-2018-07-04.m4v");
+        assert_eq!(
+            c[1].file_name().unwrap(),
+            "freds-room-2018-07-04-ffbfc4cc.m4v"
+        );
+        cd.prepare(&rid, 1).unwrap();
+        let t = cd.temp_path(&rid, 1, "m4v");
+        std::fs::write(&t, b"first").unwrap();
+        assert_eq!(cd.place(&t, &c[0]).unwrap(), 5);
+        assert!(!t.exists());
+        cd.prepare(&rid, 2).unwrap();
+        let t2 = cd.temp_path(&rid, 2, "m4v");
+        std::fs::write(&t2, b"second").unwrap();
+        // What a killed recorder leaves next to its output goes with the job directory.
+        std::fs::create_dir(cd.job_dir(&rid, 2).join(".bbb-record-XXXX")).unwrap();
+        assert!(matches!(cd.place(&t2, &c[0]), Err(PlaceError::Exists(_))));
+        assert_eq!(std::fs::read(&c[0]).unwrap(), b"first");
+        cd.discard(&rid, 1);
+        // The sweep removes the partial of epoch 2 unless it is live.
+        let live: HashSet<String> = [format!("{rid}.2")].into();
+        assert!(cd.remove_stale_partials(&live).unwrap().is_empty());
+        let removed = cd.remove_stale_partials(&HashSet::new()).unwrap();
+        assert_eq!(removed, vec![cd.job_dir(&rid, 2)]);
+        assert_eq!(std::fs::read_dir(&cd.temp_dir).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,375 @@
+//! Download of a video playback (spec 7.3): the HTML page at `/playback/video/<id>/` names the file
+//! in a `<source>` tag; protected Scalelite token URLs need the cookie the page sets, so each job
+//! gets its own client with a cookie jar. The file is fetched resumably (HTTP Range) into the
+//! job's temp file and its size checked against what the server announced.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use crate::api::error_chain;
+use crate::error::{ErrorClass, JobError, Phase};
+
+/// Pod's `VIDEO_ALLOWED_EXTENSIONS` that a BBB video page may name.
+const VIDEO_EXTENSIONS: &[&str] = &[
+    "m4v", "mp4", "webm", "mkv", "mov", "ogv", "ogg", "mpeg", "mpg", "avi", "flv", "3gp", "wmv",
+];
+
+/// Every `src` of a `<source>` tag whose extension is a video extension; the Python command
+/// takes the last one.
+pub fn video_sources(html: &str) -> Vec<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = lower[pos..].find("<source") {
+        let start = pos + i;
+        let end = lower[start..]
+            .find('>')
+            .map(|e| start + e)
+            .unwrap_or(lower.len());
+        let tag = &html[start..end];
+        let tag_lower = &lower[start..end];
+        if let Some(src) = attr(tag, tag_lower, "src") {
+            let path = src.split(['?', '#']).next().unwrap_or("");
+            let ext = path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+            if path.contains('.') && VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+                out.push(src);
+            }
+        }
+        pos = end;
+    }
+    out
+}
+
+fn attr(tag: &str, tag_lower: &str, name: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(i) = tag_lower[from..].find(name) {
+        let at = from + i;
+        from = at + name.len();
+        let before_ok = at > 0 && tag_lower.as_bytes()[at - 1].is_ascii_whitespace();
+        let rest = tag[from..].trim_start();
+        if !before_ok || !rest.starts_with('=') {
+            continue;
+        }
+        let v = rest[1..].trim_start();
+        let (q, body) = match v.chars().next()? {
+            c @ ('"' | '\'') => (Some(c), &v[1..]),
+            _ => (None, v),
+        };
+        let value = match q {
+            Some(q) => body.split(q).next()?,
+            None => body.split(|c: char| c.is_whitespace() || c == '/').next()?,
+        };
+        return Some(value.replace("&amp;", "&"));
+    }
+    None
+}
+
+/// Spec 7.3 `manage_recording_url`: a page still at a token URL (`/recording/<id>/video?token=`,
+/// no redirect) serves its file at `/video/<id>/<file>` with the cookie of the page; otherwise the
+/// source is relative to the page URL.
+pub fn file_url(page: &url::Url, src: &str) -> Result<url::Url, url::ParseError> {
+    if let Ok(abs) = url::Url::parse(src) {
+        return Ok(abs);
+    }
+    let has_token = page.query_pairs().any(|(k, _)| k == "token");
+    if has_token {
+        let segment = page.path().split('/').nth(2).unwrap_or("");
+        let mut u = page.clone();
+        u.set_query(None);
+        u.set_path(&format!("/video/{segment}/{src}"));
+        return Ok(u);
+    }
+    page.join(src)
+}
+
+/// A URL fit for logs: a one-time Scalelite token is replaced by `<token>`.
+pub fn redact(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.query_pairs().any(|(k, _)| k == "token") => {
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "token" {
+                        "<token>".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            parsed.to_string().replace("%3Ctoken%3E", "<token>")
+        }
+        _ => u.to_owned(),
+    }
+}
+
+fn is_video_url(u: &url::Url) -> bool {
+    let ext = u
+        .path()
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    u.path().contains('.') && VIDEO_EXTENSIONS.contains(&ext.as_str())
+}
+
+fn status_class(s: StatusCode) -> ErrorClass {
+    // A playback that is gone stays gone; anything else may pass on a later try.
+    if matches!(s.as_u16(), 400 | 404 | 410) {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Transient
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DownloadSettings {
+    pub stall: Duration,
+    pub retries: u32,
+    pub retry_delay: Duration,
+}
+
+/// Downloads the video playback at `page_url` into `dest`. `progress(done, total)` is called as
+/// bytes arrive. Resolves to the byte count, or stops early when `cancel` turns true.
+pub async fn download_video(
+    record_id: &str,
+    page_url: &str,
+    dest: &Path,
+    settings: &DownloadSettings,
+    mut cancel: watch::Receiver<bool>,
+    progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+) -> Result<u64, JobError> {
+    let err = |class, msg: String| JobError::new(record_id, Phase::Download, class, msg);
+    let page = url::Url::parse(page_url).map_err(|e| {
+        err(
+            ErrorClass::Permanent,
+            format!("invalid video playback URL {:?}: {e}", redact(page_url)),
+        )
+    })?;
+    let shown = redact(page_url);
+    // A fresh jar per job: token cookies of one recording must not leak to another.
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("bbb-migrate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| err(ErrorClass::Transient, error_chain(&e.without_url())))?;
+
+    let file = if is_video_url(&page) {
+        page.clone()
+    } else {
+        let resp = client
+            .get(page.clone())
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| {
+                err(
+                    ErrorClass::Transient,
+                    format!("video page {shown}: {}", error_chain(&e.without_url())),
+                )
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(err(
+                status_class(status),
+                format!("video page {shown}: HTTP {status}"),
+            ));
+        }
+        // A Scalelite token URL redirects to the playback once its cookie is set: relative
+        // sources are relative to where we landed, as in a browser.
+        let landed = resp.url().clone();
+        let is_video = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("video/"));
+        if is_video {
+            landed
+        } else {
+            let html = resp.text().await.map_err(|e| {
+                err(
+                    ErrorClass::Transient,
+                    format!("video page {shown}: {}", error_chain(&e.without_url())),
+                )
+            })?;
+            let src = video_sources(&html).pop().ok_or_else(|| {
+                err(
+                    ErrorClass::Permanent,
+                    format!("video page {shown} names no video <source>"),
+                )
+            })?;
+            file_url(&landed, &src).map_err(|e| {
+                err(
+                    ErrorClass::Permanent,
+                    format!("video source {src:?} on {landed}: {e}"),
+                )
+            })?
+        }
+    };
+
+    let mut out = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dest)
+        .await
+        .map_err(|e| {
+            err(
+                ErrorClass::Transient,
+                format!("temp file {}: {e}", dest.display()),
+            )
+        })?;
+    let mut have = out.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let mut total: Option<u64> = None;
+    let mut delay = settings.retry_delay;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result: Result<(), JobError> = async {
+            let mut req = client.get(file.clone());
+            if have > 0 {
+                req = req.header(RANGE, format!("bytes={have}-"));
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| err(ErrorClass::Transient, format!("{file}: {}", error_chain(&e.without_url()))))?;
+            let status = resp.status();
+            match status {
+                StatusCode::PARTIAL_CONTENT => {
+                    let (start, t) = parse_content_range(resp.headers().get(CONTENT_RANGE))
+                        .ok_or_else(|| err(ErrorClass::Transient, format!("{file}: 206 without a usable Content-Range")))?;
+                    if start != have {
+                        return Err(err(ErrorClass::Transient, format!("{file}: asked for byte {have}, got {start}")));
+                    }
+                    total = t.or(total);
+                }
+                StatusCode::OK => {
+                    // The server ignored Range: start over.
+                    if have > 0 {
+                        out.set_len(0).await.map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
+                        have = 0;
+                    }
+                    total = resp.content_length();
+                }
+                StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(()),
+                s => return Err(err(status_class(s), format!("{file}: HTTP {s}"))),
+            }
+            progress(have, total);
+            let mut body = resp.bytes_stream();
+            loop {
+                let next = tokio::select! {
+                    n = tokio::time::timeout(settings.stall, body.next()) => n,
+                    _ = cancel.changed() => return Err(err(ErrorClass::Transient, "cancelled".into())),
+                };
+                match next {
+                    Err(_) => {
+                        return Err(err(ErrorClass::Transient, format!("{file}: no data for {:?}", settings.stall)));
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(err(ErrorClass::Transient, format!("{file}: {}", error_chain(&e.without_url()))));
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        out.write_all(&chunk)
+                            .await
+                            .map_err(|e| err(ErrorClass::Transient, format!("temp file {}: {e}", dest.display())))?;
+                        have += chunk.len() as u64;
+                        progress(have, total);
+                    }
+                }
+            }
+            out.flush().await.map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
+            match total {
+                Some(t) if t != have => Err(err(
+                    ErrorClass::Transient,
+                    format!("{file}: the server announced {t} bytes, {have} arrived"),
+                )),
+                _ => Ok(()),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) if have == 0 => {
+                return Err(err(ErrorClass::Transient, format!("{file}: empty file")));
+            }
+            Ok(()) => return Ok(have),
+            Err(e) if *cancel.borrow() => return Err(e),
+            Err(e) if e.class == ErrorClass::Permanent || attempt > settings.retries => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    record_id,
+                    "download attempt {attempt}: {}; resuming at byte {have} in {delay:?}",
+                    e.message
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.changed() => return Err(err(ErrorClass::Transient, "cancelled".into())),
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// `bytes START-END/TOTAL` -> (START, TOTAL).
+fn parse_content_range(v: Option<&reqwest::header::HeaderValue>) -> Option<(u64, Option<u64>)> {
+    let s = v?.to_str().ok()?.strip_prefix("bytes ")?;
+    let (range, total) = s.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_found_and_the_last_wins() {
+        let html = r#"<html><video><SOURCE src="video-0.m4v" type="video/mp4">
+            <source type="video/webm" src='video-1.webm'/><source src="poster.png">
+            <track src="captions.vtt"></video></html>"#;
+        assert_eq!(video_sources(html), vec!["video-0.m4v", "video-1.webm"]);
+        assert!(video_sources("<html>nothing</html>").is_empty());
+    }
+
+    #[test]
+    fn file_urls_follow_the_python_rules() {
+        let page = url::Url::parse("https://h/playback/video/abc-1/").unwrap();
+        assert_eq!(
+            file_url(&page, "video-0.m4v").unwrap().as_str(),
+            "https://h/playback/video/abc-1/video-0.m4v"
+        );
+        let tok = url::Url::parse("https://sl.example/recording/abc-1/video?token=xyz").unwrap();
+        assert_eq!(
+            file_url(&tok, "video-0.m4v").unwrap().as_str(),
+            "https://sl.example/video/abc-1/video-0.m4v"
+        );
+        assert_eq!(
+            file_url(&page, "https://cdn/x.m4v").unwrap().as_str(),
+            "https://cdn/x.m4v"
+        );
+        assert_eq!(
+            redact(tok.as_str()),
+            "https://sl.example/recording/abc-1/video?token=<token>"
+        );
+        assert_eq!(redact(page.as_str()), page.as_str());
+    }
+
+    #[test]
+    fn content_range() {
+        let v = reqwest::header::HeaderValue::from_static("bytes 100-199/200");
+        assert_eq!(parse_content_range(Some(&v)), Some((100, Some(200))));
+        let v = reqwest::header::HeaderValue::from_static("bytes 5-9/*");
+        assert_eq!(parse_content_range(Some(&v)), Some((5, None)));
+    }
+}

@@ -1,0 +1,629 @@
+//! The worker: claim a job -> download the video playback or record the presentation -> place the
+//! file in the claim directory -> complete the job, with a heartbeat every lease/3 that stops the
+//! work at once when the lease is lost. Owns the order of those steps and the fencing around
+//! placement; the protocol itself is the ledger's, the file handling `place`'s.
+
+pub mod download;
+pub mod recorder;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono_tz::Tz;
+use tokio::sync::watch;
+
+use crate::config::OutputFormat;
+use crate::error::{ErrorClass, JobError, Phase};
+use crate::ledger::{JobState, JobStore, Lease, LedgerError};
+use crate::place::{ClaimDir, PlaceError, slug};
+use crate::progress::{Event, Reporter};
+use crate::recording::{Playback, Recording};
+use download::DownloadSettings;
+use recorder::RecorderCommand;
+
+#[derive(Debug, Clone)]
+pub struct RecorderSettings {
+    pub program: Option<PathBuf>,
+    pub format: OutputFormat,
+    pub timeout_factor: f64,
+    pub timeout_margin_secs: u64,
+    pub default_length_secs: u64,
+    pub grace: Duration,
+}
+
+pub struct WorkerContext<S> {
+    pub store: Arc<S>,
+    pub claim_dir: ClaimDir,
+    pub tz: Tz,
+    pub rewrite_23: bool,
+    pub recorder: RecorderSettings,
+    pub download: DownloadSettings,
+    pub lease: Duration,
+    pub worker_name: String,
+    pub reporter: Arc<dyn Reporter>,
+    /// Used to get a fresh one-time token for protected Scalelite playbacks right before use:
+    /// the tokens of the initial listing expire after 60 min, long before a batch ends.
+    pub api: Option<crate::api::ApiClient>,
+    /// Turns true on Ctrl-C: running jobs stop and give their lease back.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+pub enum JobOutcome {
+    Placed {
+        path: PathBuf,
+        bytes: u64,
+    },
+    /// An earlier run placed the file but died before closing the job.
+    AlreadyPlaced {
+        path: PathBuf,
+        bytes: u64,
+    },
+    Failed {
+        state: JobState,
+        error: JobError,
+    },
+    /// The lease went to another worker: this one wrote nothing more.
+    LeaseLost,
+    /// Ctrl-C: the job was given back.
+    Interrupted,
+}
+
+#[derive(Debug)]
+pub struct JobReport {
+    pub record_id: String,
+    pub outcome: JobOutcome,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    LeaseLost,
+    CancelRequested,
+    Shutdown,
+}
+
+/// Runs `jobs` workers until nothing claimable is left in the selection `only`.
+pub async fn run_pool<S: JobStore>(
+    ctx: Arc<WorkerContext<S>>,
+    jobs: usize,
+    only: Vec<String>,
+) -> Vec<JobReport> {
+    let only = Arc::new(only);
+    let mut tasks = Vec::new();
+    for n in 0..jobs.max(1) {
+        let ctx = ctx.clone();
+        let only = only.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut reports = Vec::new();
+            let name = format!("{}:{n}", ctx.worker_name);
+            loop {
+                if *ctx.shutdown.borrow() {
+                    break;
+                }
+                match ctx.store.claim(&name, ctx.lease, Some(&only)).await {
+                    Ok(Some(lease)) => reports.push(run_job(&ctx, lease).await),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!("claiming a job: {e}");
+                        break;
+                    }
+                }
+            }
+            reports
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => all.extend(r),
+            Err(e) => tracing::error!("worker task failed: {e}"),
+        }
+    }
+    all
+}
+
+/// The `<recordID>.<epoch>` prefixes of partial files that a live lease may still be writing.
+pub fn live_partials(rows: &[crate::ledger::JobRow]) -> HashSet<String> {
+    rows.iter()
+        .filter(|r| r.state == JobState::Running)
+        .map(|r| format!("{}.{}", r.recording_id, r.lease_epoch))
+        .collect()
+}
+
+struct Heartbeat {
+    cancel_rx: watch::Receiver<bool>,
+    reason: Arc<Mutex<Option<StopReason>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_heartbeat<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> Heartbeat {
+    let (tx, rx) = watch::channel(false);
+    let reason: Arc<Mutex<Option<StopReason>>> = Arc::default();
+    let store = ctx.store.clone();
+    let lease = lease.clone();
+    let dur = ctx.lease;
+    let mut shutdown = ctx.shutdown.clone();
+    let r = reason.clone();
+    let stop = move |why| {
+        r.lock().expect("reason").get_or_insert(why);
+        let _ = tx.send(true);
+    };
+    let task = tokio::spawn(async move {
+        let every = dur / 3;
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => { stop(StopReason::Shutdown); return; }
+            }
+            match store.heartbeat(&lease, dur).await {
+                Ok(false) => last_ok = Instant::now(),
+                Ok(true) => {
+                    stop(StopReason::CancelRequested);
+                    return;
+                }
+                Err(LedgerError::LeaseLost { .. }) => {
+                    stop(StopReason::LeaseLost);
+                    return;
+                }
+                Err(e) => {
+                    // The lease expires earlier on the holder's side: stop before another worker
+                    // can have taken over, even if the ledger is only unreachable.
+                    tracing::warn!(record_id = %lease.recording_id, "heartbeat: {e}");
+                    if last_ok.elapsed() + every >= dur {
+                        stop(StopReason::LeaseLost);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Heartbeat {
+        cancel_rx: rx,
+        reason,
+        task,
+    }
+}
+
+async fn run_job<S: JobStore>(ctx: &WorkerContext<S>, lease: Lease) -> JobReport {
+    let started = Instant::now();
+    let record_id = lease.recording_id.clone();
+    let outcome = job(ctx, &lease).await;
+    let (label, detail) = match &outcome {
+        JobOutcome::Placed { path, bytes } => {
+            ("placed", format!("{} ({bytes} bytes)", path.display()))
+        }
+        JobOutcome::AlreadyPlaced { path, .. } => {
+            ("placed", format!("{} (by an earlier run)", path.display()))
+        }
+        JobOutcome::Failed { state, error } => (
+            if *state == JobState::Dead {
+                "dead"
+            } else {
+                "retry"
+            },
+            error.to_string(),
+        ),
+        JobOutcome::LeaseLost => ("lease-lost", "another worker owns this job now".to_owned()),
+        JobOutcome::Interrupted => ("interrupted", "given back to the ledger".to_owned()),
+    };
+    ctx.reporter.event(Event::Finished {
+        record_id: record_id.clone(),
+        outcome: label,
+        detail,
+    });
+    JobReport {
+        record_id,
+        outcome,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn fail<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, error: JobError) -> JobOutcome {
+    tracing::warn!(record_id = %lease.recording_id, "{error}");
+    match ctx.store.fail(lease, error.class, &error.to_string()).await {
+        Ok(state) => JobOutcome::Failed { state, error },
+        Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
+        Err(e) => JobOutcome::Failed {
+            state: JobState::Running,
+            error: JobError::transient(
+                &lease.recording_id,
+                Phase::Ledger,
+                format!("{e} (after: {error})"),
+            ),
+        },
+    }
+}
+
+async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> JobOutcome {
+    let rid = lease.recording_id.as_str();
+    let mut rec: Recording = match serde_json::from_str(&lease.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let e =
+                JobError::permanent(rid, Phase::Parse, format!("ledger payload unreadable: {e}"));
+            return fail(ctx, lease, e).await;
+        }
+    };
+    if has_token(&rec.source_url(ctx.rewrite_23))
+        && let Some(api) = &ctx.api
+    {
+        match api.get_recording(&rec.record_id).await {
+            Ok(Some(fresh)) => rec = fresh,
+            Ok(None) => {
+                let e = JobError::permanent(rid, Phase::Fetch, "no longer listed by the server");
+                return fail(ctx, lease, e).await;
+            }
+            Err(e) => {
+                let e = JobError::transient(rid, Phase::Fetch, format!("fresh token: {e}"));
+                return fail(ctx, lease, e).await;
+            }
+        }
+    }
+    let Some(playback) = rec.playback(ctx.rewrite_23) else {
+        let kinds: Vec<&str> = rec.formats.iter().map(|f| f.kind.as_str()).collect();
+        let e = JobError::permanent(
+            rid,
+            Phase::Parse,
+            format!(
+                "no video or presentation playback (formats: {})",
+                if kinds.is_empty() {
+                    "none".into()
+                } else {
+                    kinds.join(", ")
+                }
+            ),
+        );
+        return fail(ctx, lease, e).await;
+    };
+
+    // A crash between placement and completion leaves the reserved file in place: just close.
+    if let Some(p) = &lease.output_path {
+        let path = PathBuf::from(p);
+        if let Ok(m) = std::fs::metadata(&path) {
+            let bytes = m.len();
+            let output = output_json(&path, bytes, &playback);
+            return match ctx.store.complete(lease, &output, bytes).await {
+                Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
+                Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
+                Err(e) => {
+                    fail(
+                        ctx,
+                        lease,
+                        JobError::transient(rid, Phase::Ledger, e.to_string()),
+                    )
+                    .await
+                }
+            };
+        }
+    }
+
+    let ext = match &playback {
+        Playback::Video(_) => "m4v",
+        Playback::Presentation(_) => ctx.recorder.format.ext(),
+    };
+    if let Err(e) = ctx.claim_dir.prepare(&rec.record_id, lease.epoch) {
+        let e = JobError::transient(rid, Phase::Place, e.to_string());
+        return fail(ctx, lease, e).await;
+    }
+    let temp = ctx.claim_dir.temp_path(&rec.record_id, lease.epoch, ext);
+    let hb = start_heartbeat(ctx, lease);
+    let work = produce(ctx, &rec, &playback, &temp, hb.cancel_rx.clone()).await;
+    let stop = *hb.reason.lock().expect("reason");
+    hb.task.abort();
+
+    if let Some(why) = stop {
+        ctx.claim_dir.discard(&rec.record_id, lease.epoch);
+        return match why {
+            StopReason::LeaseLost => JobOutcome::LeaseLost,
+            StopReason::Shutdown => match ctx.store.release(lease).await {
+                Ok(()) => JobOutcome::Interrupted,
+                Err(_) => JobOutcome::LeaseLost,
+            },
+            StopReason::CancelRequested => {
+                fail(
+                    ctx,
+                    lease,
+                    JobError::permanent(rid, Phase::Ledger, "cancelled on request"),
+                )
+                .await
+            }
+        };
+    }
+    if let Err(e) = work {
+        ctx.claim_dir.discard(&rec.record_id, lease.epoch);
+        return fail(ctx, lease, e).await;
+    }
+    let placed = place(ctx, lease, &rec, &playback, &temp, ext).await;
+    // Placed or not, this lease's directory has nothing left worth keeping.
+    ctx.claim_dir.discard(&rec.record_id, lease.epoch);
+    match placed {
+        Ok(outcome) => outcome,
+        Err(e) => fail(ctx, lease, e).await,
+    }
+}
+
+fn has_token(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token"))
+}
+
+fn output_json(path: &Path, bytes: u64, playback: &Playback) -> String {
+    let (kind, source) = match playback {
+        Playback::Video(u) => ("video", u),
+        Playback::Presentation(u) => ("presentation", u),
+    };
+    serde_json::json!({ "path": path, "bytes": bytes, "kind": kind, "source": source }).to_string()
+}
+
+/// Rate limit for progress events (a download delivers thousands of chunks).
+struct Throttle(Mutex<Option<Instant>>);
+
+impl Throttle {
+    fn ready(&self) -> bool {
+        let mut last = self.0.lock().expect("throttle");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
+
+async fn produce<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    rec: &Recording,
+    playback: &Playback,
+    temp: &Path,
+    cancel: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let rid = rec.record_id.as_str();
+    let _ = std::fs::remove_file(temp);
+    let throttle = Throttle(Mutex::new(None));
+    match playback {
+        Playback::Video(url) => {
+            ctx.reporter.event(Event::Started {
+                record_id: rid.into(),
+                action: "download",
+                url: download::redact(url),
+            });
+            let progress = |done: u64, total: Option<u64>| {
+                if throttle.ready() || total == Some(done) {
+                    ctx.reporter.event(Event::Progress {
+                        record_id: rid.into(),
+                        done: done as f64,
+                        total: total.map(|t| t as f64),
+                        unit: "bytes",
+                    });
+                }
+            };
+            download::download_video(rid, url, temp, &ctx.download, cancel, &progress).await?;
+        }
+        Playback::Presentation(url) => {
+            let program = ctx.recorder.program.clone().ok_or_else(|| {
+                JobError::transient(rid, Phase::Record, "bbb-record not found: set [recorder] command or install it next to bbb-migrate")
+            })?;
+            ctx.reporter.event(Event::Started {
+                record_id: rid.into(),
+                action: "record",
+                url: url.clone(),
+            });
+            let cmd = RecorderCommand {
+                program,
+                timeout: recorder::record_timeout(
+                    rec.length_secs(),
+                    ctx.recorder.timeout_factor,
+                    ctx.recorder.timeout_margin_secs,
+                    ctx.recorder.default_length_secs,
+                ),
+                grace: ctx.recorder.grace,
+            };
+            let progress = |p: recorder::RecordProgress| {
+                if throttle.ready() {
+                    ctx.reporter.event(Event::Progress {
+                        record_id: rid.into(),
+                        done: p.position_secs,
+                        total: p.duration_secs.or(rec.length_secs().map(|s| s as f64)),
+                        unit: "seconds",
+                    });
+                }
+            };
+            cmd.run(rid, url, temp, cancel, &progress).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn place<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    lease: &Lease,
+    rec: &Recording,
+    playback: &Playback,
+    temp: &Path,
+    ext: &str,
+) -> Result<JobOutcome, JobError> {
+    let rid = rec.record_id.as_str();
+    let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
+    let stem = slug::file_stem(&rec.name, rec.start_time_ms, ctx.tz);
+    let candidates = match &lease.output_path {
+        Some(p) => vec![PathBuf::from(p)],
+        None => ctx.claim_dir.candidates(&stem, &rec.record_id, ext),
+    };
+    for dest in candidates {
+        // A file we did not reserve (Pod's, another tool's) is never replaced.
+        if lease.output_path.is_none() && std::fs::symlink_metadata(&dest).is_ok() {
+            continue;
+        }
+        match ctx
+            .store
+            .reserve_output(lease, &dest.to_string_lossy())
+            .await
+        {
+            Ok(()) => {}
+            Err(LedgerError::OutputTaken(_)) => continue,
+            Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
+            Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+        }
+        // Fence right before the irreversible step: a worker that lost its lease must not place.
+        match ctx.store.heartbeat(lease, ctx.lease).await {
+            Ok(_) => {}
+            Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
+            Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+        }
+        let bytes = match ctx.claim_dir.place(temp, &dest) {
+            Ok(b) => b,
+            Err(PlaceError::Exists(p)) => {
+                return Err(JobError::permanent(
+                    rid,
+                    Phase::Place,
+                    format!(
+                        "{} appeared after it was reserved; not overwriting it",
+                        p.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(perr(e)),
+        };
+        let output = output_json(&dest, bytes, playback);
+        return match ctx.store.complete(lease, &output, bytes).await {
+            Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
+            Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
+            Err(e) => Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+        };
+    }
+    Err(JobError::new(
+        rid,
+        Phase::Place,
+        ErrorClass::Permanent,
+        format!(
+            "every candidate name for {stem}.{ext} is taken in {}",
+            ctx.claim_dir.dir.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ledger::sqlite::SqliteLedger;
+    use crate::ledger::{NewJob, RetryPolicy, SimulatedClock, TARGET_FILE};
+    use crate::progress::PlainReporter;
+    use crate::recording::{PlaybackFormat, RecordId};
+
+    /// A worker whose lease is taken over stops its recorder's whole process group, writes
+    /// nothing more to the ledger and leaves no temp files. The recorder here is the
+    /// purpose-written stand-in of recorder.rs (mode "hang": it never finishes).
+    #[tokio::test]
+    async fn lease_loss_kills_the_recorder_and_fences_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(1_000_000));
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        let store = Arc::new(
+            SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+                .await
+                .unwrap(),
+        );
+        let id = "ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124";
+        let rec = Recording {
+            record_id: RecordId::parse(id).unwrap(),
+            meeting_id: String::new(),
+            internal_meeting_id: id.into(),
+            name: "Hang".into(),
+            published: "true".into(),
+            state: "published".into(),
+            start_time_ms: 1530718721124,
+            end_time_ms: None,
+            metadata: BTreeMap::new(),
+            // The stand-in takes its mode from the URL argument.
+            formats: vec![PlaybackFormat {
+                kind: "presentation".into(),
+                url: "hang".into(),
+                length_minutes: Some(60),
+            }],
+        };
+        store
+            .enqueue(&[NewJob {
+                recording_id: id.into(),
+                target: TARGET_FILE.into(),
+                payload: serde_json::to_string(&rec).unwrap(),
+            }])
+            .await
+            .unwrap();
+        let claim_dir = ClaimDir {
+            dir: dir.path().join("claim"),
+            temp_dir: dir.path().join("tmp"),
+        };
+        std::fs::create_dir_all(&claim_dir.dir).unwrap();
+        std::fs::create_dir_all(&claim_dir.temp_dir).unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let ctx = Arc::new(WorkerContext {
+            store: store.clone(),
+            claim_dir: claim_dir.clone(),
+            tz: Tz::UTC,
+            rewrite_23: true,
+            recorder: RecorderSettings {
+                program: Some(recorder::tests::stand_in(dir.path())),
+                format: OutputFormat::Mp4,
+                timeout_factor: 1.5,
+                timeout_margin_secs: 600,
+                default_length_secs: 60,
+                grace: Duration::from_millis(300),
+            },
+            download: DownloadSettings {
+                stall: Duration::from_secs(5),
+                retries: 0,
+                retry_delay: Duration::from_millis(10),
+            },
+            lease: Duration::from_millis(600),
+            worker_name: "w1".into(),
+            reporter: Arc::new(PlainReporter),
+            api: None,
+            shutdown,
+        });
+        let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
+        // Wait for the stand-in to run (it writes its grandchild's pid next to its output).
+        let pid_file = claim_dir
+            .temp_path(&rec.record_id, 1, "mp4")
+            .with_extension("mp4.grandchild");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&pid_file).map_or(true, |p| !p.ends_with('\n')) {
+            assert!(Instant::now() < deadline, "the recorder never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+        // Another worker takes the job over once the lease has expired on the ledger's clock.
+        clock.advance(Duration::from_secs(60));
+        let other = store
+            .claim("w2", Duration::from_secs(600), None)
+            .await
+            .unwrap()
+            .expect("takeover");
+        assert_eq!(other.epoch, 2);
+        let reports = tokio::time::timeout(Duration::from_secs(10), pool)
+            .await
+            .expect("worker stopped")
+            .unwrap();
+        assert!(
+            matches!(reports[0].outcome, JobOutcome::LeaseLost),
+            "{:?}",
+            reports[0].outcome
+        );
+        // The stale worker wrote nothing: the job is still the new holder's.
+        let rows = store.jobs().await.unwrap();
+        assert_eq!(rows[0].state, JobState::Running);
+        assert_eq!(rows[0].lease_epoch, 2);
+        assert_eq!(rows[0].last_error, None);
+        assert!(
+            !claim_dir.job_dir(&rec.record_id, 1).exists(),
+            "temp files left"
+        );
+        assert!(
+            recorder::tests::gone_pid(&grandchild),
+            "recorder group still running"
+        );
+    }
+}
