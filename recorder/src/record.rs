@@ -389,6 +389,8 @@ impl Session<'_> {
             },
             self.work.join("video.mkv"),
         )?;
+        // Known now: no slot past the end is ever written.
+        pipeline.set_end(end);
 
         let play_result = if player.kind.is_bbb() {
             self.play_bbb(
@@ -406,11 +408,14 @@ impl Session<'_> {
             self.play_generic(&clock, start, end, &pipeline, &mut crashes)
                 .await
         };
-        if let Err(e) = play_result {
-            pipeline.control.abort.store(true, Ordering::SeqCst);
-            source.stop();
-            return Err(e);
-        }
+        let end = match play_result {
+            Ok(actual) => actual.min(end),
+            Err(e) => {
+                pipeline.control.abort.store(true, Ordering::SeqCst);
+                source.stop();
+                return Err(e);
+            }
+        };
         pipeline.set_end(end);
         // The pipeline needs about a second after the end to decide the last slots.
         let wait_start = Instant::now();
@@ -564,6 +569,16 @@ impl Session<'_> {
                         kind: PageKind::Generic,
                         base: None,
                         duration,
+                    });
+                }
+                "page-media-loading"
+                    if !kind.is_bbb() && Instant::now() + Duration::from_secs(20) > deadline =>
+                {
+                    // Ten seconds without the media's metadata: record the page for --duration.
+                    return Ok(Player {
+                        kind: PageKind::Generic,
+                        base: None,
+                        duration: None,
                     });
                 }
                 _ => {}
@@ -762,7 +777,7 @@ impl Session<'_> {
         pipeline: &Pipeline,
         messages: &mut chromiumoxide::listeners::EventStream<EventBindingCalled>,
         crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
-    ) -> Result<(), RecordError> {
+    ) -> Result<f64, RecordError> {
         let is23 = matches!(player.kind, PageKind::Bbb23 { .. });
         page.evaluate_expression(hide_chrome_js(is23))
             .await
@@ -861,7 +876,7 @@ impl Session<'_> {
                                 last_advance = Instant::now();
                             }
                             if msg.m >= end {
-                                return Ok(());
+                                return Ok(end);
                             }
                         }
                         "ended" => {
@@ -873,7 +888,7 @@ impl Session<'_> {
                                     "the playback ended at {at:.3} s, before the expected {end:.3} s"
                                 )));
                             }
-                            return Ok(());
+                            return Ok(at);
                         }
                         "waiting" => {
                             (self.report)(Event::Stalled { media_time: msg.m - start });
@@ -925,7 +940,7 @@ impl Session<'_> {
         end: f64,
         pipeline: &Pipeline,
         crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
-    ) -> Result<(), RecordError> {
+    ) -> Result<f64, RecordError> {
         // Media time of a generic page is the wall time since it finished loading.
         let t0 = wall_now();
         let push = |now: i64| {
@@ -971,7 +986,7 @@ impl Session<'_> {
                         (self.report)(Event::Progress { media_time: media - start, duration: end - start });
                     }
                     if media >= end + 0.2 {
-                        return Ok(());
+                        return Ok(end);
                     }
                 }
             }
@@ -1015,6 +1030,8 @@ const PROBE_JS: &str = r#"(() => {
   }
   if (document.readyState === 'complete') {
     const m = document.querySelector('video, audio');
+    // A media element whose metadata is still loading: its duration is not known yet.
+    if (m && m.readyState < 1 && !m.error) return { state: 'page-media-loading', href };
     return { state: 'page', duration: m ? m.duration : null, href };
   }
   return { state: 'loading', href };

@@ -32,6 +32,7 @@ mod catalog;
 mod checksum;
 mod faults;
 mod files;
+pub mod media;
 mod protect;
 mod server;
 

@@ -1,0 +1,274 @@
+//! `bbb-bench`: measures `bbb-record` on generated recordings (samples D "long" and E "static",
+//! see samples/README.md) served by the fake BBB server, and prints per minute of playback: wall
+//! time ratio, CPU-seconds of the recorder and everything it started (Chromium, Xvfb), peak RSS of
+//! the recorder and of its children, frames written vs expected, and for the long sample the
+//! picture/sound offset at every slide change (each change carries a 1 kHz beep).
+//!
+//! Run it on an otherwise idle machine, with a release build:
+//! `cargo build --release -p bbb-recorder -p bbb-tests && target/release/bbb-bench --minutes 2`.
+//! Comparisons are meaningful only between figures of one run.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fake_bbb::FakeBbb;
+use fake_bbb::media::{self, BLUE, CYAN, GREEN, MAGENTA, RED, YELLOW};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark bbb-record on generated long and static recordings")]
+struct Args {
+    /// Length of each generated recording, in minutes.
+    #[arg(long, default_value_t = 2)]
+    minutes: u32,
+    /// The bbb-record binary (default: next to this one).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Which samples: long, static or both.
+    #[arg(long, default_value = "both")]
+    only: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let here = std::env::current_exe()?;
+    let record = args
+        .record
+        .clone()
+        .unwrap_or_else(|| here.with_file_name("bbb-record"));
+    anyhow::ensure!(
+        record.is_file(),
+        "{} not found: build bbb-record first",
+        record.display()
+    );
+    let samples = media::samples_dir();
+    let work = tempfile::tempdir()?;
+    let site = work.path().join("site");
+    std::fs::create_dir_all(&site)?;
+    std::os::unix::fs::symlink(samples.join("player"), site.join("player"))?;
+    let recordings = site.join("recordings");
+    let kinds: Vec<&str> = match args.only.as_str() {
+        "both" => vec!["static", "long"],
+        one => vec![one],
+    };
+    for kind in &kinds {
+        let status = Command::new("bash")
+            .arg(samples.join("generate.sh"))
+            .args([
+                kind,
+                recordings.to_str().unwrap(),
+                &args.minutes.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "generate.sh {kind} failed");
+    }
+    let bbb = FakeBbb::builder().samples_dir(&site).start_blocking()?;
+    println!(
+        "bbb-record benchmark: {} min recordings, 1280x720 at 30 fps, {} cores",
+        args.minutes,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<8} {:>9} {:>10} {:>13} {:>12} {:>12} {:>16} {:>14}",
+        "sample",
+        "playback",
+        "wall/play",
+        "cpu-s/play-s",
+        "rss rec MB",
+        "rss kids MB",
+        "frames (expect)",
+        "A/V offset ms"
+    );
+    for entry in std::fs::read_dir(recordings.join("presentation"))? {
+        let id = entry?.file_name().to_string_lossy().into_owned();
+        let meta = std::fs::read_to_string(
+            recordings
+                .join("presentation")
+                .join(&id)
+                .join("metadata.xml"),
+        )?;
+        let kind = if meta.contains("Sample long") {
+            "long"
+        } else {
+            "static"
+        };
+        let out = work.path().join(format!("{kind}.mp4"));
+        let m = measure(&record, &bbb.presentation_url(&id), &out)?;
+        let playback = m.duration;
+        let expected = (playback * 30.0).round() as u64;
+        let offset = if kind == "long" {
+            match av_offsets(&out) {
+                Some((mean, worst)) => format!("{mean:+.0} / {worst:.0}"),
+                None => "n/a".into(),
+            }
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<8} {:>8.1}s {:>10.3} {:>13.3} {:>12.0} {:>12.0} {:>7} ({:>6}) {:>14}",
+            kind,
+            playback,
+            m.wall / playback,
+            m.cpu / playback,
+            m.peak_rss_recorder / 1e6,
+            m.peak_rss_children / 1e6,
+            m.frames,
+            expected,
+            offset
+        );
+    }
+    println!("A/V offset: mean / worst |picture - sound| at each slide change (picture late > 0).");
+    Ok(())
+}
+
+struct Measure {
+    wall: f64,
+    cpu: f64,
+    peak_rss_recorder: f64,
+    peak_rss_children: f64,
+    frames: u64,
+    duration: f64,
+}
+
+fn children_cpu() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
+/// Every descendant of `root` (by walking /proc's parent links).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+            && let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
+    let cpu_before = children_cpu();
+    let started = Instant::now();
+    let mut child = Command::new(record)
+        .args([url, "-o", out.to_str().unwrap(), "--progress", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let (mut peak_rec, mut peak_kids) = (0.0f64, 0.0f64);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(status.success(), "bbb-record failed on {url}: {status}");
+            break;
+        }
+        peak_rec = peak_rec.max(rss_of(pid));
+        peak_kids = peak_kids.max(descendants(pid).into_iter().map(rss_of).sum());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = children_cpu() - cpu_before;
+    let lines = reader.join().expect("reader");
+    let done: serde_json::Value = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .ok_or_else(|| anyhow::anyhow!("no done event"))?;
+    Ok(Measure {
+        wall,
+        cpu,
+        peak_rss_recorder: peak_rec,
+        peak_rss_children: peak_kids,
+        frames: done["frames"].as_u64().unwrap_or(0),
+        duration: done["duration"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// Mean and worst offset (ms) between each slide change in the picture and its beep.
+fn av_offsets(path: &Path) -> Option<(f64, f64)> {
+    let colours = [
+        ("red", RED),
+        ("green", GREEN),
+        ("blue", BLUE),
+        ("yellow", YELLOW),
+        ("cyan", CYAN),
+        ("magenta", MAGENTA),
+    ];
+    let frames = media::frames_rgb(path);
+    let mut picture_changes = Vec::new();
+    let mut last = None;
+    for f in &frames {
+        let now = media::dominant(f, &colours);
+        if now.is_some() && last.is_some() && now != last {
+            picture_changes.push(f.0);
+        }
+        if now.is_some() {
+            last = now;
+        }
+    }
+    let (rate, samples) = media::audio_samples(path);
+    let mut beeps = Vec::new();
+    let mut quiet_until = 0usize;
+    for (i, s) in samples.iter().enumerate() {
+        if i >= quiet_until && s.abs() > 0.03 {
+            beeps.push(i as f64 / f64::from(rate));
+            quiet_until = i + rate as usize; // one onset per second at most
+        }
+    }
+    let offsets: Vec<f64> = picture_changes
+        .iter()
+        .filter_map(|p| {
+            beeps
+                .iter()
+                .map(|b| p - b)
+                .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+                .filter(|d| d.abs() < 1.0)
+        })
+        .collect();
+    if offsets.is_empty() {
+        return None;
+    }
+    let mean = offsets.iter().sum::<f64>() / offsets.len() as f64 * 1000.0;
+    let worst = offsets.iter().map(|d| d.abs()).fold(0.0, f64::max) * 1000.0;
+    Some((mean, worst))
+}

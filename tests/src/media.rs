@@ -1,0 +1,304 @@
+//! Reading recorded files back for tests and benchmarks: streams and durations, decoded frames
+//! and the colours they show, the audio and its tone, plus the sample recordings' known facts
+//! (ids, lengths, colours; samples/README.md) and process/directory checks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::FakeBbb;
+use ffmpeg_next as ffmpeg;
+
+pub const SAMPLE_A: &str = "2e7380bcd2a9cc83f2a744b8707a7f75c0a94e9d-1767261600000";
+pub const SAMPLE_B: &str = "b38698825dc7f8bf25f50930cbd8207d770a1609-1767265200000";
+pub const SAMPLE_C: &str = "b52a07e307e4ae680c470b70ae91cdfe83b3eda3-1767268800000";
+/// Sample A's media length (metadata.xml `<duration>`, the webcams file's length).
+pub const SAMPLE_A_SECONDS: f64 = 15.008;
+pub const SAMPLE_B_SECONDS: f64 = 8.008;
+
+/// Recordings are CPU-heavy (Chromium + encoder on 2 cores): tests that record take this lock so
+/// that only the test that means to run two at once does so.
+pub static HEAVY: Mutex<()> = Mutex::new(());
+
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bundled samples directory of this workspace.
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples")
+}
+
+pub fn server() -> FakeBbb {
+    FakeBbb::builder()
+        .samples_dir(samples_dir())
+        .start_blocking()
+        .expect("fake BBB server starts")
+}
+
+/// What the output file holds.
+#[derive(Debug)]
+pub struct Probe {
+    pub container: String,
+    pub duration: f64,
+    pub video_codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub video_frames: u64,
+    pub video_duration: f64,
+    pub audio_codec: Option<String>,
+    pub audio_duration: f64,
+}
+
+pub fn probe(path: &Path) -> Probe {
+    ffmpeg::init().unwrap();
+    let mut input = ffmpeg::format::input(path).expect("open output");
+    let container = input.format().name().to_owned();
+    let duration = input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE);
+    let v = input
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .expect("video stream");
+    let vi = v.index();
+    let vtb = v.time_base();
+    let vctx = ffmpeg::codec::context::Context::from_parameters(v.parameters()).unwrap();
+    let vdec = vctx.decoder().video().unwrap();
+    let (width, height) = (vdec.width(), vdec.height());
+    let video_codec = vdec
+        .codec()
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    let rate = v.avg_frame_rate();
+    let fps = f64::from(rate);
+    let audio = input.streams().best(ffmpeg::media::Type::Audio).map(|a| {
+        let ctx = ffmpeg::codec::context::Context::from_parameters(a.parameters()).unwrap();
+        let dec = ctx.decoder().audio().unwrap();
+        (
+            a.index(),
+            a.time_base(),
+            dec.codec().map(|c| c.name().to_owned()).unwrap_or_default(),
+        )
+    });
+    let mut video_frames = 0;
+    let mut video_end: f64 = 0.0;
+    let mut audio_end: f64 = 0.0;
+    for (stream, packet) in input.packets() {
+        let end = |tb: ffmpeg::Rational| {
+            (packet.pts().unwrap_or(0) + packet.duration()) as f64 * f64::from(tb)
+        };
+        if stream.index() == vi {
+            video_frames += 1;
+            video_end = video_end.max(end(vtb));
+        } else if let Some((ai, atb, _)) = &audio
+            && stream.index() == *ai
+        {
+            audio_end = audio_end.max(end(*atb));
+        }
+    }
+    Probe {
+        container,
+        duration,
+        video_codec,
+        width,
+        height,
+        fps,
+        video_frames,
+        video_duration: video_end,
+        audio_codec: audio.map(|a| a.2),
+        audio_duration: audio_end,
+    }
+}
+
+/// Decoded RGB24 frames with their presentation times (seconds).
+pub fn frames_rgb(path: &Path) -> Vec<(f64, u32, u32, Vec<u8>)> {
+    ffmpeg::init().unwrap();
+    let mut input = ffmpeg::format::input(path).unwrap();
+    let v = input.streams().best(ffmpeg::media::Type::Video).unwrap();
+    let vi = v.index();
+    let tb = v.time_base();
+    let mut dec = ffmpeg::codec::context::Context::from_parameters(v.parameters())
+        .unwrap()
+        .decoder()
+        .video()
+        .unwrap();
+    let mut scaler = None;
+    let mut out = Vec::new();
+    let mut take = |dec: &mut ffmpeg::decoder::Video, out: &mut Vec<(f64, u32, u32, Vec<u8>)>| {
+        let mut frame = ffmpeg::frame::Video::empty();
+        while dec.receive_frame(&mut frame).is_ok() {
+            let sc = scaler.get_or_insert_with(|| {
+                ffmpeg::software::scaling::Context::get(
+                    frame.format(),
+                    frame.width(),
+                    frame.height(),
+                    ffmpeg::format::Pixel::RGB24,
+                    frame.width(),
+                    frame.height(),
+                    ffmpeg::software::scaling::Flags::BILINEAR,
+                )
+                .unwrap()
+            });
+            let mut rgb = ffmpeg::frame::Video::empty();
+            sc.run(&frame, &mut rgb).unwrap();
+            let (w, h) = (rgb.width(), rgb.height());
+            let stride = rgb.stride(0);
+            let mut data = Vec::with_capacity((w * h * 3) as usize);
+            for y in 0..h as usize {
+                data.extend_from_slice(&rgb.data(0)[y * stride..y * stride + w as usize * 3]);
+            }
+            let t = frame.timestamp().unwrap_or(0) as f64 * f64::from(tb);
+            out.push((t, w, h, data));
+        }
+    };
+    for (stream, packet) in input.packets() {
+        if stream.index() == vi {
+            dec.send_packet(&packet).unwrap();
+            take(&mut dec, &mut out);
+        }
+    }
+    dec.send_eof().unwrap();
+    take(&mut dec, &mut out);
+    out
+}
+
+/// Named colours of the samples (samples/README.md).
+pub const RED: [u8; 3] = [220, 20, 20];
+pub const GREEN: [u8; 3] = [20, 180, 20];
+pub const BLUE: [u8; 3] = [20, 20, 220];
+pub const MAGENTA: [u8; 3] = [255, 0, 255];
+pub const YELLOW: [u8; 3] = [230, 200, 20];
+pub const CYAN: [u8; 3] = [20, 200, 200];
+
+/// Fraction of the picture's pixels within a small distance of `colour`.
+pub fn share_of(frame: &(f64, u32, u32, Vec<u8>), colour: [u8; 3]) -> f64 {
+    let px = frame.3.chunks_exact(3);
+    let n = px.len() as f64;
+    let close = px
+        .filter(|p| (0..3).all(|i| (i32::from(p[i]) - i32::from(colour[i])).abs() <= 40))
+        .count() as f64;
+    close / n
+}
+
+/// Which of `colours` covers most of the picture (and at least 5 % of it).
+pub fn dominant(
+    frame: &(f64, u32, u32, Vec<u8>),
+    colours: &[(&'static str, [u8; 3])],
+) -> Option<&'static str> {
+    colours
+        .iter()
+        .map(|(name, c)| (*name, share_of(frame, *c)))
+        .filter(|(_, s)| *s >= 0.05)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(n, _)| n)
+}
+
+pub fn frame_at(frames: &[(f64, u32, u32, Vec<u8>)], t: f64) -> &(f64, u32, u32, Vec<u8>) {
+    frames
+        .iter()
+        .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+        .expect("frames")
+}
+
+/// Decoded mono audio (first channel) as f32, with its sample rate.
+pub fn audio_samples(path: &Path) -> (u32, Vec<f32>) {
+    ffmpeg::init().unwrap();
+    let mut input = ffmpeg::format::input(path).unwrap();
+    let a = input
+        .streams()
+        .best(ffmpeg::media::Type::Audio)
+        .expect("audio stream");
+    let ai = a.index();
+    let mut dec = ffmpeg::codec::context::Context::from_parameters(a.parameters())
+        .unwrap()
+        .decoder()
+        .audio()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut rate = 0;
+    let take = |dec: &mut ffmpeg::decoder::Audio, out: &mut Vec<f32>, rate: &mut u32| {
+        let mut frame = ffmpeg::frame::Audio::empty();
+        while dec.receive_frame(&mut frame).is_ok() {
+            *rate = frame.rate();
+            let n = frame.samples();
+            match frame.format() {
+                ffmpeg::format::Sample::F32(ffmpeg::format::sample::Type::Planar) => {
+                    out.extend_from_slice(&frame.plane::<f32>(0)[..n])
+                }
+                ffmpeg::format::Sample::F32(ffmpeg::format::sample::Type::Packed) => {
+                    let ch = usize::from(frame.channels());
+                    let data = frame.data(0);
+                    for i in 0..n {
+                        let o = i * ch * 4;
+                        out.push(f32::from_ne_bytes(data[o..o + 4].try_into().unwrap()));
+                    }
+                }
+                other => panic!("unexpected sample format {other:?}"),
+            }
+        }
+    };
+    for (stream, packet) in input.packets() {
+        if stream.index() == ai {
+            dec.send_packet(&packet).unwrap();
+            take(&mut dec, &mut out, &mut rate);
+        }
+    }
+    dec.send_eof().unwrap();
+    take(&mut dec, &mut out, &mut rate);
+    (rate, out)
+}
+
+/// Frequency (Hz) of a steady tone in `samples`, from rising zero crossings; and the RMS level.
+pub fn tone(samples: &[f32], rate: u32) -> (f64, f64) {
+    let crossings = samples
+        .windows(2)
+        .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+        .count();
+    let rms = (samples
+        .iter()
+        .map(|s| f64::from(*s) * f64::from(*s))
+        .sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    (
+        crossings as f64 * f64::from(rate) / samples.len().max(1) as f64,
+        rms,
+    )
+}
+
+/// Processes whose command line mentions `needle` (to prove nothing survived a recording).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && cmd.contains(needle) {
+            found.push(format!("{pid}: {cmd}"));
+        }
+    }
+    found
+}
+
+/// Entries of a directory (names), to prove no temporary file was left behind.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
