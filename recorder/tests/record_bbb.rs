@@ -12,6 +12,22 @@ const SLIDES_A: [(&str, [u8; 3]); 4] = [
     ("magenta", MAGENTA),
 ];
 
+/// Sample A's slide changes (5 s green, 10 s blue) and screen share (6 s) land within 100 ms of
+/// their media times.
+fn assert_changes_land_on_time(frames: &[(f64, u32, u32, Vec<u8>)]) {
+    for (change, colour) in [(5.0, "green"), (10.0, "blue"), (6.0, "magenta")] {
+        let first = frames
+            .iter()
+            .find(|f| f.0 > change - 1.0 && dominant(f, &SLIDES_A) == Some(colour))
+            .unwrap_or_else(|| panic!("{colour} never shows"));
+        assert!(
+            (first.0 - change).abs() <= 0.1,
+            "{colour} first shows at {:.3} s, expected {change} s",
+            first.0
+        );
+    }
+}
+
 /// Sample A through the 2.3 sample player, default settings: duration, codecs, size, rate, the
 /// slide and screen-share colours at known media times, the tone over the whole length, and when
 /// the slide changes land.
@@ -75,18 +91,7 @@ fn sample_a_mp4_has_exact_duration_slides_screen_share_and_tone() {
             f.0
         );
     }
-    // Slide changes land within 100 ms of their media times.
-    for (change, colour) in [(5.0, "green"), (10.0, "blue"), (6.0, "magenta")] {
-        let first = frames
-            .iter()
-            .find(|f| f.0 > change - 1.0 && dominant(f, &SLIDES_A) == Some(colour))
-            .unwrap_or_else(|| panic!("{colour} never shows"));
-        assert!(
-            (first.0 - change).abs() <= 0.1,
-            "{colour} first shows at {:.3} s, expected {change} s",
-            first.0
-        );
-    }
+    assert_changes_land_on_time(&frames);
     // The tone is 440 Hz throughout, second by second.
     let (rate, samples) = audio_samples(&out);
     assert_eq!(rate, 48_000);
@@ -246,15 +251,5 @@ fn stalls_do_not_shift_or_truncate_the_picture() {
     assert!((p.video_duration - SAMPLE_A_SECONDS).abs() <= 1.0 / 30.0 + 0.05);
     assert!((p.audio_duration - SAMPLE_A_SECONDS).abs() <= 0.05);
     let frames = frames_rgb(&out);
-    for (change, colour) in [(5.0, "green"), (10.0, "blue"), (6.0, "magenta")] {
-        let first = frames
-            .iter()
-            .find(|f| f.0 > change - 1.0 && dominant(f, &SLIDES_A) == Some(colour))
-            .unwrap_or_else(|| panic!("{colour} never shows"));
-        assert!(
-            (first.0 - change).abs() <= 0.1,
-            "{colour} first shows at {:.3} s, expected {change} s",
-            first.0
-        );
-    }
+    assert_changes_land_on_time(&frames);
 }
