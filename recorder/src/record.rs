@@ -899,24 +899,10 @@ impl Session<'_> {
                         _ => {}
                     }
                 }
-                crash = crashes.next() => {
-                    if crash.is_some() {
-                        return Err(RecordError::transient(Phase::Browser, "the page's renderer crashed"));
-                    }
-                }
-                _ = lost.changed() => {
-                    return Err(RecordError::transient(Phase::Browser, "the DevTools connection was lost"));
-                }
-                _ = cancel.changed() => {
-                    return Err(RecordError::transient(Phase::Play, "interrupted by a signal"));
-                }
+                e = interruption(crashes, &mut lost, &mut cancel) => return Err(e),
                 _ = tick.tick() => {
-                    self.check_alive()?;
-                    if let Some(why) = self.chromium_exited() {
-                        return Err(RecordError::transient(Phase::Browser, why));
-                    }
-                    if pipeline.is_finished() {
-                        return Err(RecordError::transient(Phase::Encode, "the encoder stopped early"));
+                    if self.watch(pipeline)? == Pipe::Finished {
+                        return Ok(end);
                     }
                     if last_advance.elapsed() > STALL_LIMIT {
                         return Err(RecordError::transient(
@@ -959,26 +945,12 @@ impl Session<'_> {
         let mut cancel = self.cancel.clone();
         loop {
             tokio::select! {
-                crash = crashes.next() => {
-                    if crash.is_some() {
-                        return Err(RecordError::transient(Phase::Browser, "the page's renderer crashed"));
-                    }
-                }
-                _ = lost.changed() => {
-                    return Err(RecordError::transient(Phase::Browser, "the DevTools connection was lost"));
-                }
-                _ = cancel.changed() => {
-                    return Err(RecordError::transient(Phase::Play, "interrupted by a signal"));
-                }
+                e = interruption(crashes, &mut lost, &mut cancel) => return Err(e),
                 _ = tick.tick() => {
                     let now = wall_now();
                     push(now);
-                    self.check_alive()?;
-                    if let Some(why) = self.chromium_exited() {
-                        return Err(RecordError::transient(Phase::Browser, why));
-                    }
-                    if pipeline.is_finished() {
-                        return Err(RecordError::transient(Phase::Encode, "the encoder stopped early"));
+                    if self.watch(pipeline)? == Pipe::Finished {
+                        return Ok(end);
                     }
                     let media = start + (now - t0) as f64 / 1e6;
                     if last_report.elapsed() >= Duration::from_secs(1) {
@@ -995,6 +967,62 @@ impl Session<'_> {
 
     fn chromium_exited(&mut self) -> Option<String> {
         self.chromium.exited()
+    }
+
+    /// The periodic health check of the play loops: the media download, the signal, the browser
+    /// and the encoder.
+    fn watch(&mut self, pipeline: &Pipeline) -> Result<Pipe, RecordError> {
+        self.check_alive()?;
+        if let Some(why) = self.chromium_exited() {
+            return Err(RecordError::transient(Phase::Browser, why));
+        }
+        // The end is known before capture starts, so the encoder may legitimately finish before
+        // the page reports the end; if it failed instead, joining it reports why.
+        Ok(if pipeline.is_finished() {
+            Pipe::Finished
+        } else {
+            Pipe::Running
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Pipe {
+    Running,
+    Finished,
+}
+
+/// Resolves when the recording must stop: the renderer crashed, the DevTools connection was lost
+/// or a signal arrived. A closed channel disables its branch (it must not spin or be mistaken for
+/// an event).
+async fn interruption(
+    crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+    lost: &mut watch::Receiver<bool>,
+    cancel: &mut watch::Receiver<bool>,
+) -> RecordError {
+    let (mut crashes_open, mut lost_open, mut cancel_open) = (true, true, true);
+    loop {
+        tokio::select! {
+            crash = crashes.next(), if crashes_open => match crash {
+                Some(_) => return RecordError::transient(Phase::Browser, "the page's renderer crashed"),
+                None => crashes_open = false,
+            },
+            changed = lost.changed(), if lost_open => match changed {
+                Ok(()) if *lost.borrow() => {
+                    return RecordError::transient(Phase::Browser, "the DevTools connection was lost");
+                }
+                Ok(()) => {}
+                Err(_) => lost_open = false,
+            },
+            changed = cancel.changed(), if cancel_open => match changed {
+                Ok(()) if *cancel.borrow() => {
+                    return RecordError::transient(Phase::Play, "interrupted by a signal");
+                }
+                Ok(()) => {}
+                Err(_) => cancel_open = false,
+            },
+            else => std::future::pending::<()>().await,
+        }
     }
 }
 
