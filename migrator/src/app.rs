@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bbb_migrator::api::{self, ApiClient, ApiSettings, CacheMode, FetchResult};
 use bbb_migrator::config::{self, Config};
-use bbb_migrator::ledger::sqlite::SqliteLedger;
+use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{
     JobRow, JobState, JobStore, NewJob, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
 };
-use bbb_migrator::place::{ClaimDir, csv, slug};
+use bbb_migrator::place::{ClaimDir, csv, moodle, pod, slug};
 use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
 use bbb_migrator::recording::{Playback, RecordId, Recording};
 use bbb_migrator::select::{self, Filter};
@@ -49,15 +49,21 @@ enum Mode {
     Claim { jobs: Option<usize>, force: bool },
     Status { json: bool },
     Retry { failed: bool },
+    Import { moodle: bool },
+    Cancel,
 }
 
 fn mode(cli: &Cli) -> Res<Mode> {
-    if cli.use_import_video || cli.use_database_moodle {
+    if cli.use_database_moodle && !cli.use_import_video {
         return Err(usage(
-            "--use-import-video and --use-database-moodle (Pod external recordings, Moodle owners) are not supported by this version",
+            "--use-database-moodle goes with --use-import-video (or use `import --moodle`)",
         ));
     }
-    let alias = if cli.use_manual_claim {
+    let alias = if cli.use_import_video {
+        Some(Mode::Import {
+            moodle: cli.use_database_moodle,
+        })
+    } else if cli.use_manual_claim {
         Some(Mode::Claim {
             jobs: None,
             force: false,
@@ -89,6 +95,8 @@ fn mode(cli: &Cli) -> Res<Mode> {
             },
             Command::Status { json } => Mode::Status { json: *json },
             Command::Retry { failed } => Mode::Retry { failed: *failed },
+            Command::Import { moodle } => Mode::Import { moodle: *moodle },
+            Command::Cancel => Mode::Cancel,
         }),
     }
 }
@@ -143,6 +151,8 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         Mode::Claim { jobs, force } => app.claim(jobs, force).await,
         Mode::Status { json } => app.status(json).await,
         Mode::Retry { failed } => app.retry(failed).await,
+        Mode::Import { moodle } => app.import(moodle).await,
+        Mode::Cancel => app.cancel().await,
     }
 }
 
@@ -283,21 +293,21 @@ impl App {
         &self.cfg.ledger.url
     }
 
-    async fn ledger_read_only(&self) -> Res<SqliteLedger> {
+    async fn ledger_read_only(&self) -> Res<AnyLedger> {
         check_ledger_url(self.ledger_url())?;
-        SqliteLedger::open_read_only(self.ledger_url(), Arc::new(SystemClock))
+        AnyLedger::open_read_only(self.ledger_url(), Arc::new(SystemClock))
             .await
             .map_err(usage)
     }
 
-    async fn ledger_write(&self) -> Res<SqliteLedger> {
+    async fn ledger_write(&self) -> Res<AnyLedger> {
         check_ledger_url(self.ledger_url())?;
         let policy = RetryPolicy {
             max_attempts: self.cfg.ledger.max_attempts.max(1),
             base: Duration::from_secs(self.cfg.ledger.retry_base_secs),
             cap: Duration::from_secs(3600),
         };
-        SqliteLedger::open(self.ledger_url(), Arc::new(SystemClock), policy)
+        AnyLedger::open(self.ledger_url(), Arc::new(SystemClock), policy)
             .await
             .map_err(usage)
     }
@@ -390,6 +400,176 @@ impl App {
             }
         }
         Ok(exit::OK)
+    }
+
+    /// Mode 2 (spec 6): one external recording per (recording, owner). A dry run connects
+    /// read-only and prints what it would create. A failing recording is reported and counted;
+    /// the others go on.
+    async fn import(&self, moodle: bool) -> Res<i32> {
+        let url = self
+            .cfg
+            .pod
+            .database_url
+            .as_deref()
+            .ok_or_else(|| usage("[pod] database_url is not set (or set POD_DATABASE_URL)"))?;
+        let msettings = moodle.then(|| self.moodle_settings());
+        if let Some(m) = &msettings
+            && m.databases.is_empty()
+        {
+            return Err(usage(
+                "--moodle: no [moodle.databases.\"<server>\"] or [moodle.databases.default] configured",
+            ));
+        }
+        let dry = self.cli.dry_run;
+        let db = pod::PodDb::connect(url, dry)
+            .await
+            .map_err(|e| usage(format!("Pod database: {e}")))?;
+        let (recs, _, _) = self.fetch_selected().await?;
+        let p = &self.cfg.pod;
+        let settings = pod::ImportSettings {
+            admin_id: p.admin_id,
+            site_id: p.site_id,
+            rewrite_23: self.cfg.bbb.playback_url_23,
+            dry_run: dry,
+            user_defaults: pod::UserDefaults {
+                secret_key: p.secret_key.clone().unwrap_or_default(),
+                site_id: p.site_id,
+                auth_type: p.auth_type.clone(),
+                affiliation: p.affiliation.clone(),
+                establishment: p.establishment.clone(),
+                favorites_description: p.favorites_description.clone(),
+            },
+        };
+        // One connection per Moodle database for the whole run (Python opened one per recording).
+        let mut moodles: BTreeMap<String, moodle::MoodleDb> = BTreeMap::new();
+        let (mut rows, mut users, mut failed, mut notices) = (0, 0, 0, 0);
+        for (i, rec) in recs.iter().enumerate() {
+            let mut lines = vec![format!("------------------------------\n#{}", i + 1)];
+            let mut lookup = moodle::Lookup::default();
+            if let Some(m) = &msettings {
+                match db.meeting_owner(&rec.meeting_id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => match self.moodle_lookup(m, &mut moodles, rec).await {
+                        Ok(l) => lookup = l,
+                        Err(e) => lines.push(format!(
+                            " - Problem to find moderators for BBB recording in Moodle: {e}. The recording goes to the admin."
+                        )),
+                    },
+                    Err(e) => lines.push(format!(" - Pod meeting lookup failed: {e}")),
+                }
+                lines.append(&mut lookup.lines);
+            }
+            match pod::import_recording(
+                &db,
+                rec,
+                &lookup.owners,
+                "BBB session made with Moodle.",
+                &settings,
+            )
+            .await
+            {
+                Ok(rep) => {
+                    lines.extend(rep.lines);
+                    rows += rep.rows_created;
+                    users += rep.users_created;
+                }
+                Err(e) => {
+                    failed += 1;
+                    lines.push(format!(" - Recording {}: failed: {e}", rec.record_id));
+                }
+            }
+            if let (Some(m), Some(html), false) = (
+                &msettings,
+                self.cfg.moodle.inform_html.as_deref(),
+                lookup.owners.is_empty(),
+            ) {
+                let key = moodle::database_for(m, rec.meta("bbb-origin-server-name"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                for a in &lookup.activities {
+                    if dry {
+                        lines.push(format!(
+                            " - Would set information in Moodle (activity {a}), once."
+                        ));
+                        continue;
+                    }
+                    let Some(mdb) = moodles.get(key) else {
+                        continue;
+                    };
+                    match mdb.append_notice(*a, html).await {
+                        Ok(true) => {
+                            notices += 1;
+                            lines.push(format!(" - Set information in Moodle (activity {a})."));
+                        }
+                        Ok(false) => lines.push(format!(
+                            " - Moodle activity {a} already has the information."
+                        )),
+                        Err(e) => lines.push(format!(
+                            " - Not allowed to set information in Moodle (activity {a}): {e}"
+                        )),
+                    }
+                }
+            }
+            let mut o = out();
+            for l in &lines {
+                let _ = writeln!(o, "{l}");
+            }
+        }
+        db.close().await;
+        for m in moodles.values() {
+            m.close().await;
+        }
+        let verb = if dry { "would create" } else { "created" };
+        let _ = writeln!(
+            out(),
+            "------------------------------\n{} recording(s): {verb} {rows} external recording(s) and {users} user(s), {failed} failed",
+            recs.len()
+        );
+        if notices > 0 {
+            let _ = writeln!(
+                out(),
+                "{notices} Moodle activity description(s) updated: run `{}` on the Moodle server so the course pages show it.",
+                moodle::PURGE_HINT
+            );
+        }
+        Ok(if failed == 0 { exit::OK } else { exit::FAILED })
+    }
+
+    fn moodle_settings(&self) -> moodle::MoodleSettings {
+        let m = &self.cfg.moodle;
+        moodle::MoodleSettings {
+            table_prefix: m.table_prefix.clone(),
+            schema: m.schema.clone(),
+            ignored_servers: m.ignored_servers.clone(),
+            databases: m
+                .databases
+                .iter()
+                .map(|(k, v)| (k.clone(), v.url.clone()))
+                .collect(),
+        }
+    }
+
+    /// The Moodle moderators of one recording; connects to its database on first use.
+    async fn moodle_lookup(
+        &self,
+        m: &moodle::MoodleSettings,
+        moodles: &mut BTreeMap<String, moodle::MoodleDb>,
+        rec: &Recording,
+    ) -> Result<moodle::Lookup, moodle::MoodleError> {
+        let server = rec.meta("bbb-origin-server-name");
+        let Some(url) = moodle::database_for(m, server)? else {
+            return Ok(moodle::Lookup {
+                lines: vec![format!(" - origin_server_name ignored ({server}).")],
+                ..Default::default()
+            });
+        };
+        if !moodles.contains_key(url) {
+            let db = moodle::MoodleDb::connect(url, m, self.cli.dry_run).await?;
+            moodles.insert(url.to_owned(), db);
+        }
+        let db = &moodles[url];
+        moodle::moderators(db, rec.record_id.as_str()).await
     }
 
     async fn claim(&self, jobs: Option<usize>, force: bool) -> Res<i32> {
@@ -621,6 +801,7 @@ impl App {
     async fn status(&self, json: bool) -> Res<i32> {
         let ledger = self.ledger_read_only().await?;
         let rows = ledger.jobs().await.map_err(usage)?;
+        let running = ledger.running().await.map_err(usage)?;
         ledger.close().await;
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for r in &rows {
@@ -641,6 +822,11 @@ impl App {
                 "outputs": rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                     "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
                 })).collect::<Vec<_>>(),
+                "running": running.iter().map(|r| serde_json::json!({
+                    "record_id": r.recording_id, "owner": r.owner, "epoch": r.epoch,
+                    "since_ms": r.since_ms, "heartbeat_ms": r.heartbeat_ms,
+                    "lease_expired": r.expired, "progress": r.checkpoint,
+                })).collect::<Vec<_>>(),
             });
             let _ = serde_json::to_writer_pretty(&mut o, &v);
             let _ = writeln!(o);
@@ -652,6 +838,29 @@ impl App {
         }
         let _ = writeln!(o, "bytes placed: {bytes}");
         let _ = writeln!(o, "machine time: {}", human_secs(busy / 1000));
+        if !running.is_empty() {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let _ = writeln!(o, "running (per host):");
+            for r in &running {
+                let since = r
+                    .since_ms
+                    .map(|t| human_secs((now_ms - t).max(0) / 1000))
+                    .unwrap_or_else(|| "?".into());
+                let _ = writeln!(
+                    o,
+                    "  {} {} epoch {} for {}{}{}",
+                    r.owner.as_deref().unwrap_or("?"),
+                    r.recording_id,
+                    r.epoch,
+                    since,
+                    if r.expired { " (lease expired)" } else { "" },
+                    r.checkpoint
+                        .as_deref()
+                        .map(|c| format!(" progress {c}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
         let failures: Vec<&JobRow> = rows
             .iter()
             .filter(|r| r.last_error.is_some() && r.state != JobState::Succeeded)
@@ -687,6 +896,41 @@ impl App {
             }
         }
         Ok(exit::OK)
+    }
+
+    /// Cancels the selected recordings: a pending job at once, a running one by its worker (on
+    /// whatever host) at its next heartbeat.
+    async fn cancel(&self) -> Res<i32> {
+        let ids: Vec<String> = self
+            .cli
+            .select
+            .record_id
+            .iter()
+            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
+            .collect::<Res<_>>()?;
+        if ids.is_empty() {
+            return Err(usage("cancel needs --record-id ID (repeatable)"));
+        }
+        if self.cli.dry_run {
+            let _ = writeln!(out(), "dry run: would cancel {} recording(s)", ids.len());
+            return Ok(exit::OK);
+        }
+        let ledger = self.ledger_write().await?;
+        let mut missing = 0;
+        for id in &ids {
+            let hit = ledger.cancel(id, TARGET_FILE).await.map_err(usage)?;
+            let what = if hit {
+                "cancel requested"
+            } else {
+                "no pending or running job"
+            };
+            if !hit {
+                missing += 1;
+            }
+            let _ = writeln!(out(), "{id}: {what}");
+        }
+        ledger.close().await;
+        Ok(if missing == 0 { exit::OK } else { exit::FAILED })
     }
 
     async fn retry(&self, failed: bool) -> Res<i32> {
@@ -735,15 +979,9 @@ impl App {
 }
 
 fn check_ledger_url(url: &str) -> Res<()> {
-    if url.starts_with("sqlite:") {
-        Ok(())
-    } else {
-        // The scheme only: a postgres:// URL may carry a password.
-        let scheme = url.split(':').next().unwrap_or("");
-        Err(usage(format!(
-            "[ledger] url: the {scheme:?} backend is not supported by this version (use sqlite://FILE)"
-        )))
-    }
+    bbb_migrator::ledger::any::is_postgres(url)
+        .map(|_| ())
+        .map_err(usage)
 }
 
 fn by_recording(rows: Vec<JobRow>) -> BTreeMap<String, JobRow> {

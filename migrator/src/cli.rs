@@ -51,7 +51,7 @@ pub struct Cli {
     /// Pod alias of `claim`.
     #[arg(long = "use-manual-claim", hide_short_help = true)]
     pub use_manual_claim: bool,
-    /// Pod alias of the import mode (not in this version).
+    /// Pod alias of `import`.
     #[arg(long = "use-import-video", hide_short_help = true)]
     pub use_import_video: bool,
     /// Pod alias of `export-csv` (both spellings are accepted).
@@ -61,7 +61,7 @@ pub struct Cli {
         hide_short_help = true
     )]
     pub use_export_csv: bool,
-    /// Pod alias: Moodle owner lookup (not in this version).
+    /// Pod alias of `import --moodle` (with `--use-import-video`).
     #[arg(long = "use-database-moodle", hide_short_help = true)]
     pub use_database_moodle: bool,
 
@@ -141,11 +141,22 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Mode 2: an entry in Pod's "My external videos" for the owner(s) of each recording (Pod
+    /// meeting owner, else with --moodle every moderator of the Moodle activity, else the
+    /// configured admin). Needs [pod] database_url.
+    Import {
+        /// Look owners up in Moodle's database when no Pod meeting matches ([moodle] section).
+        #[arg(long)]
+        moodle: bool,
+    },
     /// Counts per state, failures with their last error, outputs placed.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel the jobs of --record-id: a pending one at once, a running one on whatever host holds
+    /// it within one heartbeat (its worker stops the recorder and places nothing).
+    Cancel,
     /// Put jobs back in the queue.
     Retry {
         /// Every dead or cancelled job (or only those of --record-id).

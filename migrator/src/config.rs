@@ -22,6 +22,49 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    #[serde(default)]
+    pub moodle: MoodleConfig,
+}
+
+/// `[moodle]`: where `import --moodle` finds the moderators of a recording.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoodleConfig {
+    /// Moodle's `$CFG->prefix`.
+    pub table_prefix: String,
+    /// PostgreSQL schema of Moodle's tables.
+    pub schema: String,
+    /// `bbb-origin-server-name` values whose recordings are not looked up (exact match).
+    pub ignored_servers: Vec<String>,
+    /// HTML appended once to each activity's description; unset: no notice.
+    pub inform_html: Option<String>,
+    /// `[moodle.databases."<bbb-origin-server-name>"]` and `[moodle.databases.default]`.
+    pub databases: std::collections::BTreeMap<String, MoodleDatabase>,
+}
+
+impl Default for MoodleConfig {
+    fn default() -> Self {
+        MoodleConfig {
+            table_prefix: "mdl_".into(),
+            schema: "public".into(),
+            ignored_servers: Vec::new(),
+            inform_html: None,
+            databases: Default::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoodleDatabase {
+    /// postgres:// or mysql://; may hold a password, so never printed.
+    pub url: String,
+}
+
+impl std::fmt::Debug for MoodleDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MoodleDatabase { url: <redacted> }")
+    }
 }
 
 #[derive(Deserialize)]
@@ -66,7 +109,7 @@ impl std::fmt::Debug for BbbConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PodConfig {
     pub time_zone: String,
@@ -74,6 +117,42 @@ pub struct PodConfig {
     pub recorder_directory: Option<String>,
     pub recorder_id: i64,
     pub temp_dir: Option<PathBuf>,
+    /// Pod's database (postgres:// or mysql://), for `import`. Env: POD_DATABASE_URL. May hold a
+    /// password: never printed.
+    pub database_url: Option<String>,
+    /// Pod's SITE_ID: the site of rows made for the admin and for Moodle owners.
+    pub site_id: i32,
+    /// The `auth_user.id` that receives recordings nobody else owns (Python SCRIPT_ADMIN_ID).
+    pub admin_id: i32,
+    /// Pod's SECRET_KEY, only to create users by SQL (owner hashkey). Env: POD_SECRET_KEY.
+    pub secret_key: Option<String>,
+    /// Values of Pod's settings copied into a new user's owner row and Favorites playlist.
+    pub auth_type: String,
+    pub affiliation: String,
+    pub establishment: String,
+    pub favorites_description: String,
+}
+
+impl std::fmt::Debug for PodConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodConfig")
+            .field("time_zone", &self.time_zone)
+            .field("default_recorder_path", &self.default_recorder_path)
+            .field("recorder_directory", &self.recorder_directory)
+            .field("recorder_id", &self.recorder_id)
+            .field("temp_dir", &self.temp_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("site_id", &self.site_id)
+            .field("admin_id", &self.admin_id)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for PodConfig {
@@ -85,6 +164,16 @@ impl Default for PodConfig {
             recorder_directory: None,
             recorder_id: 1,
             temp_dir: None,
+            database_url: None,
+            site_id: 1,
+            admin_id: 1,
+            secret_key: None,
+            // AUTH_TYPE[0][0], AFFILIATION[0][0], ESTABLISHMENTS[0][0] and the English
+            // gettext of Pod's defaults (REPORT.md of the Pod schema fixtures).
+            auth_type: "local".into(),
+            affiliation: "student".into(),
+            establishment: "Etab_1".into(),
+            favorites_description: "Your favorites videos.".into(),
         }
     }
 }
@@ -209,6 +298,12 @@ impl Config {
         if let Some(v) = get("BBB_MIGRATE_LEDGER") {
             self.ledger.url = v;
         }
+        if let Some(v) = get("POD_DATABASE_URL") {
+            self.pod.database_url = Some(v);
+        }
+        if let Some(v) = get("POD_SECRET_KEY") {
+            self.pod.secret_key = Some(v);
+        }
     }
 
     pub fn base_url(&self) -> Result<&str, ConfigError> {
@@ -303,6 +398,34 @@ recorder_id = 1
 # Partial files live here: outside default_recorder_path (Pod's cron walks it) and on the same
 # filesystem. Default: <parent of default_recorder_path>/.bbb-migrate-tmp
 # temp_dir = "/data/ftp-pod/.bbb-migrate-tmp"
+# Pod's database, for `import` (external recordings). postgres:// or mysql://. Env: POD_DATABASE_URL.
+# database_url = "postgres://pod@127.0.0.1/pod"
+# Pod's SITE_ID, and the auth_user.id that gets recordings nobody else owns.
+site_id = 1
+admin_id = 1
+# Pod's SECRET_KEY: needed to create missing users (their owner hashkey). Env: POD_SECRET_KEY.
+# secret_key = ""
+# Copied into the rows of a new user, as Pod's settings would: AUTH_TYPE[0][0],
+# AFFILIATION[0][0], ESTABLISHMENTS[0][0], and "Your favorites videos." in LANGUAGE_CODE.
+auth_type = "local"
+affiliation = "student"
+establishment = "Etab_1"
+favorites_description = "Your favorites videos."
+
+[moodle]
+# Used by `import --moodle` / `export-csv --moodle` to find the moderators of a recording.
+table_prefix = "mdl_"
+# PostgreSQL only.
+schema = "public"
+# Recordings whose bbb-origin-server-name is listed here are not looked up (exact match).
+ignored_servers = []
+# HTML appended once to the description of each activity whose recordings were imported.
+# inform_html = "<p>The recordings of this activity are now in Pod: My external videos.</p>"
+# One database per bbb-origin-server-name (exact match), else `default`.
+# [moodle.databases."moodle.example.org"]
+# url = "mysql://pod:secret@db.example.org/moodle"
+# [moodle.databases.default]
+# url = "postgres://moodle@db.example.org/moodle"
 
 [recorder]
 # bbb-record executable. Default: next to bbb-migrate, then PATH.
@@ -317,7 +440,8 @@ default_length_secs = 14400
 grace_secs = 10
 
 [ledger]
-# Job ledger. Env: BBB_MIGRATE_LEDGER.
+# Job ledger: sqlite://FILE on one machine, or postgres://USER@HOST/DB shared by several hosts
+# (schema created by the tool). Env: BBB_MIGRATE_LEDGER.
 url = "sqlite://bbb-migrate.db"
 # A worker renews its lease every lease_secs/3; a silent worker's job is taken over after it.
 lease_secs = 90
@@ -346,7 +470,14 @@ mod tests {
         let e = Config::parse("[bbb]\nbase_urll = \"x\"\n").unwrap_err();
         assert!(e.contains("base_urll"), "{e}");
         let e = Config::parse("[moodle]\nengine = \"mysql\"\n").unwrap_err();
-        assert!(e.contains("moodle"), "{e}");
+        assert!(e.contains("engine"), "{e}");
+        let c = Config::parse(
+            "[moodle]\nignored_servers = [\"old\"]\n[moodle.databases.default]\nurl = \"mysql://u:moodlepw@h/m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.moodle.table_prefix, "mdl_");
+        assert_eq!(c.moodle.databases["default"].url, "mysql://u:moodlepw@h/m");
+        assert!(!format!("{c:?}").contains("moodlepw"));
         let e = Config::parse("[bbb]\nchecksum = \"md5\"\n").unwrap_err();
         assert!(e.contains("md5"), "{e}");
     }
@@ -362,6 +493,17 @@ mod tests {
         assert_eq!(c.base_url().unwrap(), "https://env.example/");
         assert_eq!(c.ledger.url, "sqlite://x.db");
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        let mut c = Config::parse("[pod]\nsecret_key = \"pod-key-value\"\n").unwrap();
+        c.apply_env(|k| (k == "POD_DATABASE_URL").then(|| "mysql://u:dbpass@h/pod".into()));
+        assert_eq!(
+            c.pod.database_url.as_deref(),
+            Some("mysql://u:dbpass@h/pod")
+        );
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("pod-key-value") && !dbg.contains("dbpass"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ mod catalog;
 mod checksum;
 mod faults;
 mod files;
+pub mod mariadb;
 pub mod media;
+pub mod postgres;
 mod protect;
 mod server;
 

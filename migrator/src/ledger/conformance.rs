@@ -1,13 +1,97 @@
-//! Behaviour every `JobStore` backend must have (ledger.md B8), run here against SQLite with an
-//! injected clock. The PostgreSQL backend will run the same functions.
+//! Behaviour every `JobStore` backend must have (ledger.md B8). Each case is written once against
+//! a `Fixture` and run twice by the macro at the bottom: on SQLite with an injected clock (leases
+//! expire instantly), and on a real PostgreSQL server started for the test on 127.0.0.1, where
+//! leases are short and time really passes, because PostgreSQL only trusts its own `now()`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use fake_bbb::postgres::Postgres;
+
+use super::any::AnyLedger;
 use super::sqlite::SqliteLedger;
 use super::*;
 
-const LEASE: Duration = Duration::from_secs(90);
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty ledger of one backend, and the means to let time pass on its clock.
+struct Fixture {
+    store: Arc<AnyLedger>,
+    clock: Arc<SimulatedClock>,
+    lease: Duration,
+    _dir: tempfile::TempDir,
+    _pg: Option<Postgres>,
+}
+
+impl Fixture {
+    async fn new(backend: Backend, max_attempts: i64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(1_000_000));
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+                let policy = RetryPolicy {
+                    max_attempts,
+                    base: Duration::from_secs(10),
+                    cap: Duration::from_secs(600),
+                };
+                let store = AnyLedger::open(&url, clock.clone(), policy).await.unwrap();
+                Fixture {
+                    store: Arc::new(store),
+                    clock,
+                    lease: Duration::from_secs(90),
+                    _dir: dir,
+                    _pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let pg = tokio::task::spawn_blocking(|| {
+                    Postgres::start().unwrap_or_else(|e| panic!("test PostgreSQL server: {e}"))
+                })
+                .await
+                .unwrap();
+                pg.create_database("ledger").unwrap();
+                // Real time passes on PostgreSQL, so the schedule is scaled down.
+                let policy = RetryPolicy {
+                    max_attempts,
+                    base: Duration::from_millis(300),
+                    cap: Duration::from_secs(5),
+                };
+                let store = AnyLedger::open(&pg.url("ledger"), clock.clone(), policy)
+                    .await
+                    .unwrap();
+                assert!(matches!(store, AnyLedger::Postgres(_)));
+                Fixture {
+                    store: Arc::new(store),
+                    clock,
+                    lease: Duration::from_secs(3),
+                    _dir: dir,
+                    _pg: Some(pg),
+                }
+            }
+        }
+    }
+
+    /// Lets `d` pass on the ledger's clock.
+    async fn pass(&self, d: Duration) {
+        match &*self.store {
+            AnyLedger::Sqlite(_) => self.clock.advance(d),
+            AnyLedger::Postgres(_) => tokio::time::sleep(d).await,
+        }
+    }
+
+    /// Now, on the ledger's clock.
+    async fn now_ms(&self) -> i64 {
+        match &*self.store {
+            AnyLedger::Sqlite(_) => self.clock.now_ms(),
+            AnyLedger::Postgres(p) => p.db_now_ms().await.unwrap(),
+        }
+    }
+}
 
 fn jobs(n: usize) -> Vec<NewJob> {
     (0..n)
@@ -19,31 +103,15 @@ fn jobs(n: usize) -> Vec<NewJob> {
         .collect()
 }
 
-async fn store(
-    dir: &tempfile::TempDir,
-    clock: Arc<SimulatedClock>,
-    max_attempts: i64,
-) -> SqliteLedger {
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let policy = RetryPolicy {
-        max_attempts,
-        base: Duration::from_secs(10),
-        cap: Duration::from_secs(600),
-    };
-    SqliteLedger::open(&url, clock, policy).await.unwrap()
-}
-
 fn lost(r: LedgerResult<impl std::fmt::Debug>) -> bool {
     matches!(r, Err(LedgerError::LeaseLost { .. }))
 }
 
-#[tokio::test]
-async fn enqueue_is_idempotent_and_keeps_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock.clone(), 5).await;
+async fn enqueue_is_idempotent_and_keeps_state(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let s = &f.store;
     assert_eq!(s.enqueue(&jobs(3)).await.unwrap(), 3);
-    let l = s.claim("w1", LEASE, None).await.unwrap().unwrap();
+    let l = s.claim("w1", f.lease, None).await.unwrap().unwrap();
     s.complete(&l, "{}", 10).await.unwrap();
     assert_eq!(s.enqueue(&jobs(4)).await.unwrap(), 1);
     let rows = s.jobs().await.unwrap();
@@ -56,93 +124,110 @@ async fn enqueue_is_idempotent_and_keeps_state() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_claimers_take_each_job_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = Arc::new(store(&dir, clock, 5).await);
-    s.enqueue(&jobs(40)).await.unwrap();
+async fn concurrent_claimers_take_each_job_once(b: Backend) {
+    const WORKERS: usize = 8;
+    const JOBS: usize = 60;
+    let f = Fixture::new(b, 5).await;
+    f.store.enqueue(&jobs(JOBS)).await.unwrap();
     let mut tasks = Vec::new();
-    for w in 0..8 {
-        let s = s.clone();
+    for w in 0..WORKERS {
+        let s = f.store.clone();
+        let lease = f.lease;
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(l) = s.claim(&format!("w{w}"), LEASE, None).await.unwrap() {
+            while let Some(l) = s.claim(&format!("w{w}"), lease, None).await.unwrap() {
+                assert_eq!(
+                    l.epoch, 1,
+                    "{} claimed while its lease was valid",
+                    l.recording_id
+                );
                 got.push(l.recording_id);
             }
             got
         }));
     }
     let mut all = Vec::new();
+    let mut busy_workers = 0;
     for t in tasks {
-        all.extend(t.await.unwrap());
+        let got = t.await.unwrap();
+        busy_workers += usize::from(!got.is_empty());
+        all.extend(got);
     }
     all.sort();
     let before = all.len();
     all.dedup();
-    assert_eq!(before, 40, "every job claimed");
-    assert_eq!(all.len(), 40, "no job claimed twice");
+    assert_eq!(before, JOBS, "every job claimed");
+    assert_eq!(all.len(), JOBS, "no job claimed twice");
+    assert!(busy_workers > 1, "the claims really ran concurrently");
+    let rows = f.store.jobs().await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.state == JobState::Running && r.lease_epoch == 1)
+    );
 }
 
-#[tokio::test]
-async fn claim_respects_the_selection() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock, 5).await;
+async fn claim_respects_the_selection(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let s = &f.store;
     s.enqueue(&jobs(5)).await.unwrap();
     let only = vec!["rec003".to_owned()];
-    let l = s.claim("w", LEASE, Some(&only)).await.unwrap().unwrap();
+    let l = s.claim("w", f.lease, Some(&only)).await.unwrap().unwrap();
     assert_eq!(l.recording_id, "rec003");
-    assert!(s.claim("w", LEASE, Some(&only)).await.unwrap().is_none());
+    assert!(s.claim("w", f.lease, Some(&only)).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock.clone(), 5).await;
+async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
     s.enqueue(&jobs(1)).await.unwrap();
-    let old = s.claim("w1", LEASE, None).await.unwrap().unwrap();
+    let old = s.claim("w1", lease, None).await.unwrap().unwrap();
     assert_eq!(old.epoch, 1);
     // Still leased: nobody else gets it.
-    clock.advance(Duration::from_secs(60));
-    assert!(s.claim("w2", LEASE, None).await.unwrap().is_none());
-    // A heartbeat extends it.
-    assert!(!s.heartbeat(&old, LEASE).await.unwrap());
-    clock.advance(Duration::from_secs(60));
-    assert!(s.claim("w2", LEASE, None).await.unwrap().is_none());
+    f.pass(lease * 2 / 3).await;
+    assert!(s.claim("w2", lease, None).await.unwrap().is_none());
+    // A heartbeat extends it past its first expiry.
+    assert!(!s.heartbeat(&old, lease).await.unwrap());
+    f.pass(lease * 2 / 3).await;
+    assert!(s.claim("w2", lease, None).await.unwrap().is_none());
     // Silence past the lease: takeover with a new epoch.
-    clock.advance(Duration::from_secs(31));
-    let new = s.claim("w2", LEASE, None).await.unwrap().unwrap();
+    f.pass(lease / 3 + lease / 10).await;
+    let new = s.claim("w2", lease, None).await.unwrap().unwrap();
     assert_eq!(new.epoch, 2);
     assert_eq!(new.attempts, 2);
     // Every write of the stale holder affects nothing.
-    assert!(lost(s.heartbeat(&old, LEASE).await));
+    assert!(lost(s.heartbeat(&old, lease).await));
     assert!(lost(s.checkpoint(&old, "{}").await));
     assert!(lost(s.reserve_output(&old, "/x").await));
     assert!(lost(s.complete(&old, "{}", 1).await));
     assert!(lost(s.fail(&old, ErrorClass::Transient, "x").await));
     assert!(lost(s.release(&old).await));
+    let rows = s.jobs().await.unwrap();
+    assert_eq!(rows[0].state, JobState::Running);
+    assert_eq!(rows[0].lease_epoch, 2);
+    assert_eq!(
+        rows[0].output_path, None,
+        "the stale reservation was refused"
+    );
     // The new holder is unaffected.
     s.checkpoint(&new, "{\"k\":1}").await.unwrap();
     s.complete(&new, "{}", 7).await.unwrap();
     let rows = s.jobs().await.unwrap();
     assert_eq!(rows[0].state, JobState::Succeeded);
     assert_eq!(rows[0].output_bytes, Some(7));
+    assert_eq!(rows[0].last_error, None);
 }
 
-#[tokio::test]
-async fn transient_failures_back_off_then_die_and_permanent_dies_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock.clone(), 3).await;
+async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Backend) {
+    let f = Fixture::new(b, 3).await;
+    let (s, lease) = (&f.store, f.lease);
     s.enqueue(&jobs(2)).await.unwrap();
     let only = vec!["rec000".to_owned()];
-    let mut last_run_after = 0;
+    let mut last_delay = 0;
     for attempt in 1..=3 {
-        let l = s.claim("w", LEASE, Some(&only)).await.unwrap().unwrap();
+        let l = s.claim("w", lease, Some(&only)).await.unwrap().unwrap();
         assert_eq!(l.attempts, attempt);
         let st = s.fail(&l, ErrorClass::Transient, "HTTP 503").await.unwrap();
+        let now = f.now_ms().await;
         let row = s
             .jobs()
             .await
@@ -152,78 +237,83 @@ async fn transient_failures_back_off_then_die_and_permanent_dies_at_once() {
             .unwrap();
         if attempt < 3 {
             assert_eq!(st, JobState::Pending);
-            assert!(row.run_after_ms > clock.now_ms(), "backoff in the future");
-            let delay = row.run_after_ms - clock.now_ms();
+            assert!(row.run_after_ms > now, "backoff in the future");
+            let delay = row.run_after_ms - now;
+            assert!(delay > last_delay, "backoff grows: {delay} > {last_delay}");
+            last_delay = delay;
             assert!(
-                delay > last_run_after,
-                "backoff grows: {delay} > {last_run_after}"
-            );
-            last_run_after = delay;
-            assert!(
-                s.claim("w", LEASE, Some(&only)).await.unwrap().is_none(),
+                s.claim("w", lease, Some(&only)).await.unwrap().is_none(),
                 "not before run_after"
             );
-            clock.advance(Duration::from_millis(delay as u64 + 1));
+            f.pass(Duration::from_millis(delay as u64 + 1)).await;
         } else {
             assert_eq!(st, JobState::Dead);
             assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+            assert!(row.finished_at_ms.is_some());
         }
     }
-    let l = s.claim("w", LEASE, None).await.unwrap().unwrap();
+    let l = s.claim("w", lease, None).await.unwrap().unwrap();
     assert_eq!(l.recording_id, "rec001");
     assert_eq!(
         s.fail(&l, ErrorClass::Permanent, "HTTP 404").await.unwrap(),
         JobState::Dead
     );
-    assert!(s.claim("w", LEASE, None).await.unwrap().is_none());
+    assert!(s.claim("w", lease, None).await.unwrap().is_none());
     // retry --failed brings both back.
     assert_eq!(s.requeue(&Requeue::Failed(None)).await.unwrap(), 2);
-    assert!(s.claim("w", LEASE, None).await.unwrap().is_some());
+    assert!(s.claim("w", lease, None).await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn expired_job_without_attempts_left_is_swept_to_dead() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock.clone(), 1).await;
+async fn expired_job_without_attempts_left_is_swept_to_dead(b: Backend) {
+    let f = Fixture::new(b, 1).await;
+    let s = &f.store;
     s.enqueue(&jobs(1)).await.unwrap();
-    let _l = s.claim("w", LEASE, None).await.unwrap().unwrap();
-    clock.advance(LEASE * 2);
-    assert!(s.claim("w2", LEASE, None).await.unwrap().is_none());
+    let _l = s.claim("w", f.lease, None).await.unwrap().unwrap();
+    assert_eq!(s.sweep().await.unwrap(), 0, "a live lease is never swept");
+    f.pass(f.lease + f.lease / 3).await;
+    assert!(s.claim("w2", f.lease, None).await.unwrap().is_none());
     assert_eq!(s.sweep().await.unwrap(), 1);
     assert_eq!(s.jobs().await.unwrap()[0].state, JobState::Dead);
 }
 
-#[tokio::test]
-async fn cancel_pending_and_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock, 5).await;
-    s.enqueue(&jobs(2)).await.unwrap();
+async fn cancel_pending_and_running(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(3)).await.unwrap();
     let l = s
-        .claim("w", LEASE, Some(&["rec000".to_owned()]))
+        .claim("w", lease, Some(&["rec000".to_owned()]))
         .await
         .unwrap()
         .unwrap();
+    assert!(
+        !s.heartbeat(&l, lease).await.unwrap(),
+        "no cancel asked yet"
+    );
     assert!(s.cancel("rec001", TARGET_FILE).await.unwrap());
     assert!(s.cancel("rec000", TARGET_FILE).await.unwrap());
+    assert!(!s.cancel("nope", TARGET_FILE).await.unwrap());
     assert!(
-        s.heartbeat(&l, LEASE).await.unwrap(),
+        s.heartbeat(&l, lease).await.unwrap(),
         "the worker learns of the cancel"
     );
     let rows = s.jobs().await.unwrap();
+    assert_eq!(rows[0].state, JobState::Running, "until its worker stops");
     assert_eq!(rows[1].state, JobState::Cancelled);
-    assert!(s.claim("w", LEASE, None).await.unwrap().is_none());
+    // The worker stops and records it; the cancelled job is never claimed again.
+    s.fail(&l, ErrorClass::Permanent, "cancelled on request")
+        .await
+        .unwrap();
+    let l2 = s.claim("w", lease, None).await.unwrap().unwrap();
+    assert_eq!(l2.recording_id, "rec002");
+    assert!(s.claim("w", lease, None).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn output_names_have_one_owner_and_release_keeps_the_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(1_000_000));
-    let s = store(&dir, clock, 5).await;
+async fn output_names_have_one_owner_and_release_keeps_the_attempt(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
     s.enqueue(&jobs(2)).await.unwrap();
-    let a = s.claim("w", LEASE, None).await.unwrap().unwrap();
-    let b = s.claim("w", LEASE, None).await.unwrap().unwrap();
+    let a = s.claim("w", lease, None).await.unwrap().unwrap();
+    let b = s.claim("w", lease, None).await.unwrap().unwrap();
     s.reserve_output(&a, "/claim/x.m4v").await.unwrap();
     assert!(matches!(
         s.reserve_output(&b, "/claim/x.m4v").await,
@@ -232,14 +322,47 @@ async fn output_names_have_one_owner_and_release_keeps_the_attempt() {
     s.reserve_output(&b, "/claim/x-2.m4v").await.unwrap();
     // Released (Ctrl-C): back to pending, attempt not consumed, reservation kept for the rerun.
     s.release(&a).await.unwrap();
-    let again = s.claim("w", LEASE, None).await.unwrap().unwrap();
+    let again = s.claim("w", lease, None).await.unwrap().unwrap();
     assert_eq!(again.recording_id, a.recording_id);
     assert_eq!(again.attempts, 1);
     assert_eq!(again.output_path.as_deref(), Some("/claim/x.m4v"));
 }
 
+/// Generates one `#[tokio::test]` per backend for each case above.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    enqueue_is_idempotent_and_keeps_state,
+    concurrent_claimers_take_each_job_once,
+    claim_respects_the_selection,
+    expired_lease_is_taken_over_and_the_stale_worker_is_fenced,
+    transient_failures_back_off_then_die_and_permanent_dies_at_once,
+    expired_job_without_attempts_left_is_swept_to_dead,
+    cancel_pending_and_running,
+    output_names_have_one_owner_and_release_keeps_the_attempt,
+);
+
 #[tokio::test]
-async fn read_only_open_writes_nothing() {
+async fn sqlite_read_only_open_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(SimulatedClock::new(1_000_000));
     let url = format!("sqlite://{}", dir.path().join("absent.db").display());
@@ -249,7 +372,10 @@ async fn read_only_open_writes_nothing() {
     assert!(s.jobs().await.unwrap().is_empty());
     s.close().await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    let w = store(&dir, clock.clone(), 5).await;
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let w = SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+        .await
+        .unwrap();
     w.enqueue(&jobs(2)).await.unwrap();
     w.close().await;
     let listing = |d: &std::path::Path| {
@@ -262,10 +388,103 @@ async fn read_only_open_writes_nothing() {
     };
     let before = listing(dir.path());
     let bytes = std::fs::read(dir.path().join("ledger.db")).unwrap();
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let r = SqliteLedger::open_read_only(&url, clock).await.unwrap();
     assert_eq!(r.jobs().await.unwrap().len(), 2);
     r.close().await;
     assert_eq!(listing(dir.path()), before);
     assert_eq!(std::fs::read(dir.path().join("ledger.db")).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn postgres_schema_is_created_once_by_versioned_migrations() {
+    let pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap())
+        .await
+        .unwrap();
+    pg.create_database("ledger").unwrap();
+    let url = pg.url("ledger");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Reading a database the tool never wrote to: empty, and nothing created.
+    let r = AnyLedger::open_read_only(&url, clock.clone())
+        .await
+        .unwrap();
+    assert!(r.jobs().await.unwrap().is_empty());
+    assert!(r.running().await.unwrap().is_empty());
+    r.close().await;
+    assert_eq!(
+        pg.psql("ledger", "SELECT to_regclass('job') IS NULL")
+            .unwrap(),
+        "t"
+    );
+    // Several hosts starting at once apply each migration exactly once.
+    let opens = (0..4).map(|_| AnyLedger::open(&url, clock.clone(), RetryPolicy::default()));
+    for l in futures::future::join_all(opens).await {
+        l.unwrap().close().await;
+    }
+    assert_eq!(
+        pg.psql("ledger", "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE success")
+            .unwrap(),
+        "1"
+    );
+    let l = AnyLedger::open(&url, clock, RetryPolicy::default())
+        .await
+        .unwrap();
+    l.enqueue(&jobs(1)).await.unwrap();
+    let lease = l
+        .claim("host-a:1", Duration::from_secs(60), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let running = l.running().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].owner.as_deref(), Some("host-a:1"));
+    assert_eq!(running[0].epoch, lease.epoch);
+    assert!(running[0].since_ms.is_some() && !running[0].expired);
+    l.close().await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_survives_a_server_restart() {
+    let pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap())
+        .await
+        .unwrap();
+    pg.create_database("ledger").unwrap();
+    let l = AnyLedger::open(
+        &pg.url("ledger"),
+        Arc::new(SystemClock),
+        RetryPolicy::default(),
+    )
+    .await
+    .unwrap();
+    l.enqueue(&jobs(2)).await.unwrap();
+    let lease = l
+        .claim("w", Duration::from_secs(60), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let before = pg
+        .psql("postgres", "SELECT pg_postmaster_start_time()")
+        .unwrap();
+    pg.restart().unwrap();
+    let after = pg
+        .psql("postgres", "SELECT pg_postmaster_start_time()")
+        .unwrap();
+    assert_ne!(before, after, "the server really restarted");
+    // The pool drops the broken connections and opens new ones; the lease is still held.
+    let mut ok = false;
+    for _ in 0..20 {
+        if l.heartbeat(&lease, Duration::from_secs(60)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "heartbeat never succeeded after the restart");
+    l.complete(&lease, "{}", 1).await.unwrap();
+    let next = l
+        .claim("w", Duration::from_secs(60), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.recording_id, "rec001");
+    l.close().await;
 }

@@ -3,6 +3,8 @@
 //! trait so that a PostgreSQL backend can join the SQLite one without changing callers. Never
 //! touches files or the network.
 
+pub mod any;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;

@@ -4,6 +4,8 @@
 //! the same filesystem, fsync, no-overwrite link into place, directory fsync. Never decides retries.
 
 pub mod csv;
+pub mod moodle;
+pub mod pod;
 pub mod slug;
 
 use std::collections::HashSet;

@@ -1,0 +1,124 @@
+//! The backend chosen by `[ledger] url`: `sqlite:` for one machine, `postgres://` (or
+//! `postgresql://`) for several hosts sharing one database. A plain enum rather than `dyn`,
+//! because `JobStore` has async methods; each call is forwarded unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::postgres::{PgLedger, RunningJob};
+use super::sqlite::SqliteLedger;
+use super::{
+    Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue,
+    RetryPolicy,
+};
+use crate::error::ErrorClass;
+
+#[derive(Debug, Clone)]
+pub enum AnyLedger {
+    Sqlite(SqliteLedger),
+    Postgres(PgLedger),
+}
+
+/// Which backend a URL names; the error never repeats the URL (it may hold a password).
+pub fn is_postgres(url: &str) -> LedgerResult<bool> {
+    if url.starts_with("sqlite:") {
+        Ok(false)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(true)
+    } else {
+        let scheme = url.split(':').next().unwrap_or("");
+        Err(LedgerError::Db(format!(
+            "[ledger] url: unsupported scheme {scheme:?} (use sqlite://FILE or postgres://USER@HOST/DB)"
+        )))
+    }
+}
+
+impl AnyLedger {
+    /// Opens for writing and applies the migrations of the chosen backend. `clock` is used by
+    /// SQLite only: PostgreSQL leases follow the database clock.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>, policy: RetryPolicy) -> LedgerResult<Self> {
+        if is_postgres(url)? {
+            Ok(AnyLedger::Postgres(PgLedger::open(url, policy).await?))
+        } else {
+            Ok(AnyLedger::Sqlite(
+                SqliteLedger::open(url, clock, policy).await?,
+            ))
+        }
+    }
+
+    /// Opens without writing anything (`list`, `status`, `--dry-run`).
+    pub async fn open_read_only(url: &str, clock: Arc<dyn Clock>) -> LedgerResult<Self> {
+        if is_postgres(url)? {
+            Ok(AnyLedger::Postgres(PgLedger::open_read_only(url).await?))
+        } else {
+            Ok(AnyLedger::Sqlite(
+                SqliteLedger::open_read_only(url, clock).await?,
+            ))
+        }
+    }
+
+    /// Jobs held right now, per host (PostgreSQL only: a SQLite ledger has one machine and
+    /// `status` shows its jobs from `jobs()`).
+    pub async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
+        match self {
+            AnyLedger::Sqlite(_) => Ok(Vec::new()),
+            AnyLedger::Postgres(p) => p.running().await,
+        }
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $l:ident => $e:expr) => {
+        match $self {
+            AnyLedger::Sqlite($l) => $e.await,
+            AnyLedger::Postgres($l) => $e.await,
+        }
+    };
+}
+
+impl JobStore for AnyLedger {
+    async fn enqueue(&self, jobs: &[NewJob]) -> LedgerResult<u64> {
+        forward!(self, l => l.enqueue(jobs))
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+    ) -> LedgerResult<Option<Lease>> {
+        forward!(self, l => l.claim(worker, lease, only))
+    }
+    async fn heartbeat(&self, lease: &Lease, dur: Duration) -> LedgerResult<bool> {
+        forward!(self, l => l.heartbeat(lease, dur))
+    }
+    async fn checkpoint(&self, lease: &Lease, data: &str) -> LedgerResult<()> {
+        forward!(self, l => l.checkpoint(lease, data))
+    }
+    async fn reserve_output(&self, lease: &Lease, path: &str) -> LedgerResult<()> {
+        forward!(self, l => l.reserve_output(lease, path))
+    }
+    async fn complete(&self, lease: &Lease, output: &str, bytes: u64) -> LedgerResult<()> {
+        forward!(self, l => l.complete(lease, output, bytes))
+    }
+    async fn fail(&self, lease: &Lease, class: ErrorClass, error: &str) -> LedgerResult<JobState> {
+        forward!(self, l => l.fail(lease, class, error))
+    }
+    async fn release(&self, lease: &Lease) -> LedgerResult<()> {
+        forward!(self, l => l.release(lease))
+    }
+    async fn cancel(&self, recording_id: &str, target: &str) -> LedgerResult<bool> {
+        forward!(self, l => l.cancel(recording_id, target))
+    }
+    async fn sweep(&self) -> LedgerResult<u64> {
+        forward!(self, l => l.sweep())
+    }
+    async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {
+        forward!(self, l => l.requeue(what))
+    }
+    async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
+        forward!(self, l => l.jobs())
+    }
+    async fn close(&self) {
+        forward!(self, l => l.close())
+    }
+}

@@ -1,0 +1,581 @@
+//! Mode 2 on Pod's own database (spec 6.1, 6.2, 6.6, 6.8): the owner of a recording from Pod's
+//! meetings, Pod users found by username or created with every row Pod's signals add, and one
+//! `import_video_externalrecording` row per (recording, owner). PostgreSQL and MySQL/MariaDB, with
+//! static SQL and bound parameters only. MySQL sessions are forced into strict mode: Pod's schema
+//! has no column defaults and a lax session would store zero dates for a forgotten column.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Row};
+
+use crate::recording::Recording;
+
+/// `import_video_externalrecording.name` is `varchar(250)`; Django counts characters.
+pub const NAME_MAX_CHARS: usize = 250;
+/// `import_video_externalrecording.source_url` is `varchar(500)`.
+pub const SOURCE_URL_MAX_CHARS: usize = 500;
+
+const MYSQL_STRICT: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("Pod database URL must start with postgres://, postgresql:// or mysql://")]
+    Scheme,
+    #[error("Pod database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A connection pool to Pod's database, on either engine.
+#[derive(Debug, Clone)]
+pub enum PodDb {
+    Pg(PgPool),
+    My(MySqlPool),
+}
+
+/// A Pod user (`auth_user`), as `str(User)` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodUser {
+    pub id: i32,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+impl fmt::Display for PodUser {
+    /// Pod's `User.__str__` (authentication/models.py `get_name`): "First Last (username)".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.first_name, self.last_name, self.username
+        )
+    }
+}
+
+/// Who to create when a username is not in Pod yet (from Moodle's `mdl_user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+}
+
+/// The values Pod's settings put into the rows its signals create.
+#[derive(Clone)]
+pub struct UserDefaults {
+    /// Pod's SECRET_KEY: `authentication_owner.hashkey` = sha256_hex(SECRET_KEY + username).
+    pub secret_key: String,
+    pub site_id: i32,
+    /// `AUTH_TYPE[0][0]`, `AFFILIATION[0][0]`, `ESTABLISHMENTS[0][0]` of Pod's settings.
+    pub auth_type: String,
+    pub affiliation: String,
+    pub establishment: String,
+    /// gettext("Your favorites videos.") in Pod's LANGUAGE_CODE.
+    pub favorites_description: String,
+}
+
+impl fmt::Debug for UserDefaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserDefaults")
+            .field("secret_key", &"<redacted>")
+            .field("site_id", &self.site_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserDefaults {
+    /// Pod's own defaults (pod/main/settings.py, English).
+    pub fn new(secret_key: String, site_id: i32) -> Self {
+        UserDefaults {
+            secret_key,
+            site_id,
+            auth_type: "local".into(),
+            affiliation: "student".into(),
+            establishment: "Etab_1".into(),
+            favorites_description: "Your favorites videos.".into(),
+        }
+    }
+}
+
+/// sha256_hex(SECRET_KEY + username), as Pod's `Owner.save()` computes it.
+pub fn hashkey(secret_key: &str, username: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(secret_key.as_bytes());
+    h.update(username.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The first `max` characters (never cuts a UTF-8 sequence).
+pub fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// One external recording to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRecording {
+    pub name: String,
+    pub start_at: DateTime<Utc>,
+    pub owner_id: i32,
+    pub site_id: i32,
+    pub source_url: String,
+}
+
+impl ExternalRecording {
+    /// The row for `rec` (None when it has no playback: spec 6.8 RECOMMENDED, no empty URL).
+    /// The start time is the instant of `startTime`, stored as UTC.
+    pub fn for_recording(
+        rec: &Recording,
+        owner_id: i32,
+        site_id: i32,
+        rewrite_23: bool,
+    ) -> Option<ExternalRecording> {
+        let url = rec.source_url(rewrite_23);
+        if url.is_empty() {
+            return None;
+        }
+        let start_at = DateTime::<Utc>::from_timestamp_millis(rec.start_time_ms)?;
+        Some(ExternalRecording {
+            name: truncate_chars(&rec.name, NAME_MAX_CHARS).to_owned(),
+            start_at,
+            owner_id,
+            site_id,
+            source_url: url,
+        })
+    }
+}
+
+impl PodDb {
+    /// Connects; `read_only` (dry run) makes every transaction of the session read-only, so
+    /// nothing can be written even by mistake.
+    pub async fn connect(url: &str, read_only: bool) -> Result<PodDb, PodError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut opts = PgConnectOptions::from_str(url)?;
+            if read_only {
+                opts = opts.options([("default_transaction_read_only", "on")]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts)
+                .await?;
+            Ok(PodDb::Pg(pool))
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            // Django writes naive UTC datetimes (USE_TZ=True): the session must be in UTC too.
+            let opts = MySqlConnectOptions::from_str(&url)?
+                .charset("utf8mb4")
+                .timezone(Some("+00:00".to_owned()));
+            let pool = MySqlPoolOptions::new()
+                .max_connections(2)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(MYSQL_STRICT).await?;
+                        if read_only {
+                            conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_with(opts)
+                .await?;
+            Ok(PodDb::My(pool))
+        } else {
+            Err(PodError::Scheme)
+        }
+    }
+
+    /// Spec 6.2: the owner and site of the newest Pod meeting with this `meetingID`.
+    pub async fn meeting_owner(&self, meeting_id: &str) -> Result<Option<(i32, i32)>, PodError> {
+        let row = match self {
+            PodDb::Pg(p) => {
+                sqlx::query("SELECT owner_id, site_id FROM meeting WHERE meeting_id = $1 ORDER BY start_at DESC LIMIT 1")
+                    .bind(meeting_id)
+                    .fetch_optional(p)
+                    .await?
+                    .map(|r| (r.get::<i32, _>(0), r.get::<i32, _>(1)))
+            }
+            PodDb::My(p) => {
+                sqlx::query("SELECT owner_id, site_id FROM meeting WHERE meeting_id = ? ORDER BY start_at DESC LIMIT 1")
+                    .bind(meeting_id)
+                    .fetch_optional(p)
+                    .await?
+                    .map(|r| (r.get::<i32, _>(0), r.get::<i32, _>(1)))
+            }
+        };
+        Ok(row)
+    }
+
+    /// A user by id (the configured admin, a meeting owner).
+    pub async fn user_by_id(&self, id: i32) -> Result<Option<PodUser>, PodError> {
+        Ok(match self {
+            PodDb::Pg(p) => sqlx::query(
+                "SELECT id, username, first_name, last_name FROM auth_user WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| user_pg(&r)),
+            PodDb::My(p) => sqlx::query(
+                "SELECT id, username, first_name, last_name FROM auth_user WHERE id = ?",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| user_my(&r)),
+        })
+    }
+
+    /// Spec 6.6: `User.objects.filter(username=…).first()`; the comparison follows the
+    /// database's collation (exact on PostgreSQL, usually case-insensitive on MySQL), as in Pod.
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<PodUser>, PodError> {
+        Ok(match self {
+            PodDb::Pg(p) => sqlx::query(
+                "SELECT id, username, first_name, last_name FROM auth_user WHERE username = $1 ORDER BY id LIMIT 1",
+            )
+            .bind(username)
+            .fetch_optional(p)
+            .await?
+            .map(|r| user_pg(&r)),
+            PodDb::My(p) => sqlx::query(
+                "SELECT id, username, first_name, last_name FROM auth_user WHERE username = ? ORDER BY id LIMIT 1",
+            )
+            .bind(username)
+            .fetch_optional(p)
+            .await?
+            .map(|r| user_my(&r)),
+        })
+    }
+
+    /// Creates the user as `User.objects.create(..., is_staff=True, is_active=True)` does, with
+    /// the rows of Pod's signals (REPORT.md order): auth_user, podfile_userfolder "home",
+    /// authentication_owner (hashkey), authentication_owner_sites, the "Favorites" playlist.
+    /// One transaction: a failure leaves no half-made user behind.
+    pub async fn create_user(
+        &self,
+        new: &NewUser,
+        defaults: &UserDefaults,
+    ) -> Result<PodUser, PodError> {
+        if new.username.is_empty() || new.username.chars().count() > 150 {
+            return Err(PodError::Invalid(format!(
+                "username {:?} is empty or longer than 150 characters",
+                new.username
+            )));
+        }
+        if defaults.secret_key.is_empty() {
+            // An empty key would give every created user a guessable hashkey.
+            return Err(PodError::Invalid(format!(
+                "cannot create Pod user {:?}: [pod] secret_key (or POD_SECRET_KEY) is not set",
+                new.username
+            )));
+        }
+        let first = truncate_chars(&new.first_name, 150);
+        let last = truncate_chars(&new.last_name, 150);
+        let email = truncate_chars(&new.email, 254);
+        let now = Utc::now();
+        let key = hashkey(&defaults.secret_key, &new.username);
+        // Unique and temporary: the real slug needs the playlist's id (Pod uses MAX(id)+1, which
+        // races; setting it from the id inside the transaction cannot collide).
+        let temp_slug = format!("tmp-{}", uuid::Uuid::new_v4());
+        let id = match self {
+            PodDb::Pg(p) => {
+                let mut tx = p.begin().await?;
+                let uid: i32 = sqlx::query(
+                    "INSERT INTO auth_user (password, last_login, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+                     VALUES ('', NULL, false, $1, $2, $3, $4, true, true, $5) RETURNING id",
+                )
+                .bind(&new.username).bind(first).bind(last).bind(email).bind(now)
+                .fetch_one(&mut *tx).await?.get(0);
+                sqlx::query("INSERT INTO podfile_userfolder (name, created_at, owner_id) VALUES ('home', $1, $2)")
+                    .bind(now).bind(uid).execute(&mut *tx).await?;
+                let oid: i64 = sqlx::query(
+                    "INSERT INTO authentication_owner (auth_type, affiliation, commentaire, hashkey, establishment, accepts_notifications, user_id, userpicture_id) \
+                     VALUES ($1, $2, '', $3, $4, NULL, $5, NULL) RETURNING id",
+                )
+                .bind(&defaults.auth_type).bind(&defaults.affiliation).bind(&key)
+                .bind(&defaults.establishment).bind(uid)
+                .fetch_one(&mut *tx).await?.get(0);
+                sqlx::query(
+                    "INSERT INTO authentication_owner_sites (owner_id, site_id) VALUES ($1, $2)",
+                )
+                .bind(oid)
+                .bind(defaults.site_id)
+                .execute(&mut *tx)
+                .await?;
+                let pid: i64 = sqlx::query(
+                    "INSERT INTO playlist_playlist (date_created, name, description, password, visibility, autoplay, promoted, editable, slug, date_updated, owner_id, site_id) \
+                     VALUES ($1, 'Favorites', $2, '', 'private', true, false, false, $3, $1, $4, $5) RETURNING id",
+                )
+                .bind(now).bind(&defaults.favorites_description).bind(&temp_slug)
+                .bind(uid).bind(defaults.site_id)
+                .fetch_one(&mut *tx).await?.get(0);
+                sqlx::query("UPDATE playlist_playlist SET slug = $1 WHERE id = $2")
+                    .bind(format!("{pid}-favorites"))
+                    .bind(pid)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                uid
+            }
+            PodDb::My(p) => {
+                let mut tx = p.begin().await?;
+                let uid = sqlx::query(
+                    "INSERT INTO auth_user (password, last_login, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined) \
+                     VALUES ('', NULL, false, ?, ?, ?, ?, true, true, ?)",
+                )
+                .bind(&new.username).bind(first).bind(last).bind(email).bind(now)
+                .execute(&mut *tx).await?.last_insert_id();
+                let uid = i32::try_from(uid)
+                    .map_err(|_| PodError::Invalid(format!("auth_user id {uid} out of range")))?;
+                sqlx::query("INSERT INTO podfile_userfolder (name, created_at, owner_id) VALUES ('home', ?, ?)")
+                    .bind(now).bind(uid).execute(&mut *tx).await?;
+                let oid = sqlx::query(
+                    "INSERT INTO authentication_owner (auth_type, affiliation, commentaire, hashkey, establishment, accepts_notifications, user_id, userpicture_id) \
+                     VALUES (?, ?, '', ?, ?, NULL, ?, NULL)",
+                )
+                .bind(&defaults.auth_type).bind(&defaults.affiliation).bind(&key)
+                .bind(&defaults.establishment).bind(uid)
+                .execute(&mut *tx).await?.last_insert_id();
+                sqlx::query(
+                    "INSERT INTO authentication_owner_sites (owner_id, site_id) VALUES (?, ?)",
+                )
+                .bind(oid)
+                .bind(defaults.site_id)
+                .execute(&mut *tx)
+                .await?;
+                let pid = sqlx::query(
+                    "INSERT INTO playlist_playlist (date_created, name, description, password, visibility, autoplay, promoted, editable, slug, date_updated, owner_id, site_id) \
+                     VALUES (?, 'Favorites', ?, '', 'private', true, false, false, ?, ?, ?, ?)",
+                )
+                .bind(now).bind(&defaults.favorites_description).bind(&temp_slug)
+                .bind(now).bind(uid).bind(defaults.site_id)
+                .execute(&mut *tx).await?.last_insert_id();
+                sqlx::query("UPDATE playlist_playlist SET slug = ? WHERE id = ?")
+                    .bind(format!("{pid}-favorites"))
+                    .bind(pid)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                uid
+            }
+        };
+        Ok(PodUser {
+            id,
+            username: new.username.clone(),
+            first_name: first.to_owned(),
+            last_name: last.to_owned(),
+        })
+    }
+
+    /// Whether `owner` already has an external recording of this recording: the same URL (what
+    /// Python checked), or any URL that contains the recordID. Every playback URL form (2.3,
+    /// 2.0 `?meetingId=`, video, Scalelite `/recording/<id>/`) carries the recordID, so a rerun
+    /// after the URL form changed finds the earlier row instead of creating a duplicate.
+    pub async fn has_external(
+        &self,
+        owner_id: i32,
+        record_id: &str,
+        source_url: &str,
+    ) -> Result<bool, PodError> {
+        Ok(match self {
+            PodDb::Pg(p) => sqlx::query(
+                "SELECT 1 FROM import_video_externalrecording WHERE owner_id = $1 AND (source_url = $2 OR strpos(source_url, $3) > 0) LIMIT 1",
+            )
+            .bind(owner_id).bind(source_url).bind(record_id)
+            .fetch_optional(p).await?
+            .is_some(),
+            PodDb::My(p) => sqlx::query(
+                "SELECT 1 FROM import_video_externalrecording WHERE owner_id = ? AND (source_url = ? OR LOCATE(?, source_url) > 0) LIMIT 1",
+            )
+            .bind(owner_id).bind(source_url).bind(record_id)
+            .fetch_optional(p).await?
+            .is_some(),
+        })
+    }
+
+    /// Inserts the row with every NOT NULL column (the database has no defaults); returns its id.
+    pub async fn insert_external(&self, e: &ExternalRecording) -> Result<i64, PodError> {
+        if e.source_url.chars().count() > SOURCE_URL_MAX_CHARS {
+            return Err(PodError::Invalid(format!(
+                "playback URL longer than {SOURCE_URL_MAX_CHARS} characters: {}",
+                e.source_url
+            )));
+        }
+        let name = truncate_chars(&e.name, NAME_MAX_CHARS);
+        Ok(match self {
+            PodDb::Pg(p) => sqlx::query(
+                "INSERT INTO import_video_externalrecording (name, start_at, owner_id, site_id, type, source_url, state, uploaded_to_pod_by_id) \
+                 VALUES ($1, $2, $3, $4, 'bigbluebutton', $5, NULL, NULL) RETURNING id",
+            )
+            .bind(name).bind(e.start_at).bind(e.owner_id).bind(e.site_id).bind(&e.source_url)
+            .fetch_one(p).await?.get::<i64, _>(0),
+            PodDb::My(p) => {
+                let id = sqlx::query(
+                    "INSERT INTO import_video_externalrecording (name, start_at, owner_id, site_id, type, source_url, state, uploaded_to_pod_by_id) \
+                     VALUES (?, ?, ?, ?, 'bigbluebutton', ?, NULL, NULL)",
+                )
+                .bind(name).bind(e.start_at).bind(e.owner_id).bind(e.site_id).bind(&e.source_url)
+                .execute(p).await?.last_insert_id();
+                id as i64
+            }
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            PodDb::Pg(p) => p.close().await,
+            PodDb::My(p) => p.close().await,
+        }
+    }
+}
+
+fn user_pg(r: &sqlx::postgres::PgRow) -> PodUser {
+    PodUser {
+        id: r.get(0),
+        username: r.get(1),
+        first_name: r.get(2),
+        last_name: r.get(3),
+    }
+}
+
+fn user_my(r: &sqlx::mysql::MySqlRow) -> PodUser {
+    PodUser {
+        id: r.get(0),
+        username: r.get(1),
+        first_name: r.get(2),
+        last_name: r.get(3),
+    }
+}
+
+/// What the import did (or, in a dry run, would do) for one recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Printed lines, Python's wording where there is one.
+    pub lines: Vec<String>,
+    pub users_created: usize,
+    pub rows_created: usize,
+}
+
+/// Settings of one import run.
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    pub admin_id: i32,
+    pub site_id: i32,
+    pub rewrite_23: bool,
+    pub dry_run: bool,
+    pub user_defaults: UserDefaults,
+}
+
+/// Spec 6.1 for one recording, without Moodle: the Pod meeting's owner, else the admin; then
+/// spec 6.6/6.8 for each owner. `owners` are the Moodle moderators already found (may be empty).
+pub async fn import_recording(
+    db: &PodDb,
+    rec: &Recording,
+    owners: &[NewUser],
+    moodle_msg: &str,
+    s: &ImportSettings,
+) -> Result<ImportReport, PodError> {
+    let mut rep = ImportReport {
+        lines: vec![format!(
+            "Use import video for recording {} {}",
+            rec.record_id, rec.internal_meeting_id
+        )],
+        users_created: 0,
+        rows_created: 0,
+    };
+    let mut targets: Vec<(PodUser, i32, String)> = Vec::new();
+    if let Some((owner_id, site_id)) = db.meeting_owner(&rec.meeting_id).await? {
+        let user = db.user_by_id(owner_id).await?.ok_or_else(|| {
+            PodError::Invalid(format!("meeting owner {owner_id} not in auth_user"))
+        })?;
+        targets.push((user, site_id, "BBB session made with Pod.".into()));
+    } else if !owners.is_empty() {
+        let msg = format!("{moodle_msg} Create user in Pod if necessary.");
+        for o in owners {
+            let user = match db.user_by_username(&o.username).await? {
+                Some(u) => u,
+                None if s.dry_run => {
+                    rep.lines.push(format!(
+                        " - Would create Pod user {} <{}>",
+                        o.username, o.email
+                    ));
+                    rep.users_created += 1;
+                    PodUser {
+                        id: 0,
+                        username: o.username.clone(),
+                        first_name: o.first_name.clone(),
+                        last_name: o.last_name.clone(),
+                    }
+                }
+                None => {
+                    let u = db.create_user(o, &s.user_defaults).await?;
+                    rep.lines.push(format!(" - Pod user created: {u}"));
+                    rep.users_created += 1;
+                    u
+                }
+            };
+            targets.push((user, s.site_id, msg.clone()));
+        }
+    } else {
+        let admin = db.user_by_id(s.admin_id).await?.ok_or_else(|| {
+            PodError::Invalid(format!(
+                "[pod] admin_id {} is not a user of this Pod",
+                s.admin_id
+            ))
+        })?;
+        targets.push((admin, s.site_id, String::new()));
+    }
+    for (user, site_id, msg) in targets {
+        let Some(row) = ExternalRecording::for_recording(rec, user.id, site_id, s.rewrite_23)
+        else {
+            rep.lines.push(format!(
+                " - Recording {} has no playback: no external recording for {user}.",
+                rec.internal_meeting_id
+            ));
+            continue;
+        };
+        rep.lines.push(format!(
+            " - Recording {}, playback {}, owner {user}: create an external recording if necessary. {msg}",
+            rec.internal_meeting_id, row.source_url
+        ).trim_end().to_owned());
+        // A user that does not exist yet (dry run) has no rows.
+        let exists = user.id != 0
+            && db
+                .has_external(user.id, rec.record_id.as_str(), &row.source_url)
+                .await?;
+        if exists {
+            rep.lines.push("   already there.".into());
+        } else if s.dry_run {
+            rep.lines.push("   would be created.".into());
+            rep.rows_created += 1;
+        } else {
+            let id = db.insert_external(&row).await?;
+            rep.lines.push(format!("   created (id {id})."));
+            rep.rows_created += 1;
+        }
+    }
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashkey_and_truncation() {
+        assert_eq!(hashkey("k", "jdoe"), hex::encode(Sha256::digest(b"kjdoe")));
+        assert_eq!(truncate_chars("ééé", 2), "éé");
+        assert_eq!(truncate_chars("ab", 5), "ab");
+        let s = "é".repeat(300);
+        assert_eq!(truncate_chars(&s, NAME_MAX_CHARS).chars().count(), 250);
+    }
+}
