@@ -485,7 +485,14 @@ impl AudioTrack {
                 .transient(ph, "audio resampler")?,
             );
         }
-        let mut input = decoded.clone();
+        // A new reference to the decoded samples, not `clone()`: ffmpeg-next's clone allocates by
+        // the channel layout, which is empty for some sources, and then copies into nothing.
+        let mut input = frame::Audio::empty();
+        // SAFETY: both pointers are valid frames; `input` owns the new reference and unrefs it
+        // when dropped.
+        if unsafe { ffmpeg::ffi::av_frame_ref(input.as_mut_ptr(), decoded.as_ptr()) } < 0 {
+            return Err(RecordError::transient(ph, "referencing decoded audio"));
+        }
         if input.channel_layout().bits() == 0 {
             input.set_channel_layout(ChannelLayout::default(i32::from(decoded.channels())));
         }

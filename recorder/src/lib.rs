@@ -9,7 +9,7 @@
 //! Modules: [`playback`] (what a URL/page is, metadata.xml), [`browser`] (Chromium), [`capture`]
 //! (frame sources), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
 //! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
-//! [`progress`] (what the user sees), [`error`] (classes, phases, exit codes).
+//! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -20,5 +20,6 @@ pub mod error;
 pub mod pipeline;
 pub mod playback;
 pub mod progress;
+pub mod pulse;
 pub mod record;
 pub mod timeline;

@@ -116,7 +116,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BBB_RECORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // chromiumoxide logs every unknown DevTools message and the socket closing at
+                // shutdown as warnings/errors; the recorder reports the failures that matter.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chromiumoxide=off")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -25,6 +25,7 @@ use crate::encode::{self, AudioCut, Container, VideoSettings};
 use crate::error::{Context as _, Phase, RecordError};
 use crate::pipeline::Pipeline;
 use crate::playback::{self, PageKind};
+use crate::pulse;
 use crate::timeline::{ClockSample, MediaClock};
 
 /// Delay between the player's redraw and the pixels a grab sees (bbb-playback.md, "Real-time
@@ -52,12 +53,25 @@ pub enum Layout {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AudioMode {
-    /// The recording's own sound for BBB playbacks; none for other pages.
+    /// The recording's own sound for BBB playbacks; the page's sound through a private
+    /// PulseAudio server for other pages (none, with a warning, when pulseaudio is missing).
     Auto,
     /// The recording's own sound (BBB playbacks only).
     Source,
+    /// What the browser plays, through a private PulseAudio server (any page).
+    Pulse,
     /// No sound.
     None,
+}
+
+/// Where the sound of this recording comes from, once the page is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SoundPlan {
+    None,
+    /// The recording's own media file, cut on the media timeline.
+    Source,
+    /// The browser's output captured from the private PulseAudio sink.
+    Pulse,
 }
 
 /// Everything one recording needs, validated.
@@ -180,6 +194,30 @@ pub async fn record(
         .tempdir_in(&dest_dir)
         .transient(Phase::Setup, "creating the work directory")?;
 
+    // The page's own sound needs a private PulseAudio server before the browser starts.
+    let pulse = match (req.audio, kind.is_bbb()) {
+        (AudioMode::Pulse, _) => Some(
+            tokio::task::spawn_blocking(pulse::PulseServer::start)
+                .await
+                .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))?
+                .map_err(pulse::PulseError::into_record_error)?,
+        ),
+        (AudioMode::Auto, false) => match tokio::task::spawn_blocking(pulse::PulseServer::start)
+            .await
+            .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))?
+        {
+            Ok(server) => Some(server),
+            Err(pulse::PulseError::NotInstalled) => {
+                report(Event::Warning(
+                    "pulseaudio is not installed (Debian package `pulseaudio`): the page's sound is not recorded".into(),
+                ));
+                None
+            }
+            Err(e) => return Err(e.into_record_error()),
+        },
+        _ => None,
+    };
+
     let display = {
         let auth = xauthority_path();
         let (w, h) = (req.width, req.height);
@@ -193,6 +231,7 @@ pub async fn record(
                 other => RecordError::transient(Phase::Display, other.to_string()),
             })?
     };
+    let mut pulse = pulse;
     let mut chromium = Chromium::launch(&LaunchOptions {
         binary: browser_binary,
         display: display.name().to_owned(),
@@ -200,8 +239,13 @@ pub async fn record(
         width: req.width,
         height: req.height,
         profile_dir: work.path().join("profile"),
-        mute: true,
-        env: Vec::new(),
+        // Without our own sound server the browser stays silent (the sound, if any, comes from
+        // the recording's media), so it never plays into the machine's audio.
+        mute: pulse.is_none(),
+        env: pulse
+            .as_ref()
+            .map(pulse::PulseServer::client_env)
+            .unwrap_or_default(),
     })
     .await?;
     let result = Session {
@@ -217,10 +261,13 @@ pub async fn record(
         default_timeout: None,
         media_download: None,
         media_path: None,
+        pulse: pulse.as_mut(),
+        sound_capture: None,
     }
     .run(url, kind)
     .await;
     chromium.shutdown().await;
+    drop(pulse);
     drop(work);
     result
 }
@@ -251,6 +298,10 @@ struct Session<'a> {
     /// once instead of after the playback).
     media_download: Option<tokio::task::JoinHandle<Result<PathBuf, RecordError>>>,
     media_path: Option<PathBuf>,
+    /// The private sound server, when the page's own sound may be recorded.
+    pulse: Option<&'a mut pulse::PulseServer>,
+    /// The page's sound being captured (stopped when the session ends).
+    sound_capture: Option<pulse::SoundCapture>,
 }
 
 /// What the loaded page turned out to be.
@@ -281,13 +332,29 @@ impl Session<'_> {
             .await
             .transient(Phase::Browser, "listening for crashes")?;
 
+        // Capture and encode from the first clock report on; what comes before is dropped.
+        let fps = self.req.fps;
+        let clock = Arc::new(Mutex::new(MediaClock::new(
+            CAPTURE_LATENCY_US,
+            1_000_000 / i64::from(fps),
+        )));
+        let start = self.req.start.unwrap_or(0.0).max(0.0);
+        // Opening the sound server's monitor takes about a second: done before the page loads,
+        // so a page's first second is heard (a generic page's media time starts at its load).
+        if let Some(server) = self.pulse.as_deref() {
+            let capture = pulse::SoundCapture::start(
+                server,
+                Arc::clone(&clock),
+                start,
+                &self.work.join("sound.wav"),
+            )?;
+            self.sound_capture = Some(capture);
+        }
         let player = self.load(&page, url, kind).await?;
         self.check_viewport(&page).await?;
-        let fps = self.req.fps;
-        let start = self.req.start.unwrap_or(0.0).max(0.0);
 
         // The media: duration and sound for BBB; the page's own clock otherwise.
-        let (duration, audio_source) = match &player.base {
+        let (duration, sound) = match &player.base {
             Some(base) => {
                 let cookies = self.cookie_header(&page, base).await;
                 let meta = fetch_metadata(self.http, base, &cookies).await?;
@@ -310,15 +377,16 @@ impl Session<'_> {
                         ));
                     }
                 };
-                let audio = match self.req.audio {
-                    AudioMode::None => false,
-                    _ => {
+                let sound = match self.req.audio {
+                    AudioMode::None => SoundPlan::None,
+                    AudioMode::Pulse => SoundPlan::Pulse,
+                    AudioMode::Auto | AudioMode::Source => {
                         self.media_download =
                             Some(self.start_media_download(base, &cookies).await?);
-                        true
+                        SoundPlan::Source
                     }
                 };
-                (duration, audio)
+                (duration, sound)
             }
             None => {
                 if self.req.audio == AudioMode::Source {
@@ -333,12 +401,11 @@ impl Session<'_> {
                         "this page is not a BBB playback and has no media with a finite duration: pass --duration",
                     )
                 })?;
-                if self.req.audio == AudioMode::Auto {
-                    (self.report)(Event::Warning(
-                        "no sound is recorded from pages that are not BBB playbacks".into(),
-                    ));
-                }
-                (duration, false)
+                let sound = match (self.req.audio, &self.pulse) {
+                    (AudioMode::None, _) | (_, None) => SoundPlan::None,
+                    (_, Some(_)) => SoundPlan::Pulse,
+                };
+                (duration, sound)
             }
         };
         let mut end = duration;
@@ -362,11 +429,6 @@ impl Session<'_> {
             duration: end - start,
         });
 
-        // Capture and encode from now on; frames before the first clock report are dropped.
-        let clock = Arc::new(Mutex::new(MediaClock::new(
-            CAPTURE_LATENCY_US,
-            1_000_000 / i64::from(fps),
-        )));
         let display_name = self
             .display
             .lock()
@@ -391,6 +453,9 @@ impl Session<'_> {
         )?;
         // Known now: no slot past the end is ever written.
         pipeline.set_end(end);
+        if sound != SoundPlan::Pulse {
+            self.sound_capture = None;
+        }
 
         let play_result = if player.kind.is_bbb() {
             self.play_bbb(
@@ -439,7 +504,21 @@ impl Session<'_> {
             .evaluate_expression("(() => { const v = document.querySelector('#webcams video, #video, video, audio'); if (v) v.pause(); })()")
             .await;
 
-        let audio = if audio_source {
+        let audio = if sound == SoundPlan::Pulse {
+            let capture = self
+                .sound_capture
+                .take()
+                .ok_or_else(|| RecordError::transient(Phase::Audio, "the sound capture is gone"))?;
+            let duration = end - start;
+            let wav = tokio::task::spawn_blocking(move || capture.finish(duration))
+                .await
+                .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))??;
+            Some(AudioCut {
+                source: wav,
+                start: 0.0,
+                duration,
+            })
+        } else if sound == SoundPlan::Source {
             let source = match (self.media_path.take(), self.media_download.take()) {
                 (Some(path), _) => path,
                 (None, Some(download)) => download
@@ -975,6 +1054,15 @@ impl Session<'_> {
         self.check_alive()?;
         if let Some(why) = self.chromium_exited() {
             return Err(RecordError::transient(Phase::Browser, why));
+        }
+        if self.sound_capture.as_ref().is_some_and(|c| c.is_finished()) {
+            return Err(RecordError::transient(
+                Phase::Audio,
+                "the sound capture stopped (PulseAudio failed)",
+            ));
+        }
+        if let Some(why) = self.pulse.as_mut().and_then(|p| p.exited()) {
+            return Err(RecordError::transient(Phase::Audio, why));
         }
         // The end is known before capture starts, so the encoder may legitimately finish before
         // the page reports the end; if it failed instead, joining it reports why.

@@ -76,7 +76,12 @@ impl MediaClock {
 
     /// The media time shown by a frame grabbed at `grab` (wall clock), seen from wall time `now`.
     pub fn media_at(&self, grab: WallMicros, now: WallMicros) -> MediaTime {
-        let w = grab - self.latency;
+        self.media_at_instant(grab - self.latency, now)
+    }
+
+    /// The media time at wall instant `w` itself (no capture latency: sound is stamped when it
+    /// reached the sink), seen from wall time `now`.
+    pub fn media_at_instant(&self, w: WallMicros, now: WallMicros) -> MediaTime {
         // Index of the first report strictly after w.
         let after = self.samples.partition_point(|s| s.wall <= w);
         if after == 0 {

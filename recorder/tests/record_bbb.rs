@@ -169,6 +169,33 @@ fn audio_only_recording() {
     assert!((hz - 660.0).abs() < 3.0, "{hz} Hz");
 }
 
+/// `--audio pulse` on a BBB playback: the sound is what the browser played, heard through the
+/// recording's private PulseAudio server and placed on the media clock.
+#[test]
+fn audio_only_recording_heard_through_pulseaudio() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.mkv");
+    let url = bbb.presentation_url(SAMPLE_B);
+    let result = run(&[&url, "-o", out.to_str().unwrap(), "--audio", "pulse"]);
+    assert!(result.status.success());
+    let p = probe(&out);
+    assert!((p.video_duration - SAMPLE_B_SECONDS).abs() <= 1.0 / 30.0 + 0.05);
+    let (rate, samples) = audio_samples(&out);
+    let length = samples.len() as f64 / f64::from(rate);
+    assert!(
+        (length - SAMPLE_B_SECONDS).abs() < 0.05,
+        "sound lasts {length} s"
+    );
+    let share = share_with_tone(&samples, rate, 0.5, 660.0);
+    assert!(share >= 0.85, "660 Hz in {share:.2} of the windows");
+    assert!(
+        processes_with("bbb-pulse-").is_empty(),
+        "PulseAudio is gone"
+    );
+}
+
 /// The legacy 2.0 player URL.
 #[test]
 fn legacy_20_player() {

@@ -265,6 +265,21 @@ pub fn tone(samples: &[f32], rate: u32) -> (f64, f64) {
     )
 }
 
+/// Share of the 100 ms windows of `samples` (from `from` seconds on) that hold a tone of `hz`
+/// (within 2 %) at a level above 0.02 (-34 dBFS). A browser starved of CPU glitches now and then, which moves
+/// a window or two; mixed or missing sound moves them all.
+pub fn share_with_tone(samples: &[f32], rate: u32, from: f64, hz: f64) -> f64 {
+    let window = rate as usize / 10;
+    let windows: Vec<bool> = samples[(from * f64::from(rate)) as usize..]
+        .chunks_exact(window)
+        .map(|w| {
+            let (f, rms) = tone(w, rate);
+            (f - hz).abs() < hz * 0.02 && rms > 0.02
+        })
+        .collect();
+    windows.iter().filter(|ok| **ok).count() as f64 / windows.len().max(1) as f64
+}
+
 /// Processes whose command line mentions `needle` (to prove nothing survived a recording).
 pub fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
