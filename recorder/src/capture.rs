@@ -1,6 +1,8 @@
 //! Frame sources: where captured pictures come from, each stamped with the wall-clock instant it
 //! was grabbed. The default grabs the Xvfb display with libavdevice's x11grab (steady rate, exact
-//! timestamps, cheap for Chromium; see bbb-playback.md "Capture facts").
+//! timestamps, cheap for Chromium; see bbb-playback.md "Capture facts"). The alternative is the
+//! DevTools screencast: JPEG pictures of the page sent by Chromium when it redraws, stamped with
+//! their swap time; nothing arrives while the page is still (see `repeats_when_idle`).
 //!
 //! A source runs on its own OS thread (libav calls block) and hands frames over a bounded channel,
 //! so a slow encoder applies back-pressure instead of growing memory.
@@ -28,6 +30,10 @@ pub struct FrameSource {
     pub frames: Receiver<Result<Frame, RecordError>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The task receiving screencast frames from the page.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Frames come only when the picture changes: silence means "still the same picture".
+    pub repeats_when_idle: bool,
 }
 
 /// Frames buffered between capture and encoder (about 1.5 s at 30 fps).
@@ -94,10 +100,94 @@ impl FrameSource {
             frames: rx,
             stop,
             thread: Some(thread),
+            task: None,
+            repeats_when_idle: false,
+        })
+    }
+
+    /// Capture `page` through the DevTools screencast, scaled to `width` x `height`.
+    pub async fn screencast(
+        page: &chromiumoxide::Page,
+        width: u32,
+        height: u32,
+    ) -> Result<FrameSource, RecordError> {
+        use chromiumoxide::cdp::browser_protocol::page::{
+            EventScreencastFrame, ScreencastFrameAckParams, StartScreencastFormat,
+            StartScreencastParams,
+        };
+        use futures::StreamExt;
+
+        crate::encode::init()?;
+        let mut events = page
+            .event_listener::<EventScreencastFrame>()
+            .await
+            .map_err(|e| RecordError::transient(Phase::Capture, format!("screencast: {e}")))?;
+        page.execute(
+            StartScreencastParams::builder()
+                .format(StartScreencastFormat::Jpeg)
+                .quality(90)
+                .max_width(i64::from(width))
+                .max_height(i64::from(height))
+                .every_nth_frame(1)
+                .build(),
+        )
+        .await
+        .map_err(|e| {
+            RecordError::transient(Phase::Capture, format!("starting the screencast: {e}"))
+        })?;
+        // Compressed pictures go to a decoding thread (JPEG decoding is CPU work).
+        let (jpeg_tx, jpeg_rx) = sync_channel::<(WallMicros, Vec<u8>)>(CHANNEL_FRAMES);
+        let (tx, rx) = sync_channel(CHANNEL_FRAMES);
+        let stop = Arc::new(AtomicBool::new(false));
+        let page_for_task = page.clone();
+        let decode_tx = tx.clone();
+        let task = tokio::spawn(async move {
+            use base64::Engine as _;
+            while let Some(event) = events.next().await {
+                // Acknowledge at once: Chromium sends the next frame only after the ack.
+                let _ = page_for_task
+                    .execute(ScreencastFrameAckParams::new(event.session_id))
+                    .await;
+                let wall = event
+                    .metadata
+                    .timestamp
+                    .as_ref()
+                    .map(|t| (*t.inner() * 1e6) as WallMicros)
+                    .unwrap_or_else(wall_now);
+                let data: &str = event.data.as_ref();
+                let Ok(jpeg) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    let _ = decode_tx.send(Err(RecordError::transient(
+                        Phase::Capture,
+                        "a screencast frame is not valid base64",
+                    )));
+                    return;
+                };
+                // The decoder is behind: drop this picture rather than block the DevTools events.
+                if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+                    jpeg_tx.try_send((wall, jpeg))
+                {
+                    return;
+                }
+            }
+        });
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("screencast".into())
+            .spawn(move || decode_loop(jpeg_rx, width, height, &tx, &stop_flag))
+            .map_err(|e| RecordError::transient(Phase::Capture, format!("capture thread: {e}")))?;
+        Ok(FrameSource {
+            frames: rx,
+            stop,
+            thread: Some(thread),
+            task: Some(task),
+            repeats_when_idle: true,
         })
     }
 
     pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             // Drain so a blocked send can finish and the thread sees the flag.
@@ -162,6 +252,91 @@ fn grab_loop(
                     Phase::Capture,
                     format!("x11grab: {e} (did the X server die?)"),
                 )));
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes screencast JPEGs into BGR0 pictures of the output size.
+fn decode_loop(
+    jpegs: Receiver<(WallMicros, Vec<u8>)>,
+    width: u32,
+    height: u32,
+    tx: &SyncSender<Result<Frame, RecordError>>,
+    stop: &AtomicBool,
+) {
+    let fail = |why: String| {
+        let _ = tx.send(Err(RecordError::transient(Phase::Capture, why)));
+    };
+    let Some(codec) = ffmpeg::decoder::find(ffmpeg::codec::Id::MJPEG) else {
+        return fail("libav has no JPEG decoder".into());
+    };
+    let mut decoder = match ffmpeg::codec::context::Context::new_with_codec(codec)
+        .decoder()
+        .video()
+    {
+        Ok(d) => d,
+        Err(e) => return fail(format!("JPEG decoder: {e}")),
+    };
+    let mut scaler: Option<(
+        ffmpeg::format::Pixel,
+        u32,
+        u32,
+        ffmpeg::software::scaling::Context,
+    )> = None;
+    let stride = width as usize * 4;
+    while !stop.load(Ordering::SeqCst) {
+        let (wall, jpeg) = match jpegs.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(item) => item,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Err(e) = decoder.send_packet(&ffmpeg::Packet::copy(&jpeg)) {
+            return fail(format!("decoding a screencast frame: {e}"));
+        }
+        let mut decoded = ffmpeg::frame::Video::empty();
+        while decoder.receive_frame(&mut decoded).is_ok() {
+            let (format, w, h) = (decoded.format(), decoded.width(), decoded.height());
+            if scaler
+                .as_ref()
+                .is_none_or(|s| (s.0, s.1, s.2) != (format, w, h))
+            {
+                match ffmpeg::software::scaling::Context::get(
+                    format,
+                    w,
+                    h,
+                    ffmpeg::format::Pixel::BGRZ,
+                    width,
+                    height,
+                    ffmpeg::software::scaling::Flags::BILINEAR,
+                ) {
+                    Ok(ctx) => scaler = Some((format, w, h, ctx)),
+                    Err(e) => return fail(format!("screencast scaler: {e}")),
+                }
+            }
+            let mut bgr = ffmpeg::frame::Video::empty();
+            if let Err(e) = scaler
+                .as_mut()
+                .expect("set above")
+                .3
+                .run(&decoded, &mut bgr)
+            {
+                return fail(format!("scaling a screencast frame: {e}"));
+            }
+            // Rows without the scaler's padding, as the encoder expects from x11grab.
+            let line = bgr.stride(0);
+            let plane = bgr.data(0);
+            let mut data = Vec::with_capacity(stride * height as usize);
+            for row in 0..height as usize {
+                data.extend_from_slice(&plane[row * line..row * line + stride]);
+            }
+            let frame = Frame {
+                wall,
+                data: Arc::new(data),
+                stride,
+            };
+            if tx.send(Ok(frame)).is_err() {
                 return;
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bbb_recorder::error::{RecordError, exit};
 use bbb_recorder::progress::{Progress, ProgressMode};
-use bbb_recorder::record::{self, AudioMode, Layout, RecordRequest};
+use bbb_recorder::record::{self, AudioMode, CaptureMode, Layout, RecordRequest};
 use clap::Parser;
 
 const EXIT_CODES: &str = "Exit codes:
@@ -56,10 +56,12 @@ struct Cli {
     /// BBB layout: full = the player as users see it without its controls.
     #[arg(long, value_enum, default_value = "full")]
     layout: Layout,
-    /// Sound: auto = the recording's own sound for BBB playbacks, none for other pages.
+    /// Sound: auto = the recording's own sound for BBB playbacks, the page's sound through a
+    /// private PulseAudio server for other pages.
     #[arg(long, value_enum, default_value = "auto")]
     audio: AudioMode,
-    /// Frame capture method.
+    /// Frame capture: x11 = grab the virtual display (steady rate, cheapest); screencast = the
+    /// DevTools screencast (pictures sent by Chromium when the page redraws).
     #[arg(long, value_enum, default_value = "x11")]
     capture: CaptureMode,
     /// Progress display: json = one JSON object per line on stdout.
@@ -71,12 +73,6 @@ struct Cli {
     /// Chromium binary (default: Debian's chromium, then chromium/google-chrome on PATH).
     #[arg(long)]
     browser: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum CaptureMode {
-    /// Grab the virtual X display (steady rate, cheapest).
-    X11,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -134,7 +130,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.progress);
     let timeout = cli.timeout.map(Duration::from_secs_f64);
-    let CaptureMode::X11 = cli.capture;
     let req = RecordRequest {
         url: cli.url,
         output: cli.output,
@@ -148,6 +143,7 @@ fn run(cli: Cli) -> i32 {
         duration: cli.duration,
         layout: cli.layout,
         audio: cli.audio,
+        capture: cli.capture,
         timeout,
         browser: cli.browser,
     };

@@ -37,8 +37,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Start the encoder thread writing `path`; returns once the encoder is open.
+    /// `repeats_when_idle`: the source sends pictures only when they change (screencast), so
+    /// once the media clock has moved on without a new picture, the last one still holds.
     pub fn start(
         frames: Receiver<Result<Frame, RecordError>>,
+        repeats_when_idle: bool,
         clock: Arc<Mutex<MediaClock>>,
         start: f64,
         settings: VideoSettings,
@@ -61,7 +64,15 @@ impl Pipeline {
                         return Err(RecordError::transient(Phase::Encode, "encoder not opened"));
                     }
                 };
-                run(frames, clock, start, settings.fps, writer, &ctl)
+                run(
+                    frames,
+                    repeats_when_idle,
+                    clock,
+                    start,
+                    settings.fps,
+                    writer,
+                    &ctl,
+                )
             })
             .map_err(|e| RecordError::transient(Phase::Encode, format!("encoder thread: {e}")))?;
         let pipeline = Pipeline {
@@ -111,8 +122,13 @@ impl Drop for Pipeline {
     }
 }
 
+/// How long a damage-driven source may take to deliver a picture (swap to our queue): only
+/// media time older than this is taken as "no change".
+const IDLE_MARGIN_US: i64 = 500_000;
+
 fn run(
     frames: Receiver<Result<Frame, RecordError>>,
+    repeats_when_idle: bool,
     clock: Arc<Mutex<MediaClock>>,
     start: f64,
     fps: u32,
@@ -140,6 +156,8 @@ fn run(
         control.frames.fetch_add(1, Ordering::Relaxed);
     };
     let mut source_closed = false;
+    // The last picture given to the filler, with its media time.
+    let mut held: Option<(f64, Frame)> = None;
     loop {
         if control.abort.load(Ordering::SeqCst) {
             return Err(RecordError::transient(
@@ -185,9 +203,21 @@ fn run(
                     MediaTime::Pending => break,
                     MediaTime::At(media) => {
                         let frame = queue.pop_front().expect("front exists");
+                        if repeats_when_idle {
+                            held = Some((media, frame.clone()));
+                        }
                         filler.push(media, frame, |slot, f| emit(slot, f, &mut writer));
                     }
                 }
+            }
+            if repeats_when_idle
+                && queue.is_empty()
+                && let Some((held_media, frame)) = &mut held
+                && let MediaTime::At(media) = clock.media_at(now - IDLE_MARGIN_US, now)
+                && media > *held_media
+            {
+                *held_media = media;
+                filler.push(media, frame.clone(), |slot, f| emit(slot, f, &mut writer));
             }
         }
         if let Some(e) = failure.borrow_mut().take() {
@@ -196,7 +226,17 @@ fn run(
         if let Some(total) = total {
             // Done once every slot is decided; if the capture stopped first, the remaining slots
             // hold the last picture.
-            let capture_over = source_closed && queue.is_empty();
+            // A damage-driven source sends nothing more once the picture stops changing: it is
+            // over when the media clock has reached the end and frames in flight had time to come.
+            let clock_done = repeats_when_idle
+                && end.is_some_and(|end| {
+                    clock
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .latest()
+                        .is_some_and(|l| l.media >= end - 1e-6 && now - l.wall > IDLE_MARGIN_US)
+                });
+            let capture_over = (source_closed || clock_done) && queue.is_empty();
             if filler.emitted() >= total || capture_over && filler.emitted() > 0 {
                 filler.finish(total, |slot, f| emit(slot, f, &mut writer));
                 if let Some(e) = failure.borrow_mut().take() {

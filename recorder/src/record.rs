@@ -64,6 +64,14 @@ pub enum AudioMode {
     None,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureMode {
+    /// Grab the virtual display with x11grab (a steady rate; the default).
+    X11,
+    /// The DevTools screencast: pictures of the page sent by Chromium when it redraws.
+    Screencast,
+}
+
 /// Where the sound of this recording comes from, once the page is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SoundPlan {
@@ -89,6 +97,7 @@ pub struct RecordRequest {
     pub duration: Option<f64>,
     pub layout: Layout,
     pub audio: AudioMode,
+    pub capture: CaptureMode,
     pub timeout: Option<Duration>,
     pub browser: Option<PathBuf>,
 }
@@ -334,8 +343,13 @@ impl Session<'_> {
 
         // Capture and encode from the first clock report on; what comes before is dropped.
         let fps = self.req.fps;
+        let latency = match self.req.capture {
+            CaptureMode::X11 => CAPTURE_LATENCY_US,
+            // Screencast pictures carry their own swap time.
+            CaptureMode::Screencast => 0,
+        };
         let clock = Arc::new(Mutex::new(MediaClock::new(
-            CAPTURE_LATENCY_US,
+            latency,
             1_000_000 / i64::from(fps),
         )));
         let start = self.req.start.unwrap_or(0.0).max(0.0);
@@ -435,10 +449,18 @@ impl Session<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .name()
             .to_owned();
-        let mut source = FrameSource::x11grab(&display_name, self.req.width, self.req.height, fps)?;
+        let mut source = match self.req.capture {
+            CaptureMode::X11 => {
+                FrameSource::x11grab(&display_name, self.req.width, self.req.height, fps)?
+            }
+            CaptureMode::Screencast => {
+                FrameSource::screencast(&page, self.req.width, self.req.height).await?
+            }
+        };
         let frames = std::mem::replace(&mut source.frames, std::sync::mpsc::sync_channel(1).1);
         let pipeline = Pipeline::start(
             frames,
+            source.repeats_when_idle,
             Arc::clone(&clock),
             start,
             VideoSettings {
