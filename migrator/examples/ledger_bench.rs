@@ -11,6 +11,8 @@ use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{JobStore, NewJob, RetryPolicy, SystemClock, TARGET_FILE};
 
 const LEASE: Duration = Duration::from_secs(90);
+/// What a recording worker sends with each heartbeat.
+const PROGRESS: &str = r#"{"unit":"seconds","done":1234.5,"total":5400.0}"#;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -93,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         break 'outer;
                     }
                     let s = Instant::now();
-                    l.heartbeat(lease, LEASE).await?;
+                    l.heartbeat(lease, LEASE, Some(PROGRESS)).await?;
                     total += s.elapsed();
                     n += 1;
                 }

@@ -12,7 +12,7 @@ use bbb_migrator::api::{self, ApiClient, ApiSettings, CacheMode, FetchResult};
 use bbb_migrator::config::{self, Config};
 use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{
-    JobRow, JobState, JobStore, NewJob, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
+    JobRow, JobState, JobStore, NewJob, Progress, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
 };
 use bbb_migrator::place::{ClaimDir, csv, moodle, pod, slug};
 use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
@@ -43,13 +43,31 @@ fn usage(msg: impl std::fmt::Display) -> Fatal {
 type Res<T> = Result<T, Fatal>;
 
 enum Mode {
-    InitConfig { output: Option<String>, force: bool },
-    List { json: bool },
-    ExportCsv { output: Option<String> },
-    Claim { jobs: Option<usize>, force: bool },
-    Status { json: bool },
-    Retry { failed: bool },
-    Import { moodle: bool },
+    InitConfig {
+        output: Option<String>,
+        force: bool,
+    },
+    List {
+        json: bool,
+    },
+    ExportCsv {
+        output: Option<String>,
+    },
+    Claim {
+        jobs: Option<usize>,
+        force: bool,
+        wait: bool,
+        host: Option<String>,
+    },
+    Status {
+        json: bool,
+    },
+    Retry {
+        failed: bool,
+    },
+    Import {
+        moodle: bool,
+    },
     Cancel,
 }
 
@@ -67,6 +85,8 @@ fn mode(cli: &Cli) -> Res<Mode> {
         Some(Mode::Claim {
             jobs: None,
             force: false,
+            wait: false,
+            host: None,
         })
     } else if cli.use_export_csv {
         Some(Mode::ExportCsv { output: None })
@@ -89,9 +109,16 @@ fn mode(cli: &Cli) -> Res<Mode> {
             Command::ExportCsv { output } => Mode::ExportCsv {
                 output: output.clone(),
             },
-            Command::Claim { jobs, force } => Mode::Claim {
+            Command::Claim {
+                jobs,
+                force,
+                wait,
+                host,
+            } => Mode::Claim {
                 jobs: *jobs,
                 force: *force,
+                wait: *wait,
+                host: host.clone(),
             },
             Command::Status { json } => Mode::Status { json: *json },
             Command::Retry { failed } => Mode::Retry { failed: *failed },
@@ -148,7 +175,12 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         Mode::InitConfig { .. } => unreachable!("handled above"),
         Mode::List { json } => app.list(json).await,
         Mode::ExportCsv { output } => app.export_csv(output.as_deref()).await,
-        Mode::Claim { jobs, force } => app.claim(jobs, force).await,
+        Mode::Claim {
+            jobs,
+            force,
+            wait,
+            host,
+        } => app.claim(jobs, force, wait, host).await,
         Mode::Status { json } => app.status(json).await,
         Mode::Retry { failed } => app.retry(failed).await,
         Mode::Import { moodle } => app.import(moodle).await,
@@ -572,7 +604,13 @@ impl App {
         moodle::moderators(db, rec.record_id.as_str()).await
     }
 
-    async fn claim(&self, jobs: Option<usize>, force: bool) -> Res<i32> {
+    async fn claim(
+        &self,
+        jobs: Option<usize>,
+        force: bool,
+        wait: bool,
+        host: Option<String>,
+    ) -> Res<i32> {
         let claim_dir = self.claim_dir()?;
         // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
         claim_dir.check(!self.cli.dry_run).map_err(usage)?;
@@ -619,19 +657,7 @@ impl App {
         }
         ledger.sweep().await.map_err(lerr)?;
         let before = by_recording(ledger.jobs().await.map_err(lerr)?);
-        match claim_dir.remove_stale_partials(&worker::live_partials(
-            &before.values().cloned().collect::<Vec<_>>(),
-        )) {
-            Ok(removed) => {
-                for p in removed {
-                    tracing::info!(
-                        "removed partial file of an interrupted run: {}",
-                        p.display()
-                    );
-                }
-            }
-            Err(e) => tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display()),
-        }
+        clean_partials(&ledger, &claim_dir).await;
 
         let jobs = jobs
             .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
@@ -643,7 +669,7 @@ impl App {
                 let _ = shutdown_tx.send(true);
             }
         });
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host_name(host)?;
         let ctx_claim_dir = claim_dir.clone();
         let ctx = Arc::new(WorkerContext {
             store: ledger.clone(),
@@ -664,11 +690,11 @@ impl App {
                 retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
             },
             lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
+            // Unique per process even when two runs share a host name; `:<n>` per worker task.
             worker_name: format!(
-                "{}:{}:{}",
-                host.trim(),
+                "{host}:{}:{}",
                 std::process::id(),
-                uuid::Uuid::new_v4()
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             reporter: self.reporter.clone(),
             api: if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
@@ -677,6 +703,7 @@ impl App {
                 Some(self.api()?)
             },
             shutdown: shutdown_rx.clone(),
+            wait,
         });
         let runnable = ids
             .iter()
@@ -692,11 +719,9 @@ impl App {
         tracing::info!("{} selected, {runnable} to run, {jobs} at once", ids.len());
         let reports = worker::run_pool(ctx, jobs, ids.clone()).await;
         self.reporter.finish();
-        let rows_after = ledger.jobs().await.map_err(lerr)?;
         // Partials of leases taken over during this run are dead now.
-        if let Err(e) = ctx_claim_dir.remove_stale_partials(&worker::live_partials(&rows_after)) {
-            tracing::warn!("cleaning {}: {e}", ctx_claim_dir.temp_dir.display());
-        }
+        clean_partials(&ledger, &ctx_claim_dir).await;
+        let rows_after = ledger.jobs().await.map_err(lerr)?;
         let after = by_recording(rows_after);
         ledger.close().await;
 
@@ -822,11 +847,19 @@ impl App {
                 "outputs": rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                     "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
                 })).collect::<Vec<_>>(),
-                "running": running.iter().map(|r| serde_json::json!({
-                    "record_id": r.recording_id, "owner": r.owner, "epoch": r.epoch,
-                    "since_ms": r.since_ms, "heartbeat_ms": r.heartbeat_ms,
-                    "lease_expired": r.expired, "progress": r.checkpoint,
-                })).collect::<Vec<_>>(),
+                "running": running.iter().map(|r| {
+                    let progress = r.progress.as_deref().and_then(Progress::parse);
+                    serde_json::json!({
+                        "record_id": r.recording_id, "owner": r.owner,
+                        "host": r.owner.as_deref().and_then(|o| o.split(':').next()),
+                        "epoch": r.epoch, "since_ms": r.since_ms, "heartbeat_ms": r.heartbeat_ms,
+                        "lease_expired": r.expired, "checkpoint": r.checkpoint,
+                        "progress": progress.map(|p| serde_json::json!({
+                            "unit": p.unit, "done": p.done, "total": p.total,
+                            "percent": p.percent(),
+                        })),
+                    })
+                }).collect::<Vec<_>>(),
             });
             let _ = serde_json::to_writer_pretty(&mut o, &v);
             let _ = writeln!(o);
@@ -844,20 +877,26 @@ impl App {
             for r in &running {
                 let since = r
                     .since_ms
-                    .map(|t| human_secs((now_ms - t).max(0) / 1000))
+                    .and_then(|t| {
+                        let at = chrono::DateTime::from_timestamp_millis(t)?;
+                        Some(format!(
+                            "{} ({} ago)",
+                            at.with_timezone(&self.tz).format("%Y-%m-%d %H:%M:%S"),
+                            human_secs((now_ms - t).max(0) / 1000)
+                        ))
+                    })
                     .unwrap_or_else(|| "?".into());
+                let progress = match r.progress.as_deref().and_then(Progress::parse) {
+                    Some(p) => format!(", {p}"),
+                    None => ", no progress yet".to_owned(),
+                };
                 let _ = writeln!(
                     o,
-                    "  {} {} epoch {} for {}{}{}",
+                    "  {} {} epoch {} since {since}{progress}{}",
                     r.owner.as_deref().unwrap_or("?"),
                     r.recording_id,
                     r.epoch,
-                    since,
                     if r.expired { " (lease expired)" } else { "" },
-                    r.checkpoint
-                        .as_deref()
-                        .map(|c| format!(" progress {c}"))
-                        .unwrap_or_default()
                 );
             }
         }
@@ -976,6 +1015,59 @@ impl App {
         let _ = writeln!(out(), "re-queued {n} job(s)");
         Ok(exit::OK)
     }
+}
+
+/// Removes the job directories of killed runs and lost leases, on whatever host they ran (the
+/// temp dir is shared). Lists first, then reads the ledger: see `remove_stale_partials`.
+async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
+    let found = match claim_dir.partials() {
+        Ok(f) if f.is_empty() => return,
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display());
+            return;
+        }
+    };
+    let rows = match ledger.jobs().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display());
+            return;
+        }
+    };
+    match claim_dir.remove_stale_partials(found, &worker::live_partials(&rows)) {
+        Ok(removed) => {
+            for p in removed {
+                tracing::info!(
+                    "removed the partial file of an interrupted job: {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display()),
+    }
+}
+
+/// The host part of the lease owners: `--host`, else BBB_MIGRATE_HOST, else the hostname.
+fn host_name(flag: Option<String>) -> Res<String> {
+    let name = flag
+        .or_else(|| std::env::var("BBB_MIGRATE_HOST").ok())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default()
+        });
+    let name = name.trim().to_owned();
+    if name.contains(':') || name.chars().any(char::is_control) {
+        return Err(usage(format!(
+            "host name {name:?}: no ':' or control characters (it is part of the lease owner host:pid:id)"
+        )));
+    }
+    Ok(if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    })
 }
 
 fn check_ledger_url(url: &str) -> Res<()> {

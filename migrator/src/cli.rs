@@ -140,6 +140,14 @@ pub enum Command {
         /// Redo recordings already done (the earlier file is never overwritten).
         #[arg(long)]
         force: bool,
+        /// When nothing can be claimed yet, wait (polling the ledger) until every selected job is
+        /// finished: jobs held by other hosts and jobs waiting for their retry backoff.
+        #[arg(long)]
+        wait: bool,
+        /// Name of this host in the ledger's lease owners (`status`); default: the hostname.
+        /// Env: BBB_MIGRATE_HOST.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Mode 2: an entry in Pod's "My external videos" for the owner(s) of each recording (Pod
     /// meeting owner, else with --moodle every moderator of the Moodle activity, else the

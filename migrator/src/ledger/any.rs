@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::postgres::{PgLedger, RunningJob};
+use super::postgres::PgLedger;
 use super::sqlite::SqliteLedger;
 use super::{
     Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue,
-    RetryPolicy,
+    RetryPolicy, RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -56,15 +56,6 @@ impl AnyLedger {
             ))
         }
     }
-
-    /// Jobs held right now, per host (PostgreSQL only: a SQLite ledger has one machine and
-    /// `status` shows its jobs from `jobs()`).
-    pub async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
-        match self {
-            AnyLedger::Sqlite(_) => Ok(Vec::new()),
-            AnyLedger::Postgres(p) => p.running().await,
-        }
-    }
 }
 
 macro_rules! forward {
@@ -88,8 +79,13 @@ impl JobStore for AnyLedger {
     ) -> LedgerResult<Option<Lease>> {
         forward!(self, l => l.claim(worker, lease, only))
     }
-    async fn heartbeat(&self, lease: &Lease, dur: Duration) -> LedgerResult<bool> {
-        forward!(self, l => l.heartbeat(lease, dur))
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        dur: Duration,
+        progress: Option<&str>,
+    ) -> LedgerResult<bool> {
+        forward!(self, l => l.heartbeat(lease, dur, progress))
     }
     async fn checkpoint(&self, lease: &Lease, data: &str) -> LedgerResult<()> {
         forward!(self, l => l.checkpoint(lease, data))
@@ -111,6 +107,12 @@ impl JobStore for AnyLedger {
     }
     async fn sweep(&self) -> LedgerResult<u64> {
         forward!(self, l => l.sweep())
+    }
+    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
+        forward!(self, l => l.unfinished(only))
+    }
+    async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
+        forward!(self, l => l.running())
     }
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {
         forward!(self, l => l.requeue(what))

@@ -186,7 +186,7 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     f.pass(lease * 2 / 3).await;
     assert!(s.claim("w2", lease, None).await.unwrap().is_none());
     // A heartbeat extends it past its first expiry.
-    assert!(!s.heartbeat(&old, lease).await.unwrap());
+    assert!(!s.heartbeat(&old, lease, None).await.unwrap());
     f.pass(lease * 2 / 3).await;
     assert!(s.claim("w2", lease, None).await.unwrap().is_none());
     // Silence past the lease: takeover with a new epoch.
@@ -195,7 +195,7 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     assert_eq!(new.epoch, 2);
     assert_eq!(new.attempts, 2);
     // Every write of the stale holder affects nothing.
-    assert!(lost(s.heartbeat(&old, lease).await));
+    assert!(lost(s.heartbeat(&old, lease, None).await));
     assert!(lost(s.checkpoint(&old, "{}").await));
     assert!(lost(s.reserve_output(&old, "/x").await));
     assert!(lost(s.complete(&old, "{}", 1).await));
@@ -286,14 +286,14 @@ async fn cancel_pending_and_running(b: Backend) {
         .unwrap()
         .unwrap();
     assert!(
-        !s.heartbeat(&l, lease).await.unwrap(),
+        !s.heartbeat(&l, lease, None).await.unwrap(),
         "no cancel asked yet"
     );
     assert!(s.cancel("rec001", TARGET_FILE).await.unwrap());
     assert!(s.cancel("rec000", TARGET_FILE).await.unwrap());
     assert!(!s.cancel("nope", TARGET_FILE).await.unwrap());
     assert!(
-        s.heartbeat(&l, lease).await.unwrap(),
+        s.heartbeat(&l, lease, None).await.unwrap(),
         "the worker learns of the cancel"
     );
     let rows = s.jobs().await.unwrap();
@@ -328,6 +328,54 @@ async fn output_names_have_one_owner_and_release_keeps_the_attempt(b: Backend) {
     assert_eq!(again.output_path.as_deref(), Some("/claim/x.m4v"));
 }
 
+/// Progress goes in with the heartbeat, under the same fence; `running` shows it with the
+/// holder, and a new claim starts from none. `unfinished` counts what a `--wait` run waits for.
+async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(2)).await.unwrap();
+    assert_eq!(s.unfinished(None).await.unwrap(), 2);
+    let only = vec!["rec001".to_owned()];
+    assert_eq!(s.unfinished(Some(&only)).await.unwrap(), 1);
+    let old = s.claim("host-a:1:x:0", lease, None).await.unwrap().unwrap();
+    let p = Progress {
+        unit: ProgressUnit::Seconds,
+        done: 7.5,
+        total: Some(15.0),
+    };
+    assert!(!s.heartbeat(&old, lease, Some(&p.to_json())).await.unwrap());
+    // A heartbeat without news keeps the last progress.
+    assert!(!s.heartbeat(&old, lease, None).await.unwrap());
+    let running = s.running().await.unwrap();
+    assert_eq!(running.len(), 1);
+    let r = &running[0];
+    assert_eq!(r.recording_id, old.recording_id);
+    assert_eq!(r.owner.as_deref(), Some("host-a:1:x:0"));
+    assert_eq!(r.epoch, old.epoch);
+    assert!(r.since_ms.is_some() && r.heartbeat_ms.is_some() && !r.expired);
+    let shown = Progress::parse(r.progress.as_deref().expect("progress stored")).unwrap();
+    assert_eq!(shown, p);
+    assert_eq!(shown.percent(), Some(50.0));
+    // Taken over: the new holder starts without progress, the stale one cannot write any.
+    f.pass(lease + lease / 10).await;
+    assert!(s.running().await.unwrap()[0].expired);
+    let new = s.claim("host-b:2:y:0", lease, None).await.unwrap().unwrap();
+    let stale = Progress { done: 14.0, ..p };
+    assert!(lost(s.heartbeat(&old, lease, Some(&stale.to_json())).await));
+    let running = s.running().await.unwrap();
+    assert_eq!(running[0].owner.as_deref(), Some("host-b:2:y:0"));
+    assert_eq!(running[0].progress, None);
+    s.complete(&new, "{}", 1).await.unwrap();
+    assert!(s.running().await.unwrap().is_empty());
+    assert_eq!(s.unfinished(None).await.unwrap(), 1);
+    assert_eq!(
+        s.unfinished(Some(std::slice::from_ref(&new.recording_id)))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 /// Generates one `#[tokio::test]` per backend for each case above.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -359,6 +407,7 @@ conformance!(
     expired_job_without_attempts_left_is_swept_to_dead,
     cancel_pending_and_running,
     output_names_have_one_owner_and_release_keeps_the_attempt,
+    progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running,
 );
 
 #[tokio::test]
@@ -423,7 +472,7 @@ async fn postgres_schema_is_created_once_by_versioned_migrations() {
     assert_eq!(
         pg.psql("ledger", "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE success")
             .unwrap(),
-        "1"
+        "1,2"
     );
     let l = AnyLedger::open(&url, clock, RetryPolicy::default())
         .await
@@ -472,7 +521,10 @@ async fn postgres_ledger_survives_a_server_restart() {
     // The pool drops the broken connections and opens new ones; the lease is still held.
     let mut ok = false;
     for _ in 0..20 {
-        if l.heartbeat(&lease, Duration::from_secs(60)).await.is_ok() {
+        if l.heartbeat(&lease, Duration::from_secs(60), None)
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }

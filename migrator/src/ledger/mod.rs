@@ -124,6 +124,79 @@ pub struct JobRow {
     pub busy_ms: i64,
 }
 
+/// A job held by some worker on some host, as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub recording_id: String,
+    pub target: String,
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub checkpoint: Option<String>,
+    /// The last progress its worker reported with a heartbeat (JSON, see [`Progress`]).
+    pub progress: Option<String>,
+    pub since_ms: Option<i64>,
+    pub heartbeat_ms: Option<i64>,
+    /// The lease has run out: the holder is presumed dead and the job will be taken over.
+    pub expired: bool,
+}
+
+/// How far a running job is, as stored in the ledger with the heartbeats: media seconds
+/// recorded (from `bbb-record --progress json`) or bytes downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// `seconds` or `bytes`.
+    pub unit: ProgressUnit,
+    pub done: f64,
+    pub total: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressUnit {
+    Seconds,
+    Bytes,
+}
+
+impl Progress {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("progress serialises")
+    }
+
+    pub fn parse(json: &str) -> Option<Progress> {
+        serde_json::from_str(json).ok()
+    }
+
+    /// Done as a percentage of the total, when the total is known.
+    pub fn percent(&self) -> Option<f64> {
+        self.total
+            .filter(|t| *t > 0.0)
+            .map(|t| (self.done / t * 100.0).clamp(0.0, 100.0))
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unit {
+            ProgressUnit::Seconds => {
+                write!(f, "media {:.1} s", self.done)?;
+                if let Some(t) = self.total {
+                    write!(f, " of {t:.1} s")?;
+                }
+            }
+            ProgressUnit::Bytes => {
+                write!(f, "{} bytes", self.done as u64)?;
+                if let Some(t) = self.total {
+                    write!(f, " of {}", t as u64)?;
+                }
+            }
+        }
+        if let Some(p) = self.percent() {
+            write!(f, " ({p:.0} %)")?;
+        }
+        Ok(())
+    }
+}
+
 /// What `retry` and `--force` put back into `pending`.
 #[derive(Debug, Clone)]
 pub enum Requeue {
@@ -203,11 +276,13 @@ pub trait JobStore: Send + Sync + 'static {
         lease: Duration,
         only: Option<&[String]>,
     ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
-    /// Renews the lease; returns `cancel_requested`.
+    /// Renews the lease and, when given, stores the job's progress (JSON, see [`Progress`]) in the
+    /// same fenced statement; returns `cancel_requested`.
     fn heartbeat(
         &self,
         lease: &Lease,
         dur: Duration,
+        progress: Option<&str>,
     ) -> impl Future<Output = LedgerResult<bool>> + Send;
     fn checkpoint(
         &self,
@@ -243,6 +318,12 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> impl Future<Output = LedgerResult<bool>> + Send;
     /// Moves to `dead` the expired running jobs that have no attempt left.
     fn sweep(&self) -> impl Future<Output = LedgerResult<u64>> + Send;
+    /// How many jobs of the selection `only` (all when `None`) are not finished yet (`pending` or
+    /// `running`): what a `claim --wait` run waits for.
+    fn unfinished(&self, only: Option<&[String]>)
+    -> impl Future<Output = LedgerResult<u64>> + Send;
+    /// The running jobs of every worker on every host, for `status`.
+    fn running(&self) -> impl Future<Output = LedgerResult<Vec<RunningJob>>> + Send;
     fn requeue(&self, what: &Requeue) -> impl Future<Output = LedgerResult<u64>> + Send;
     fn jobs(&self) -> impl Future<Output = LedgerResult<Vec<JobRow>>> + Send;
     fn close(&self) -> impl Future<Output = ()> + Send;

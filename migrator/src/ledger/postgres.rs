@@ -13,6 +13,7 @@ use sqlx::{PgPool, Row};
 
 use super::{
     JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue, RetryPolicy,
+    RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -123,52 +124,6 @@ impl PgLedger {
         .await?;
         Ok(())
     }
-
-    /// Running jobs with their holder, for `status` across hosts.
-    pub async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
-        if !self.schema_exists().await? {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(concat!(
-            "SELECT recording_id, target, lease_owner, lease_epoch, checkpoint, ",
-            ms!("a.started_at"),
-            " AS since_ms, ",
-            ms!("j.heartbeat_at"),
-            " AS heartbeat_ms, (j.lease_expires_at < now()) AS expired
-             FROM job j LEFT JOIN job_attempt a ON a.job_id=j.id AND a.epoch=j.lease_epoch
-             WHERE j.state='running' ORDER BY lease_owner, recording_id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(RunningJob {
-                    recording_id: r.try_get("recording_id")?,
-                    target: r.try_get("target")?,
-                    owner: r.try_get("lease_owner")?,
-                    epoch: r.try_get("lease_epoch")?,
-                    checkpoint: r.try_get("checkpoint")?,
-                    since_ms: r.try_get("since_ms")?,
-                    heartbeat_ms: r.try_get("heartbeat_ms")?,
-                    expired: r.try_get("expired")?,
-                })
-            })
-            .collect()
-    }
-}
-
-/// A job held by some worker on some host, as `status` shows it.
-#[derive(Debug, Clone)]
-pub struct RunningJob {
-    pub recording_id: String,
-    pub target: String,
-    pub owner: Option<String>,
-    pub epoch: i64,
-    pub checkpoint: Option<String>,
-    pub since_ms: Option<i64>,
-    pub heartbeat_ms: Option<i64>,
-    /// The lease has run out: the holder is presumed dead and the job will be taken over.
-    pub expired: bool,
 }
 
 impl JobStore for PgLedger {
@@ -228,7 +183,7 @@ impl JobStore for PgLedger {
                UPDATE job j SET state='running', lease_owner=$1, lease_epoch=j.lease_epoch+1,
                       lease_expires_at = now() + $2 * interval '1 millisecond',
                       heartbeat_at=now(), attempts=j.attempts+1, updated_at=now(),
-                      cancel_requested=false
+                      cancel_requested=false, progress=NULL
                FROM next WHERE j.id = next.id
                RETURNING j.id, j.recording_id, j.target, j.lease_epoch, j.attempts,
                          j.max_attempts, j.payload, j.checkpoint, j.output_path
@@ -262,16 +217,22 @@ impl JobStore for PgLedger {
         }))
     }
 
-    async fn heartbeat(&self, lease: &Lease, dur: Duration) -> LedgerResult<bool> {
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        dur: Duration,
+        progress: Option<&str>,
+    ) -> LedgerResult<bool> {
         let row = sqlx::query(
             "UPDATE job SET lease_expires_at = now() + $3 * interval '1 millisecond',
-                    heartbeat_at=now(), updated_at=now()
+                    heartbeat_at=now(), updated_at=now(), progress=COALESCE($4, progress)
              WHERE id=$1 AND lease_epoch=$2 AND state='running'
              RETURNING cancel_requested",
         )
         .bind(lease.job_id)
         .bind(lease.epoch)
         .bind(millis(dur))
+        .bind(progress)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -407,6 +368,52 @@ impl JobStore for PgLedger {
         .await?
         .rows_affected();
         Ok(n)
+    }
+
+    async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
+        if !self.schema_exists().await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT recording_id, target, lease_owner, lease_epoch, checkpoint, progress, ",
+            ms!("a.started_at"),
+            " AS since_ms, ",
+            ms!("j.heartbeat_at"),
+            " AS heartbeat_ms, (j.lease_expires_at < now()) AS expired
+             FROM job j LEFT JOIN job_attempt a ON a.job_id=j.id AND a.epoch=j.lease_epoch
+             WHERE j.state='running' ORDER BY lease_owner, recording_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RunningJob {
+                    recording_id: r.try_get("recording_id")?,
+                    target: r.try_get("target")?,
+                    owner: r.try_get("lease_owner")?,
+                    epoch: r.try_get("lease_epoch")?,
+                    checkpoint: r.try_get("checkpoint")?,
+                    progress: r.try_get("progress")?,
+                    since_ms: r.try_get("since_ms")?,
+                    heartbeat_ms: r.try_get("heartbeat_ms")?,
+                    expired: r.try_get("expired")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
+        if !self.schema_exists().await? {
+            return Ok(0);
+        }
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job WHERE state IN ('pending','running')
+               AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))",
+        )
+        .bind(only)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {

@@ -13,7 +13,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue,
-    RetryPolicy,
+    RetryPolicy, RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -186,7 +186,7 @@ impl JobStore for SqliteLedger {
         let row = sqlx::query(
             "UPDATE job SET state='running', lease_owner=?1, lease_epoch=lease_epoch+1,
                     lease_expires_at=?2, heartbeat_at=?3, attempts=attempts+1, updated_at=?3,
-                    cancel_requested=0
+                    cancel_requested=0, progress=NULL
              WHERE id = (SELECT id FROM job
                          WHERE attempts < max_attempts
                            AND ((state='pending' AND run_after<=?3)
@@ -234,10 +234,16 @@ impl JobStore for SqliteLedger {
         Ok(Some(lease))
     }
 
-    async fn heartbeat(&self, lease: &Lease, dur: Duration) -> LedgerResult<bool> {
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        dur: Duration,
+        progress: Option<&str>,
+    ) -> LedgerResult<bool> {
         let now = self.now();
         let row = sqlx::query(
-            "UPDATE job SET lease_expires_at=?3, heartbeat_at=?4, updated_at=?4
+            "UPDATE job SET lease_expires_at=?3, heartbeat_at=?4, updated_at=?4,
+                    progress=COALESCE(?5, progress)
              WHERE id=?1 AND lease_epoch=?2 AND state='running'
              RETURNING cancel_requested",
         )
@@ -245,6 +251,7 @@ impl JobStore for SqliteLedger {
         .bind(lease.epoch)
         .bind(now + dur.as_millis() as i64)
         .bind(now)
+        .bind(progress)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -398,6 +405,46 @@ impl JobStore for SqliteLedger {
         .await?
         .rows_affected();
         Ok(n)
+    }
+
+    async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
+        let now = self.now();
+        let rows = sqlx::query(
+            "SELECT j.recording_id, j.target, j.lease_owner, j.lease_epoch, j.checkpoint,
+                    j.progress, a.started_at AS since_ms, j.heartbeat_at AS heartbeat_ms,
+                    (j.lease_expires_at < ?1) AS expired
+             FROM job j LEFT JOIN job_attempt a ON a.job_id=j.id AND a.epoch=j.lease_epoch
+             WHERE j.state='running' ORDER BY j.lease_owner, j.recording_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RunningJob {
+                    recording_id: r.try_get("recording_id")?,
+                    target: r.try_get("target")?,
+                    owner: r.try_get("lease_owner")?,
+                    epoch: r.try_get("lease_epoch")?,
+                    checkpoint: r.try_get("checkpoint")?,
+                    progress: r.try_get("progress")?,
+                    since_ms: r.try_get("since_ms")?,
+                    heartbeat_ms: r.try_get("heartbeat_ms")?,
+                    expired: r.try_get::<Option<bool>, _>("expired")?.unwrap_or(false),
+                })
+            })
+            .collect()
+    }
+
+    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job WHERE state IN ('pending','running')
+               AND (?1 IS NULL OR recording_id IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(ids_json(only))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {

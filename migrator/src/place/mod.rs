@@ -147,14 +147,13 @@ impl ClaimDir {
         Ok(size)
     }
 
-    /// Removes the job directories that no live lease owns (left by a killed run). `live` holds
-    /// the `<recordID>.<epoch>` of the leases running now. Only names of the exact form
-    /// `<recordID>.<epoch>.partial` are ever touched.
-    pub fn remove_stale_partials(&self, live: &HashSet<String>) -> io::Result<Vec<PathBuf>> {
-        let mut removed = Vec::new();
+    /// The job directories (`<recordID>.<epoch>.partial`, exactly that form) in the temp dir,
+    /// as (`<recordID>.<epoch>`, path).
+    pub fn partials(&self) -> io::Result<Vec<(String, PathBuf)>> {
+        let mut found = Vec::new();
         let rd = match std::fs::read_dir(&self.temp_dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
             Err(e) => return Err(e),
         };
         for entry in rd {
@@ -169,14 +168,37 @@ impl ClaimDir {
             if RecordId::parse(id).is_err() || epoch.parse::<i64>().is_err() {
                 continue;
             }
-            if !live.contains(base) {
-                let path = entry.path();
-                if entry.file_type()?.is_dir() {
-                    std::fs::remove_dir_all(&path)?;
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
-                removed.push(path);
+            found.push((base.to_owned(), entry.path()));
+        }
+        Ok(found)
+    }
+
+    /// Removes the job directories of `found` (from [`ClaimDir::partials`]) that no live lease
+    /// owns: left by a killed run or a lost lease. `live` holds the `<recordID>.<epoch>` of the
+    /// leases running now and MUST be read from the ledger after `found` was listed: a worker
+    /// (on any host) creates its directory only after its claim, so a directory listed before
+    /// the read belongs to a lease the read shows, and another host's fresh job is never taken
+    /// for a stale one.
+    pub fn remove_stale_partials(
+        &self,
+        found: Vec<(String, PathBuf)>,
+        live: &HashSet<String>,
+    ) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for (base, path) in found {
+            if live.contains(&base) {
+                continue;
+            }
+            let r = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => removed.push(path),
+                // Its own worker finished and removed it meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(removed)
@@ -227,8 +249,11 @@ mod tests {
         cd.discard(&rid, 1);
         // The sweep removes the partial of epoch 2 unless it is live.
         let live: HashSet<String> = [format!("{rid}.2")].into();
-        assert!(cd.remove_stale_partials(&live).unwrap().is_empty());
-        let removed = cd.remove_stale_partials(&HashSet::new()).unwrap();
+        let found = cd.partials().unwrap();
+        assert!(cd.remove_stale_partials(found, &live).unwrap().is_empty());
+        let removed = cd
+            .remove_stale_partials(cd.partials().unwrap(), &HashSet::new())
+            .unwrap();
         assert_eq!(removed, vec![cd.job_dir(&rid, 2)]);
         assert_eq!(std::fs::read_dir(&cd.temp_dir).unwrap().count(), 0);
     }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::OutputFormat;
 use crate::error::{ErrorClass, JobError, Phase};
-use crate::ledger::{JobState, JobStore, Lease, LedgerError};
+use crate::ledger::{JobState, JobStore, Lease, LedgerError, Progress, ProgressUnit};
 use crate::place::{ClaimDir, PlaceError, slug};
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, Recording};
@@ -48,6 +48,9 @@ pub struct WorkerContext<S> {
     pub api: Option<crate::api::ApiClient>,
     /// Turns true on Ctrl-C: running jobs stop and give their lease back.
     pub shutdown: watch::Receiver<bool>,
+    /// `claim --wait`: when nothing is claimable, poll until every selected job is finished
+    /// (held by another host, or waiting for its retry backoff) instead of returning.
+    pub wait: bool,
 }
 
 #[derive(Debug)]
@@ -85,7 +88,8 @@ enum StopReason {
     Shutdown,
 }
 
-/// Runs `jobs` workers until nothing claimable is left in the selection `only`.
+/// Runs `jobs` workers until nothing claimable is left in the selection `only` (with
+/// `ctx.wait`: until every job of the selection is finished).
 pub async fn run_pool<S: JobStore>(
     ctx: Arc<WorkerContext<S>>,
     jobs: usize,
@@ -97,22 +101,8 @@ pub async fn run_pool<S: JobStore>(
         let ctx = ctx.clone();
         let only = only.clone();
         tasks.push(tokio::spawn(async move {
-            let mut reports = Vec::new();
             let name = format!("{}:{n}", ctx.worker_name);
-            loop {
-                if *ctx.shutdown.borrow() {
-                    break;
-                }
-                match ctx.store.claim(&name, ctx.lease, Some(&only)).await {
-                    Ok(Some(lease)) => reports.push(run_job(&ctx, lease).await),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::error!("claiming a job: {e}");
-                        break;
-                    }
-                }
-            }
-            reports
+            worker_loop(&ctx, &name, &only).await
         }));
     }
     let mut all = Vec::new();
@@ -123,6 +113,75 @@ pub async fn run_pool<S: JobStore>(
         }
     }
     all
+}
+
+/// How long a worker keeps retrying when the ledger cannot be reached before it gives up: a
+/// restarting database server or a network blip must not end the run.
+fn ledger_patience(lease: Duration) -> Duration {
+    (lease * 2).max(Duration::from_secs(30))
+}
+
+/// The pause between two looks at the ledger when there is nothing to claim yet.
+fn poll_interval(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10))
+}
+
+async fn worker_loop<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    name: &str,
+    only: &[String],
+) -> Vec<JobReport> {
+    let mut reports = Vec::new();
+    let mut shutdown = ctx.shutdown.clone();
+    let poll = poll_interval(ctx.lease);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Taken before the claim is sent: the lease runs at least until then + lease.
+        let sent = Instant::now();
+        let claimed = ctx.store.claim(name, ctx.lease, Some(only)).await;
+        let idle = match claimed {
+            Ok(Some(lease)) => {
+                failing_since = None;
+                reports.push(run_job(ctx, lease, sent).await);
+                continue;
+            }
+            Ok(None) if !ctx.wait => break,
+            Ok(None) => {
+                failing_since = None;
+                // A job whose holder died with no attempt left would otherwise be waited for
+                // forever.
+                let left = match ctx.store.sweep().await {
+                    Ok(_) => ctx.store.unfinished(Some(only)).await,
+                    Err(e) => Err(e),
+                };
+                match left {
+                    Ok(0) => break,
+                    Ok(_) => poll,
+                    Err(e) => {
+                        tracing::warn!("ledger: {e}");
+                        poll
+                    }
+                }
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert(sent);
+                if since.elapsed() >= ledger_patience(ctx.lease) {
+                    tracing::error!("claiming a job: {e}; giving up");
+                    break;
+                }
+                tracing::warn!("claiming a job: {e}; retrying");
+                poll.min(Duration::from_secs(2))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    reports
 }
 
 /// The `<recordID>.<epoch>` prefixes of partial files that a live lease may still be writing.
@@ -136,62 +195,96 @@ pub fn live_partials(rows: &[crate::ledger::JobRow]) -> HashSet<String> {
 struct Heartbeat {
     cancel_rx: watch::Receiver<bool>,
     reason: Arc<Mutex<Option<StopReason>>>,
+    /// The latest progress of the work, sent with the next heartbeat.
+    progress: Arc<Mutex<Option<Progress>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start_heartbeat<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> Heartbeat {
+/// Renews the lease every lease/3 with the latest progress. Stops the work (through `cancel_rx`)
+/// when the lease is lost or a cancel is requested, and also when the lease could not be renewed
+/// in time for any reason (ledger unreachable, a renewal that hangs, this process stopped with
+/// SIGSTOP or starved): the lease expires earlier on the holder's side than on the ledger's, so
+/// the work stops before another worker may take the job over.
+fn start_heartbeat<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    lease: &Lease,
+    claimed: Instant,
+) -> Heartbeat {
     let (tx, rx) = watch::channel(false);
     let reason: Arc<Mutex<Option<StopReason>>> = Arc::default();
+    let progress: Arc<Mutex<Option<Progress>>> = Arc::default();
     let store = ctx.store.clone();
     let lease = lease.clone();
     let dur = ctx.lease;
     let mut shutdown = ctx.shutdown.clone();
     let r = reason.clone();
+    let latest = progress.clone();
     let stop = move |why| {
         r.lock().expect("reason").get_or_insert(why);
         let _ = tx.send(true);
     };
     let task = tokio::spawn(async move {
         let every = dur / 3;
-        let mut last_ok = Instant::now();
+        // The ledger set the expiry to (its now + dur) at or after `renewed` (the moment the
+        // renewal was sent): stop a margin before renewed + dur.
+        let margin = every / 2;
+        let mut renewed = claimed;
+        let mut next = claimed + every;
         loop {
+            let deadline = renewed + dur - margin;
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep_until(next.min(deadline).into()) => {}
                 _ = shutdown.changed() => { stop(StopReason::Shutdown); return; }
             }
-            match store.heartbeat(&lease, dur).await {
-                Ok(false) => last_ok = Instant::now(),
-                Ok(true) => {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    record_id = %lease.recording_id,
+                    "lease not renewed within {dur:?}: stopping, another worker may take the job over"
+                );
+                stop(StopReason::LeaseLost);
+                return;
+            }
+            let sent = Instant::now();
+            let p = latest.lock().expect("progress").map(|p| p.to_json());
+            let beat = tokio::time::timeout(
+                deadline.saturating_duration_since(sent),
+                store.heartbeat(&lease, dur, p.as_deref()),
+            )
+            .await;
+            match beat {
+                Ok(Ok(false)) => {
+                    renewed = sent;
+                    next = sent + every;
+                }
+                Ok(Ok(true)) => {
                     stop(StopReason::CancelRequested);
                     return;
                 }
-                Err(LedgerError::LeaseLost { .. }) => {
+                Ok(Err(LedgerError::LeaseLost { .. })) => {
                     stop(StopReason::LeaseLost);
                     return;
                 }
-                Err(e) => {
-                    // The lease expires earlier on the holder's side: stop before another worker
-                    // can have taken over, even if the ledger is only unreachable.
+                Ok(Err(e)) => {
                     tracing::warn!(record_id = %lease.recording_id, "heartbeat: {e}");
-                    if last_ok.elapsed() + every >= dur {
-                        stop(StopReason::LeaseLost);
-                        return;
-                    }
+                    next = sent + every / 2;
                 }
+                // The renewal hung until the deadline: checked at the top of the loop.
+                Err(_) => next = Instant::now(),
             }
         }
     });
     Heartbeat {
         cancel_rx: rx,
         reason,
+        progress,
         task,
     }
 }
 
-async fn run_job<S: JobStore>(ctx: &WorkerContext<S>, lease: Lease) -> JobReport {
+async fn run_job<S: JobStore>(ctx: &WorkerContext<S>, lease: Lease, claimed: Instant) -> JobReport {
     let started = Instant::now();
     let record_id = lease.recording_id.clone();
-    let outcome = job(ctx, &lease).await;
+    let outcome = job(ctx, &lease, claimed).await;
     let (label, detail) = match &outcome {
         JobOutcome::Placed { path, bytes } => {
             ("placed", format!("{} ({bytes} bytes)", path.display()))
@@ -238,7 +331,7 @@ async fn fail<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, error: JobErro
     }
 }
 
-async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> JobOutcome {
+async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instant) -> JobOutcome {
     let rid = lease.recording_id.as_str();
     let mut rec: Recording = match serde_json::from_str(&lease.payload) {
         Ok(r) => r,
@@ -310,8 +403,16 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> JobOutcome {
         return fail(ctx, lease, e).await;
     }
     let temp = ctx.claim_dir.temp_path(&rec.record_id, lease.epoch, ext);
-    let hb = start_heartbeat(ctx, lease);
-    let work = produce(ctx, &rec, &playback, &temp, hb.cancel_rx.clone()).await;
+    let hb = start_heartbeat(ctx, lease, claimed);
+    let work = produce(
+        ctx,
+        &rec,
+        &playback,
+        &temp,
+        hb.cancel_rx.clone(),
+        &hb.progress,
+    )
+    .await;
     let stop = *hb.reason.lock().expect("reason");
     hb.task.abort();
 
@@ -378,6 +479,7 @@ async fn produce<S: JobStore>(
     playback: &Playback,
     temp: &Path,
     cancel: watch::Receiver<bool>,
+    latest: &Mutex<Option<Progress>>,
 ) -> Result<(), JobError> {
     let rid = rec.record_id.as_str();
     let _ = std::fs::remove_file(temp);
@@ -390,6 +492,11 @@ async fn produce<S: JobStore>(
                 url: download::redact(url),
             });
             let progress = |done: u64, total: Option<u64>| {
+                *latest.lock().expect("progress") = Some(Progress {
+                    unit: ProgressUnit::Bytes,
+                    done: done as f64,
+                    total: total.map(|t| t as f64),
+                });
                 if throttle.ready() || total == Some(done) {
                     ctx.reporter.event(Event::Progress {
                         record_id: rid.into(),
@@ -421,11 +528,17 @@ async fn produce<S: JobStore>(
                 grace: ctx.recorder.grace,
             };
             let progress = |p: recorder::RecordProgress| {
+                let total = p.duration_secs.or(rec.length_secs().map(|s| s as f64));
+                *latest.lock().expect("progress") = Some(Progress {
+                    unit: ProgressUnit::Seconds,
+                    done: p.position_secs,
+                    total,
+                });
                 if throttle.ready() {
                     ctx.reporter.event(Event::Progress {
                         record_id: rid.into(),
                         done: p.position_secs,
-                        total: p.duration_secs.or(rec.length_secs().map(|s| s as f64)),
+                        total,
                         unit: "seconds",
                     });
                 }
@@ -467,13 +580,29 @@ async fn place<S: JobStore>(
             Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
         }
         // Fence right before the irreversible step: a worker that lost its lease must not place.
-        match ctx.store.heartbeat(lease, ctx.lease).await {
+        match ctx.store.heartbeat(lease, ctx.lease, None).await {
             Ok(_) => {}
             Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
             Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
         }
         let bytes = match ctx.claim_dir.place(temp, &dest) {
             Ok(b) => b,
+            // The name was reserved by an earlier attempt of this very job, whose worker lost
+            // its lease between its fence and its rename and placed the same recording after
+            // all: keep that file, close the job, and drop ours.
+            Err(PlaceError::Exists(p))
+                if lease.output_path.as_deref() == Some(&*p.to_string_lossy()) =>
+            {
+                let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
+                    JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
+                })?;
+                let output = output_json(&p, bytes, playback);
+                return match ctx.store.complete(lease, &output, bytes).await {
+                    Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
+                    Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
+                    Err(e) => Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+                };
+            }
             Err(PlaceError::Exists(p)) => {
                 return Err(JobError::permanent(
                     rid,
@@ -583,6 +712,7 @@ mod tests {
             reporter: Arc::new(PlainReporter),
             api: None,
             shutdown,
+            wait: false,
         });
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
         // Wait for the stand-in to run (it writes its grandchild's pid next to its output).
