@@ -203,6 +203,15 @@ pub trait JobStore: Send + Sync + 'static {
         lease: Duration,
         only: Option<&[String]>,
     ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
+    /// [`claim`](JobStore::claim) restricted to one target too (`file` for `claim`, `pod` for
+    /// `import`): a command never takes another command's job of the same recording.
+    fn claim_target(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
     /// Renews the lease; returns `cancel_requested`.
     fn heartbeat(
         &self,
