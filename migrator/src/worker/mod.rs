@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::OutputFormat;
 use crate::error::{ErrorClass, JobError, Phase};
-use crate::ledger::{JobState, JobStore, Lease, LedgerError};
+use crate::ledger::{JobState, JobStore, Lease, LedgerError, TARGET_FILE};
 use crate::place::{ClaimDir, PlaceError, slug};
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, Recording};
@@ -48,6 +48,58 @@ pub struct WorkerContext<S> {
     pub api: Option<crate::api::ApiClient>,
     /// Turns true on Ctrl-C: running jobs stop and give their lease back.
     pub shutdown: watch::Receiver<bool>,
+    /// With Pod's database: each placed file is registered for manual claim.
+    pub registration: Option<ClaimRegistration>,
+}
+
+/// Pod's database and the recorder whose directory the files go to.
+#[derive(Debug, Clone)]
+pub struct ClaimRegistration {
+    pub db: crate::place::pod::PodDb,
+    pub recorder: crate::place::pod::Recorder,
+}
+
+/// Registers a placed file (spec 9.2 RECOMMENDED), fenced: a worker that lost its lease
+/// registers nothing. Idempotent: an already registered file gets no second row.
+async fn register<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    lease: &Lease,
+    path: &Path,
+    bytes: u64,
+) -> Result<(), Option<JobError>> {
+    let Some(reg) = &ctx.registration else {
+        return Ok(());
+    };
+    let rid = lease.recording_id.as_str();
+    match ctx.store.heartbeat(lease, ctx.lease).await {
+        Ok(_) => {}
+        Err(LedgerError::LeaseLost { .. }) => return Err(None),
+        Err(e) => return Err(Some(JobError::transient(rid, Phase::Ledger, e.to_string()))),
+    }
+    match reg
+        .db
+        .register_claim(&path.to_string_lossy(), bytes, &reg.recorder)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(record_id = %rid, "registered {} for manual claim", path.display());
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => {
+            let class = if e.is_permanent() {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Transient
+            };
+            Err(Some(JobError::new(
+                rid,
+                Phase::Place,
+                class,
+                format!("registering {} in Pod: {e}", path.display()),
+            )))
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -103,7 +155,11 @@ pub async fn run_pool<S: JobStore>(
                 if *ctx.shutdown.borrow() {
                     break;
                 }
-                match ctx.store.claim(&name, ctx.lease, Some(&only)).await {
+                match ctx
+                    .store
+                    .claim_target(&name, ctx.lease, Some(&only), Some(TARGET_FILE))
+                    .await
+                {
                     Ok(Some(lease)) => reports.push(run_job(&ctx, lease).await),
                     Ok(None) => break,
                     Err(e) => {
@@ -285,6 +341,11 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease) -> JobOutcome {
         let path = PathBuf::from(p);
         if let Ok(m) = std::fs::metadata(&path) {
             let bytes = m.len();
+            match register(ctx, lease, &path, bytes).await {
+                Ok(()) => {}
+                Err(None) => return JobOutcome::LeaseLost,
+                Err(Some(e)) => return fail(ctx, lease, e).await,
+            }
             let output = output_json(&path, bytes, &playback);
             return match ctx.store.complete(lease, &output, bytes).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
@@ -486,6 +547,11 @@ async fn place<S: JobStore>(
             }
             Err(e) => return Err(perr(e)),
         };
+        match register(ctx, lease, &dest, bytes).await {
+            Ok(()) => {}
+            Err(None) => return Ok(JobOutcome::LeaseLost),
+            Err(Some(e)) => return Err(e),
+        }
         let output = output_json(&dest, bytes, playback);
         return match ctx.store.complete(lease, &output, bytes).await {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
@@ -583,6 +649,7 @@ mod tests {
             reporter: Arc::new(PlainReporter),
             api: None,
             shutdown,
+            registration: None,
         });
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
         // Wait for the stand-in to run (it writes its grandchild's pid next to its output).
