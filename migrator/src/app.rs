@@ -43,13 +43,30 @@ fn usage(msg: impl std::fmt::Display) -> Fatal {
 type Res<T> = Result<T, Fatal>;
 
 enum Mode {
-    InitConfig { output: Option<String>, force: bool },
-    List { json: bool },
-    ExportCsv { output: Option<String>, moodle: bool },
-    Claim { jobs: Option<usize>, force: bool },
-    Status { json: bool },
-    Retry { failed: bool },
-    Import { moodle: bool },
+    InitConfig {
+        output: Option<String>,
+        force: bool,
+    },
+    List {
+        json: bool,
+    },
+    ExportCsv {
+        output: Option<String>,
+        moodle: bool,
+    },
+    Claim {
+        jobs: Option<usize>,
+        force: bool,
+    },
+    Status {
+        json: bool,
+    },
+    Retry {
+        failed: bool,
+    },
+    Import {
+        moodle: bool,
+    },
     Cancel,
 }
 
@@ -419,8 +436,12 @@ impl App {
                 Some(all)
             }
         };
-        let bytes =
-            csv::export_with_owners(&recs, self.tz, self.cfg.bbb.playback_url_23, owners.as_deref());
+        let bytes = csv::export_with_owners(
+            &recs,
+            self.tz,
+            self.cfg.bbb.playback_url_23,
+            owners.as_deref(),
+        );
         match output.unwrap_or("out.csv") {
             "-" => {
                 let _ = out().write_all(&bytes);
@@ -498,12 +519,8 @@ impl App {
             },
             rest,
         };
-        let importer = import::Importer::new(
-            db,
-            msettings,
-            self.cfg.moodle.inform_html.clone(),
-            settings,
-        );
+        let importer =
+            import::Importer::new(db, msettings, self.cfg.moodle.inform_html.clone(), settings);
         let print = |n: usize, lines: &[String]| {
             let mut o = out();
             let _ = writeln!(o, "------------------------------\n#{n}");
@@ -523,7 +540,13 @@ impl App {
                     .is_some_and(|j| j.state == JobState::Succeeded)
                 {
                     skipped += 1;
-                    print(i + 1, &[format!("{}: already imported (ledger): skip", rec.record_id)]);
+                    print(
+                        i + 1,
+                        &[format!(
+                            "{}: already imported (ledger): skip",
+                            rec.record_id
+                        )],
+                    );
                     continue;
                 }
                 match importer.import_one(rec, &pod::Unfenced, &[]).await {
@@ -558,7 +581,12 @@ impl App {
             ledger.sweep().await.map_err(lerr)?;
             let before = import_jobs(ledger.jobs().await.map_err(lerr)?);
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let worker = format!("{}:{}:{}:import", host.trim(), std::process::id(), uuid::Uuid::new_v4());
+            let worker = format!(
+                "{}:{}:{}:import",
+                host.trim(),
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            );
             let lease_dur = Duration::from_secs(self.cfg.ledger.lease_secs.max(3));
             let index: BTreeMap<&str, usize> = ids
                 .iter()
@@ -584,7 +612,11 @@ impl App {
                         notices += o.notices;
                         print(n, &o.lines);
                     }
-                    import::JobResult::Failed { state, error, mut lines } => {
+                    import::JobResult::Failed {
+                        state,
+                        error,
+                        mut lines,
+                    } => {
                         lines.push(format!(
                             " - Recording {}: failed ({}): {error}",
                             lease.recording_id,
@@ -634,7 +666,9 @@ impl App {
             for m in &fetched.malformed {
                 failures.push(format!(
                     "{}: malformed: {}",
-                    m.record_id.clone().unwrap_or_else(|| format!("#{}", m.index)),
+                    m.record_id
+                        .clone()
+                        .unwrap_or_else(|| format!("#{}", m.index)),
                     m.reason
                 ));
             }
@@ -657,7 +691,11 @@ impl App {
                 moodle::PURGE_HINT
             );
         }
-        Ok(if failures.is_empty() { exit::OK } else { exit::FAILED })
+        Ok(if failures.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILED
+        })
     }
 
     fn moodle_settings(&self) -> moodle::MoodleSettings {

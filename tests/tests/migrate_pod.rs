@@ -674,9 +674,16 @@ fn claim_registration(server: Server) {
     pod_recorder(&server, db, "other-dir");
     let o = run(&["claim", "--record-id", VIDEO_ID]);
     expect_code(&o, 2);
-    assert!(text(&o.stderr).contains("\"other-dir\""), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("\"other-dir\""),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(!env.ledger.exists());
-    server.sql(db, "UPDATE recorder_recorder SET directory = 'bbb-claim' WHERE id = 1");
+    server.sql(
+        db,
+        "UPDATE recorder_recorder SET directory = 'bbb-claim' WHERE id = 1",
+    );
 
     let o = run(&["claim", "--record-id", VIDEO_ID]);
     expect_code(&o, 0);
@@ -684,7 +691,11 @@ fn claim_registration(server: Server) {
     assert_eq!(files.len(), 1, "{files:?}");
     let path = env.claim.join(&files[0]);
     let size = std::fs::metadata(&path).unwrap().len();
-    let (t, f) = if server.is_pg() { ("t", "f") } else { ("1", "0") };
+    let (t, f) = if server.is_pg() {
+        ("t", "f")
+    } else {
+        ("1", "0")
+    };
     let row = server.sql(
         db,
         "SELECT concat(file, '|', file_size, '|', require_manual_claim, '|', email_sent, '|', type, '|', recorder_id, '|', CASE WHEN date_email_sent IS NULL THEN 'null' ELSE 'set' END) FROM recorder_recordingfiletreatment",
@@ -833,7 +844,11 @@ async fn ledger_scenario(server: Server) {
         JobResult::LeaseLost { .. } => {}
         other => panic!("the stale holder was not fenced: {other:?}"),
     }
-    assert_eq!(server.dump("pod"), pod_before, "the stale holder wrote to Pod");
+    assert_eq!(
+        server.dump("pod"),
+        pod_before,
+        "the stale holder wrote to Pod"
+    );
     assert_eq!(intro(), intro_before, "the stale holder wrote to Moodle");
     let import_row = || async {
         store
@@ -853,7 +868,12 @@ async fn ledger_scenario(server: Server) {
     // The current holder imports: bob (Moodle moderator) is created, gets the row, the notice.
     match importer.run_job(&store, &new, lease).await {
         JobResult::Done(o) => {
-            assert_eq!((o.users_created, o.rows_created, o.notices), (1, 1, 1), "{:?}", o.lines);
+            assert_eq!(
+                (o.users_created, o.rows_created, o.notices),
+                (1, 1, 1),
+                "{:?}",
+                o.lines
+            );
             assert_eq!(o.placed.len(), 1);
             assert_eq!(o.placed[0].username, "bob");
         }
@@ -891,7 +911,12 @@ async fn ledger_scenario(server: Server) {
             .insert("bbb-origin-server-name".into(), server_name.into());
         store.enqueue(&[job(&r)]).await.unwrap();
         let l = store
-            .claim_target("w4", lease, Some(&[r.record_id.to_string()]), Some(TARGET_IMPORT))
+            .claim_target(
+                "w4",
+                lease,
+                Some(&[r.record_id.to_string()]),
+                Some(TARGET_IMPORT),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -1005,7 +1030,9 @@ fn import_creates_users_through_pod_rest_api() {
     server.pod_database("pod");
     moodle_for_sample(&server);
     let pod_url = server.url("pod");
-    let requests: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>> = Arc::default();
+    // (Authorization header, JSON body) of every request the stand-in received.
+    type Requests = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+    let requests: Requests = Arc::default();
 
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let reqs = requests.clone();

@@ -182,10 +182,19 @@ mod tests {
         assert_eq!(l(&["a'b\"c"]), "['a\\'b\"c']");
         assert_eq!(l(&["back\\slash\ttab\nnl"]), "['back\\\\slash\\ttab\\nnl']");
         assert_eq!(l(&["Élodie Ærø (é)"]), "['Élodie Ærø (é)']");
-        assert_eq!(l(&["nb\u{a0}sp\u{7f}\u{200b}"]), "['nb\\xa0sp\\x7f\\u200b']");
-        assert_eq!(generic_user("Jean", "Dupont", "jdupont"), "Jean Dupont (jdupont)");
+        assert_eq!(
+            l(&["nb\u{a0}sp\u{7f}\u{200b}"]),
+            "['nb\\xa0sp\\x7f\\u200b']"
+        );
+        assert_eq!(
+            generic_user("Jean", "Dupont", "jdupont"),
+            "Jean Dupont (jdupont)"
+        );
         let mut v = Vec::new();
-        write_row(&mut v, &["x", &l(&["Jean D'Arc (jdarc)", "Marie Curie (mcurie)"])]);
+        write_row(
+            &mut v,
+            &["x", &l(&["Jean D'Arc (jdarc)", "Marie Curie (mcurie)"])],
+        );
         assert_eq!(
             String::from_utf8(v).unwrap(),
             "x;\"[\"\"Jean D'Arc (jdarc)\"\", 'Marie Curie (mcurie)']\"\r\n"

@@ -41,7 +41,9 @@ pub enum JobResult {
         lines: Vec<String>,
     },
     /// Another worker owns the job now: nothing more was written.
-    LeaseLost { lines: Vec<String> },
+    LeaseLost {
+        lines: Vec<String>,
+    },
 }
 
 /// The shared state of an import run: Pod's database, the Moodle databases (one connection
@@ -70,7 +72,11 @@ impl Importer {
         }
     }
 
-    async fn moodle_db(&self, url: &str, m: &MoodleSettings) -> Result<MoodleDb, moodle::MoodleError> {
+    async fn moodle_db(
+        &self,
+        url: &str,
+        m: &MoodleSettings,
+    ) -> Result<MoodleDb, moodle::MoodleError> {
         let mut map = self.moodles.lock().await;
         if let Some(db) = map.get(url) {
             return Ok(db.clone());
@@ -223,7 +229,14 @@ impl Importer {
                     Ok(()) => JobResult::Done(out),
                     Err(LedgerError::LeaseLost { .. }) => JobResult::LeaseLost { lines: out.lines },
                     Err(e) => {
-                        fail(store, lease, ErrorClass::Transient, e.to_string(), out.lines).await
+                        fail(
+                            store,
+                            lease,
+                            ErrorClass::Transient,
+                            e.to_string(),
+                            out.lines,
+                        )
+                        .await
                     }
                 }
             }

@@ -81,7 +81,10 @@ impl PodRest {
         let resp = self
             .client
             .post(self.users_url.clone())
-            .header(reqwest::header::AUTHORIZATION, format!("Token {}", self.token))
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Token {}", self.token),
+            )
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body)
             .send()
