@@ -14,7 +14,7 @@ use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{
     JobRow, JobState, JobStore, NewJob, Progress, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
 };
-use bbb_migrator::place::{ClaimDir, csv, moodle, pod, slug};
+use bbb_migrator::place::{ClaimDir, csv, import, moodle, pod, slug};
 use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
 use bbb_migrator::recording::{Playback, RecordId, Recording};
 use bbb_migrator::select::{self, Filter};
@@ -52,6 +52,7 @@ enum Mode {
     },
     ExportCsv {
         output: Option<String>,
+        moodle: bool,
     },
     Claim {
         jobs: Option<usize>,
@@ -72,9 +73,9 @@ enum Mode {
 }
 
 fn mode(cli: &Cli) -> Res<Mode> {
-    if cli.use_database_moodle && !cli.use_import_video {
+    if cli.use_database_moodle && !cli.use_import_video && !cli.use_export_csv {
         return Err(usage(
-            "--use-database-moodle goes with --use-import-video (or use `import --moodle`)",
+            "--use-database-moodle goes with --use-import-video or --use-export-csv (or use `import --moodle` / `export-csv --moodle`)",
         ));
     }
     let alias = if cli.use_import_video {
@@ -89,7 +90,10 @@ fn mode(cli: &Cli) -> Res<Mode> {
             host: None,
         })
     } else if cli.use_export_csv {
-        Some(Mode::ExportCsv { output: None })
+        Some(Mode::ExportCsv {
+            output: None,
+            moodle: cli.use_database_moodle,
+        })
     } else {
         None
     };
@@ -106,8 +110,9 @@ fn mode(cli: &Cli) -> Res<Mode> {
                 force: *force,
             },
             Command::List { json } => Mode::List { json: *json },
-            Command::ExportCsv { output } => Mode::ExportCsv {
+            Command::ExportCsv { output, moodle } => Mode::ExportCsv {
                 output: output.clone(),
+                moodle: *moodle,
             },
             Command::Claim {
                 jobs,
@@ -174,7 +179,7 @@ async fn run_inner(cli: Cli) -> Res<i32> {
     match mode {
         Mode::InitConfig { .. } => unreachable!("handled above"),
         Mode::List { json } => app.list(json).await,
-        Mode::ExportCsv { output } => app.export_csv(output.as_deref()).await,
+        Mode::ExportCsv { output, moodle } => app.export_csv(output.as_deref(), moodle).await,
         Mode::Claim {
             jobs,
             force,
@@ -409,9 +414,50 @@ impl App {
         Ok(exit::OK)
     }
 
-    async fn export_csv(&self, output: Option<&str>) -> Res<i32> {
+    async fn export_csv(&self, output: Option<&str>, moodle: bool) -> Res<i32> {
+        let msettings = moodle.then(|| self.moodle_settings());
+        if let Some(m) = &msettings
+            && m.databases.is_empty()
+        {
+            return Err(usage(
+                "--moodle: no [moodle.databases.\"<server>\"] or [moodle.databases.default] configured",
+            ));
+        }
         let (recs, _, _) = self.fetch_selected().await?;
-        let bytes = csv::export(&recs, self.tz, self.cfg.bbb.playback_url_23);
+        let mut failed = 0;
+        let owners = match msettings {
+            None => None,
+            Some(m) => {
+                // Only reads Moodle: every session is read-only, dry run or not.
+                let mut dbs: BTreeMap<String, moodle::MoodleDb> = BTreeMap::new();
+                let mut all = Vec::with_capacity(recs.len());
+                for rec in &recs {
+                    match moodle_owners(&m, &mut dbs, rec).await {
+                        Ok(names) => all.push(names),
+                        Err(e) => {
+                            // Python wrote `[]` and went on; the row is still written, but the
+                            // run says which recordings lack their owners and exits 1.
+                            failed += 1;
+                            tracing::warn!(
+                                record_id = %rec.record_id,
+                                "Problem to find moderators for BBB recording in Moodle: {e}"
+                            );
+                            all.push(Vec::new());
+                        }
+                    }
+                }
+                for d in dbs.values() {
+                    d.close().await;
+                }
+                Some(all)
+            }
+        };
+        let bytes = csv::export_with_owners(
+            &recs,
+            self.tz,
+            self.cfg.bbb.playback_url_23,
+            owners.as_deref(),
+        );
         match output.unwrap_or("out.csv") {
             "-" => {
                 let _ = out().write_all(&bytes);
@@ -431,12 +477,17 @@ impl App {
                 tracing::info!("wrote {} row(s) to {path}", recs.len());
             }
         }
+        if failed > 0 {
+            tracing::warn!("{failed} recording(s): Moodle lookup failed, Moodle_owners is []");
+            return Ok(exit::FAILED);
+        }
         Ok(exit::OK)
     }
 
-    /// Mode 2 (spec 6): one external recording per (recording, owner). A dry run connects
-    /// read-only and prints what it would create. A failing recording is reported and counted;
-    /// the others go on.
+    /// Mode 2 (spec 6): one external recording per (recording, owner), each recording a ledger
+    /// job whose lease fences every Pod and Moodle write. A dry run connects read-only, takes no
+    /// lease and prints what it would create. A failing recording is reported and counted; the
+    /// others go on.
     async fn import(&self, moodle: bool) -> Res<i32> {
         let url = self
             .cfg
@@ -452,12 +503,23 @@ impl App {
                 "--moodle: no [moodle.databases.\"<server>\"] or [moodle.databases.default] configured",
             ));
         }
+        let p = &self.cfg.pod;
+        let rest = match p.rest_url.as_deref() {
+            Some(u) => Some(
+                bbb_migrator::place::rest::PodRest::new(
+                    u,
+                    p.rest_token.as_deref().unwrap_or(""),
+                    Duration::from_secs(60),
+                )
+                .map_err(usage)?,
+            ),
+            None => None,
+        };
         let dry = self.cli.dry_run;
         let db = pod::PodDb::connect(url, dry)
             .await
             .map_err(|e| usage(format!("Pod database: {e}")))?;
-        let (recs, _, _) = self.fetch_selected().await?;
-        let p = &self.cfg.pod;
+        let (recs, fetched, missing) = self.fetch_selected().await?;
         let settings = pod::ImportSettings {
             admin_id: p.admin_id,
             site_id: p.site_id,
@@ -471,101 +533,185 @@ impl App {
                 establishment: p.establishment.clone(),
                 favorites_description: p.favorites_description.clone(),
             },
+            rest,
         };
-        // One connection per Moodle database for the whole run (Python opened one per recording).
-        let mut moodles: BTreeMap<String, moodle::MoodleDb> = BTreeMap::new();
-        let (mut rows, mut users, mut failed, mut notices) = (0, 0, 0, 0);
-        for (i, rec) in recs.iter().enumerate() {
-            let mut lines = vec![format!("------------------------------\n#{}", i + 1)];
-            let mut lookup = moodle::Lookup::default();
-            if let Some(m) = &msettings {
-                match db.meeting_owner(&rec.meeting_id).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => match self.moodle_lookup(m, &mut moodles, rec).await {
-                        Ok(l) => lookup = l,
-                        Err(e) => lines.push(format!(
-                            " - Problem to find moderators for BBB recording in Moodle: {e}. The recording goes to the admin."
-                        )),
-                    },
-                    Err(e) => lines.push(format!(" - Pod meeting lookup failed: {e}")),
-                }
-                lines.append(&mut lookup.lines);
-            }
-            match pod::import_recording(
-                &db,
-                rec,
-                &lookup.owners,
-                "BBB session made with Moodle.",
-                &settings,
-            )
-            .await
-            {
-                Ok(rep) => {
-                    lines.extend(rep.lines);
-                    rows += rep.rows_created;
-                    users += rep.users_created;
-                }
-                Err(e) => {
-                    failed += 1;
-                    lines.push(format!(" - Recording {}: failed: {e}", rec.record_id));
-                }
-            }
-            if let (Some(m), Some(html), false) = (
-                &msettings,
-                self.cfg.moodle.inform_html.as_deref(),
-                lookup.owners.is_empty(),
-            ) {
-                let key = moodle::database_for(m, rec.meta("bbb-origin-server-name"))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                for a in &lookup.activities {
-                    if dry {
-                        lines.push(format!(
-                            " - Would set information in Moodle (activity {a}), once."
-                        ));
-                        continue;
-                    }
-                    let Some(mdb) = moodles.get(key) else {
-                        continue;
-                    };
-                    match mdb.append_notice(*a, html).await {
-                        Ok(true) => {
-                            notices += 1;
-                            lines.push(format!(" - Set information in Moodle (activity {a})."));
-                        }
-                        Ok(false) => lines.push(format!(
-                            " - Moodle activity {a} already has the information."
-                        )),
-                        Err(e) => lines.push(format!(
-                            " - Not allowed to set information in Moodle (activity {a}): {e}"
-                        )),
-                    }
-                }
-            }
+        let importer =
+            import::Importer::new(db, msettings, self.cfg.moodle.inform_html.clone(), settings);
+        let print = |n: usize, lines: &[String]| {
             let mut o = out();
-            for l in &lines {
+            let _ = writeln!(o, "------------------------------\n#{n}");
+            for l in lines {
                 let _ = writeln!(o, "{l}");
             }
+        };
+        let (mut rows, mut users, mut notices, mut skipped) = (0, 0, 0, 0);
+        let mut failures: Vec<String> = Vec::new();
+        if dry {
+            let ledger = self.ledger_read_only().await?;
+            let done = import_jobs(ledger.jobs().await.map_err(usage)?);
+            ledger.close().await;
+            for (i, rec) in recs.iter().enumerate() {
+                if done
+                    .get(rec.record_id.as_str())
+                    .is_some_and(|j| j.state == JobState::Succeeded)
+                {
+                    skipped += 1;
+                    print(
+                        i + 1,
+                        &[format!(
+                            "{}: already imported (ledger): skip",
+                            rec.record_id
+                        )],
+                    );
+                    continue;
+                }
+                match importer.import_one(rec, &pod::Unfenced, &[]).await {
+                    Ok(o) => {
+                        rows += o.rows_created;
+                        users += o.users_created;
+                        print(i + 1, &o.lines);
+                    }
+                    Err((e, mut lines)) => {
+                        lines.push(format!(" - Recording {}: would fail: {e}", rec.record_id));
+                        failures.push(format!("{}: {e}", rec.record_id));
+                        print(i + 1, &lines);
+                    }
+                }
+            }
+        } else {
+            let ledger = self.ledger_write().await?;
+            let lerr = |e: bbb_migrator::ledger::LedgerError| Fatal {
+                code: exit::FAILED,
+                message: e.to_string(),
+            };
+            let ids: Vec<String> = recs.iter().map(|r| r.record_id.to_string()).collect();
+            let new_jobs: Vec<NewJob> = recs
+                .iter()
+                .map(|r| NewJob {
+                    recording_id: r.record_id.to_string(),
+                    target: import::TARGET_IMPORT.into(),
+                    payload: serde_json::to_string(r).expect("recording serialises"),
+                })
+                .collect();
+            ledger.enqueue(&new_jobs).await.map_err(lerr)?;
+            ledger.sweep().await.map_err(lerr)?;
+            let before = import_jobs(ledger.jobs().await.map_err(lerr)?);
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let worker = format!(
+                "{}:{}:{}:import",
+                host.trim(),
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            );
+            let lease_dur = Duration::from_secs(self.cfg.ledger.lease_secs.max(3));
+            let index: BTreeMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i + 1))
+                .collect();
+            let mut ran = std::collections::BTreeSet::new();
+            loop {
+                let lease = match ledger
+                    .claim_target(&worker, lease_dur, Some(&ids), Some(import::TARGET_IMPORT))
+                    .await
+                {
+                    Ok(Some(l)) => l,
+                    Ok(None) => break,
+                    Err(e) => return Err(lerr(e)),
+                };
+                let n = index.get(lease.recording_id.as_str()).copied().unwrap_or(0);
+                ran.insert(lease.recording_id.clone());
+                match importer.run_job(&ledger, &lease, lease_dur).await {
+                    import::JobResult::Done(o) => {
+                        rows += o.rows_created;
+                        users += o.users_created;
+                        notices += o.notices;
+                        print(n, &o.lines);
+                    }
+                    import::JobResult::Failed {
+                        state,
+                        error,
+                        mut lines,
+                    } => {
+                        lines.push(format!(
+                            " - Recording {}: failed ({}): {error}",
+                            lease.recording_id,
+                            state.as_str()
+                        ));
+                        print(n, &lines);
+                    }
+                    import::JobResult::LeaseLost { mut lines } => {
+                        lines.push(format!(
+                            " - Recording {}: lease lost, another worker owns it now; nothing more written.",
+                            lease.recording_id
+                        ));
+                        print(n, &lines);
+                    }
+                }
+            }
+            let after = import_jobs(ledger.jobs().await.map_err(lerr)?);
+            ledger.close().await;
+            for id in &ids {
+                let was_done = before
+                    .get(id.as_str())
+                    .is_some_and(|j| j.state == JobState::Succeeded);
+                match after.get(id.as_str()) {
+                    Some(j) if j.state == JobState::Succeeded => {
+                        if was_done && !ran.contains(id) {
+                            skipped += 1;
+                        }
+                    }
+                    Some(j) => failures.push(format!(
+                        "{id} [{}]: {}",
+                        match j.state {
+                            JobState::Running => "running elsewhere",
+                            JobState::Pending if j.last_error.is_some() => "retry scheduled",
+                            st => st.as_str(),
+                        },
+                        j.last_error.as_deref().unwrap_or("not run")
+                    )),
+                    None => failures.push(format!("{id}: not in the ledger")),
+                }
+            }
         }
-        db.close().await;
-        for m in moodles.values() {
-            m.close().await;
+        importer.close().await;
+        for id in &missing {
+            failures.push(format!("{id}: not listed by the server"));
+        }
+        if self.cli.select.record_id.is_empty() {
+            for m in &fetched.malformed {
+                failures.push(format!(
+                    "{}: malformed: {}",
+                    m.record_id
+                        .clone()
+                        .unwrap_or_else(|| format!("#{}", m.index)),
+                    m.reason
+                ));
+            }
         }
         let verb = if dry { "would create" } else { "created" };
+        let mut o = out();
         let _ = writeln!(
-            out(),
-            "------------------------------\n{} recording(s): {verb} {rows} external recording(s) and {users} user(s), {failed} failed",
-            recs.len()
+            o,
+            "------------------------------\n{} recording(s): {verb} {rows} external recording(s) and {users} user(s), {skipped} skipped (already imported), {} failed",
+            recs.len(),
+            failures.len()
         );
+        for f in &failures {
+            let _ = writeln!(o, "  FAILED {f}");
+        }
         if notices > 0 {
             let _ = writeln!(
-                out(),
+                o,
                 "{notices} Moodle activity description(s) updated: run `{}` on the Moodle server so the course pages show it.",
                 moodle::PURGE_HINT
             );
         }
-        Ok(if failed == 0 { exit::OK } else { exit::FAILED })
+        Ok(if failures.is_empty() {
+            exit::OK
+        } else {
+            exit::FAILED
+        })
     }
 
     fn moodle_settings(&self) -> moodle::MoodleSettings {
@@ -582,28 +728,6 @@ impl App {
         }
     }
 
-    /// The Moodle moderators of one recording; connects to its database on first use.
-    async fn moodle_lookup(
-        &self,
-        m: &moodle::MoodleSettings,
-        moodles: &mut BTreeMap<String, moodle::MoodleDb>,
-        rec: &Recording,
-    ) -> Result<moodle::Lookup, moodle::MoodleError> {
-        let server = rec.meta("bbb-origin-server-name");
-        let Some(url) = moodle::database_for(m, server)? else {
-            return Ok(moodle::Lookup {
-                lines: vec![format!(" - origin_server_name ignored ({server}).")],
-                ..Default::default()
-            });
-        };
-        if !moodles.contains_key(url) {
-            let db = moodle::MoodleDb::connect(url, m, self.cli.dry_run).await?;
-            moodles.insert(url.to_owned(), db);
-        }
-        let db = &moodles[url];
-        moodle::moderators(db, rec.record_id.as_str()).await
-    }
-
     async fn claim(
         &self,
         jobs: Option<usize>,
@@ -614,6 +738,7 @@ impl App {
         let claim_dir = self.claim_dir()?;
         // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
         claim_dir.check(!self.cli.dry_run).map_err(usage)?;
+        let registration = self.claim_registration().await?;
         let program = resolve_program(self.cfg.recorder.command.as_deref());
         let (recs, fetched, missing) = self.fetch_selected().await?;
         let rewrite = self.cfg.bbb.playback_url_23;
@@ -630,6 +755,9 @@ impl App {
             }));
         }
         if self.cli.dry_run {
+            if let Some(r) = &registration {
+                r.db.close().await;
+            }
             return self
                 .claim_plan(&claim_dir, &recs, &missing, &fetched, force)
                 .await;
@@ -704,6 +832,7 @@ impl App {
             },
             shutdown: shutdown_rx.clone(),
             wait,
+            registration: registration.clone(),
         });
         let runnable = ids
             .iter()
@@ -724,6 +853,9 @@ impl App {
         let rows_after = ledger.jobs().await.map_err(lerr)?;
         let after = by_recording(rows_after);
         ledger.close().await;
+        if let Some(r) = &registration {
+            r.db.close().await;
+        }
 
         let interrupted = *shutdown_rx.borrow();
         let summary = Summary::build(
@@ -741,6 +873,58 @@ impl App {
         } else {
             exit::FAILED
         })
+    }
+
+    /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod, its
+    /// directory must be the configured one and exist under default_recorder_path. Checked
+    /// before any work; a failure is a pre-check failure (exit 2) naming the recorder.
+    async fn claim_registration(&self) -> Res<Option<worker::ClaimRegistration>> {
+        let Some(url) = self.cfg.pod.database_url.as_deref() else {
+            return Ok(None);
+        };
+        let id = self.cfg.pod.recorder_id;
+        let db = pod::PodDb::connect(url, self.cli.dry_run)
+            .await
+            .map_err(|e| usage(format!("Pod database: {e}")))?;
+        let recorder = match db.recorder(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                db.close().await;
+                return Err(usage(format!(
+                    "Pod recorder {id} ([pod] recorder_id) does not exist in Pod's recorder_recorder table: create it in Pod's admin (a recorder with no manager, for manual claim) or fix recorder_id"
+                )));
+            }
+            Err(e) => {
+                db.close().await;
+                return Err(usage(format!("Pod recorder {id}: {e}")));
+            }
+        };
+        let configured = self.cfg.recorder_directory().map_err(usage)?;
+        let dir = self.cfg.pod.default_recorder_path.join(&recorder.directory);
+        let problem = if recorder.directory != configured {
+            Some(format!(
+                "its directory is {:?} but [pod] recorder_directory is {configured:?}",
+                recorder.directory
+            ))
+        } else if !dir.is_dir() {
+            Some(format!("its directory {} does not exist", dir.display()))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            db.close().await;
+            return Err(usage(format!(
+                "Pod recorder {id} ({:?}): {p}",
+                recorder.name
+            )));
+        }
+        if recorder.manager_id.is_some() {
+            tracing::warn!(
+                "Pod recorder {id} ({:?}) has a manager: Pod notifies the manager instead of offering the files for manual claim",
+                recorder.name
+            );
+        }
+        Ok(Some(worker::ClaimRegistration { db, recorder }))
     }
 
     async fn claim_plan(
@@ -1070,10 +1254,38 @@ fn host_name(flag: Option<String>) -> Res<String> {
     })
 }
 
+/// The `Moodle_owners` of one recording: `str(Generic_user)` of each moderator, `[]` for an
+/// ignored server.
+async fn moodle_owners(
+    m: &moodle::MoodleSettings,
+    dbs: &mut BTreeMap<String, moodle::MoodleDb>,
+    rec: &Recording,
+) -> Result<Vec<String>, moodle::MoodleError> {
+    let Some(url) = moodle::database_for(m, rec.meta("bbb-origin-server-name"))? else {
+        return Ok(Vec::new());
+    };
+    if !dbs.contains_key(url) {
+        let db = moodle::MoodleDb::connect(url, m, true).await?;
+        dbs.insert(url.to_owned(), db);
+    }
+    let l = moodle::moderators(&dbs[url], rec.record_id.as_str()).await?;
+    Ok(l.owners
+        .iter()
+        .map(|u| csv::generic_user(&u.first_name, &u.last_name, &u.username))
+        .collect())
+}
+
 fn check_ledger_url(url: &str) -> Res<()> {
     bbb_migrator::ledger::any::is_postgres(url)
         .map(|_| ())
         .map_err(usage)
+}
+
+fn import_jobs(rows: Vec<JobRow>) -> BTreeMap<String, JobRow> {
+    rows.into_iter()
+        .filter(|r| r.target == import::TARGET_IMPORT)
+        .map(|r| (r.recording_id.clone(), r))
+        .collect()
 }
 
 fn by_recording(rows: Vec<JobRow>) -> BTreeMap<String, JobRow> {

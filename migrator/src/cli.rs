@@ -11,7 +11,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// Some recordings failed (the summary says which).
     pub const FAILED: i32 = 1;
-    /// Usage or configuration error, or a failed pre-check.
+    /// Usage or configuration error, or a failed pre-check (for `claim` with a Pod database: the
+    /// recorder `[pod] recorder_id` is missing, or its directory does not exist).
     pub const USAGE: i32 = 2;
     /// The recording list could not be fetched.
     pub const FETCH: i32 = 3;
@@ -22,7 +23,7 @@ pub mod exit {
     name = "bbb-migrate",
     version,
     about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
-    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error, 3 the recording list could not be fetched."
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched."
 )]
 pub struct Cli {
     /// Configuration file (TOML).
@@ -61,7 +62,8 @@ pub struct Cli {
         hide_short_help = true
     )]
     pub use_export_csv: bool,
-    /// Pod alias of `import --moodle` (with `--use-import-video`).
+    /// Pod alias of `import --moodle` (with `--use-import-video`) or `export-csv --moodle`
+    /// (with `--use-export-csv`).
     #[arg(long = "use-database-moodle", hide_short_help = true)]
     pub use_database_moodle: bool,
 
@@ -131,6 +133,10 @@ pub enum Command {
         /// Output file (default out.csv); `-` for stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<String>,
+        /// Add the 14th column `Moodle_owners`: the moderators found in Moodle ([moodle]
+        /// section), as the Python command wrote them (a Python list).
+        #[arg(long, visible_alias = "use-database-moodle")]
+        moodle: bool,
     },
     /// Mode 1: download or record each recording into the Pod claim directory.
     Claim {

@@ -126,6 +126,12 @@ pub struct PodConfig {
     pub admin_id: i32,
     /// Pod's SECRET_KEY, only to create users by SQL (owner hashkey). Env: POD_SECRET_KEY.
     pub secret_key: Option<String>,
+    /// Pod's REST root (`https://pod.example.org/rest/`): when set, missing users are created
+    /// with `POST users/` (Pod's signals write their rows) instead of by SQL.
+    #[serde(alias = "rest_base_url")]
+    pub rest_url: Option<String>,
+    /// A staff user's REST token. Env: POD_REST_TOKEN. Never printed or logged.
+    pub rest_token: Option<String>,
     /// Values of Pod's settings copied into a new user's owner row and Favorites playlist.
     pub auth_type: String,
     pub affiliation: String,
@@ -151,6 +157,11 @@ impl std::fmt::Debug for PodConfig {
                 "secret_key",
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("rest_url", &self.rest_url)
+            .field(
+                "rest_token",
+                &self.rest_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +179,8 @@ impl Default for PodConfig {
             site_id: 1,
             admin_id: 1,
             secret_key: None,
+            rest_url: None,
+            rest_token: None,
             // AUTH_TYPE[0][0], AFFILIATION[0][0], ESTABLISHMENTS[0][0] and the English
             // gettext of Pod's defaults (REPORT.md of the Pod schema fixtures).
             auth_type: "local".into(),
@@ -304,6 +317,9 @@ impl Config {
         if let Some(v) = get("POD_SECRET_KEY") {
             self.pod.secret_key = Some(v);
         }
+        if let Some(v) = get("POD_REST_TOKEN") {
+            self.pod.rest_token = Some(v);
+        }
     }
 
     pub fn base_url(&self) -> Result<&str, ConfigError> {
@@ -398,13 +414,20 @@ recorder_id = 1
 # Partial files live here: outside default_recorder_path (Pod's cron walks it) and on the same
 # filesystem. Default: <parent of default_recorder_path>/.bbb-migrate-tmp
 # temp_dir = "/data/ftp-pod/.bbb-migrate-tmp"
-# Pod's database, for `import` (external recordings). postgres:// or mysql://. Env: POD_DATABASE_URL.
+# Pod's database (postgres:// or mysql://). Env: POD_DATABASE_URL. Used by `import` (external
+# recordings) and by `claim`: with it, `claim` checks the recorder (recorder_id) first and
+# registers each placed file for manual claim (recorder_recordingfiletreatment).
 # database_url = "postgres://pod@127.0.0.1/pod"
 # Pod's SITE_ID, and the auth_user.id that gets recordings nobody else owns.
 site_id = 1
 admin_id = 1
-# Pod's SECRET_KEY: needed to create missing users (their owner hashkey). Env: POD_SECRET_KEY.
+# Pod's SECRET_KEY: needed to create missing users by SQL (their owner hashkey). Env: POD_SECRET_KEY.
 # secret_key = ""
+# Or create missing users through Pod's REST API (POST <rest_url>users/, a staff user's token):
+# Pod's own signals then write the user's rows, and secret_key is not needed.
+# Env: POD_REST_TOKEN for the token (preferred). Never printed or logged.
+# rest_url = "https://pod.example.org/rest/"
+# rest_token = ""
 # Copied into the rows of a new user, as Pod's settings would: AUTH_TYPE[0][0],
 # AFFILIATION[0][0], ESTABLISHMENTS[0][0], and "Your favorites videos." in LANGUAGE_CODE.
 auth_type = "local"
@@ -504,6 +527,12 @@ mod tests {
             !dbg.contains("pod-key-value") && !dbg.contains("dbpass"),
             "{dbg}"
         );
+        let mut c = Config::parse("[pod]\nrest_url = \"https://pod.example/rest/\"\n").unwrap();
+        c.apply_env(|k| (k == "POD_REST_TOKEN").then(|| "rest-token-value".into()));
+        assert_eq!(c.pod.rest_token.as_deref(), Some("rest-token-value"));
+        assert!(!format!("{c:?}").contains("rest-token-value"));
+        let c = Config::parse("[pod]\nrest_base_url = \"https://pod.example/rest/\"\n").unwrap();
+        assert_eq!(c.pod.rest_url.as_deref(), Some("https://pod.example/rest/"));
     }
 
     #[test]

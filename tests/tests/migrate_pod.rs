@@ -158,6 +158,7 @@ fn settings(dry_run: bool) -> ImportSettings {
         rewrite_23: true,
         dry_run,
         user_defaults: UserDefaults::new(SECRET_KEY.into(), 1),
+        rest: None,
     }
 }
 
@@ -624,4 +625,549 @@ fn import_command_end_to_end() {
         ),
         intro
     );
+}
+
+/// A video type and the recorder of manual claims, with every NOT NULL column (Pod's schema
+/// has no defaults), as Pod's admin creates them.
+fn pod_recorder(server: &Server, db: &str, directory: &str) {
+    let (t, f) = if server.is_pg() {
+        ("true", "false")
+    } else {
+        ("1", "0")
+    };
+    server.sql(
+        db,
+        &format!(
+            "INSERT INTO video_type (id, title, slug) VALUES (1, 'Other', 'other');
+             INSERT INTO recorder_recorder (id, name, description, address_ip, salt, credentials_login, credentials_password, recording_type, publication_auto, is_draft, is_restricted, password, cursus, main_lang, transcript, licence, allow_downloading, is_360, disable_comment, directory, type_id, user_id)
+               VALUES (1, 'BBB claim', '', '127.0.0.2', '', '', '', 'video', {f}, {t}, {f}, NULL, '0', 'fr', '', NULL, {f}, {f}, {f}, '{directory}', 1, NULL);"
+        ),
+    );
+}
+
+/// `claim` with Pod's database: the recorder is checked before any work (missing: exit 2
+/// naming it, nothing fetched, no ledger, no file), then each placed file is registered in
+/// `recorder_recordingfiletreatment` the way Pod's schema accepts it, once.
+fn claim_registration(server: Server) {
+    use migrate_support::{VIDEO_ID, expect_code, setup, text};
+    let db = "pod";
+    server.pod_database(db);
+    let env = setup("prefix", "");
+    let run = |args: &[&str]| {
+        env.command(args)
+            .env("POD_DATABASE_URL", server.url(db))
+            .output()
+            .expect("run bbb-migrate")
+    };
+    let o = run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 2);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("Pod recorder 1") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(env.bbb.request_count("/bigbluebutton/api/"), 0, "fetched");
+    assert!(env.claimed().is_empty());
+    assert!(!env.ledger.exists(), "the ledger was created");
+
+    // The recorder exists but points at another directory: also refused before any work.
+    pod_recorder(&server, db, "other-dir");
+    let o = run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 2);
+    assert!(
+        text(&o.stderr).contains("\"other-dir\""),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!env.ledger.exists());
+    server.sql(
+        db,
+        "UPDATE recorder_recorder SET directory = 'bbb-claim' WHERE id = 1",
+    );
+
+    let o = run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let files = env.claimed();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = env.claim.join(&files[0]);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (t, f) = if server.is_pg() {
+        ("t", "f")
+    } else {
+        ("1", "0")
+    };
+    let row = server.sql(
+        db,
+        "SELECT concat(file, '|', file_size, '|', require_manual_claim, '|', email_sent, '|', type, '|', recorder_id, '|', CASE WHEN date_email_sent IS NULL THEN 'null' ELSE 'set' END) FROM recorder_recordingfiletreatment",
+    );
+    assert_eq!(
+        row,
+        format!("{}|{size}|{t}|{f}|video|1|null", path.display())
+    );
+    let recent = if server.is_pg() {
+        "SELECT count(*) FROM recorder_recordingfiletreatment WHERE date_added > now() - interval '10 minutes'"
+    } else {
+        "SELECT count(*) FROM recorder_recordingfiletreatment WHERE date_added > UTC_TIMESTAMP() - INTERVAL 10 MINUTE"
+    };
+    assert_eq!(server.count(db, recent), 1, "date_added is now (UTC)");
+    // What Pod's claim page lists: require_manual_claim and the recorder's directory.
+    assert_eq!(
+        server.count(
+            db,
+            &format!("SELECT count(*) FROM recorder_recordingfiletreatment t JOIN recorder_recorder r ON r.id = t.recorder_id WHERE t.require_manual_claim = {} AND r.directory = 'bbb-claim'", if server.is_pg() { "true" } else { "1" })
+        ),
+        1
+    );
+
+    // Rerun: nothing new.
+    let o = run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    assert_eq!(
+        server.count(db, "SELECT count(*) FROM recorder_recordingfiletreatment"),
+        1
+    );
+    // Registering the same file again (a retry after a crash) inserts nothing either, and a
+    // path too long for the column is refused before the database sees it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pod = PodDb::connect(&server.url(db), false).await.unwrap();
+        let recorder = pod.recorder(1).await.unwrap().expect("recorder 1");
+        assert_eq!(recorder.directory, "bbb-claim");
+        let file = path.display().to_string();
+        assert!(!pod.register_claim(&file, size, &recorder).await.unwrap());
+        let long = format!("/data/{}.mp4", "x".repeat(200));
+        assert!(pod.register_claim(&long, 1, &recorder).await.is_err());
+        assert!(pod.recorder(99).await.unwrap().is_none());
+        pod.close().await;
+    });
+    assert_eq!(
+        server.count(db, "SELECT count(*) FROM recorder_recordingfiletreatment"),
+        1
+    );
+}
+
+#[test]
+fn claim_registration_on_postgresql() {
+    claim_registration(Server::Pg(Postgres::start().expect("start PostgreSQL")));
+}
+
+#[test]
+fn claim_registration_on_mariadb() {
+    claim_registration(Server::My(MariaDb::start().expect("start MariaDB")));
+}
+
+/// Every Pod and Moodle write of an import belongs to its ledger job: a worker whose lease was
+/// taken over writes nothing (no user, no row, no notice) and records nothing in the ledger;
+/// the new holder imports; what it placed is in the ledger, so a rerun, even with another URL
+/// form, creates nothing. Unknown server keys and ignored servers go to the admin.
+async fn ledger_scenario(server: Server) {
+    use bbb_migrator::ledger::sqlite::SqliteLedger;
+    use bbb_migrator::ledger::{JobState, JobStore, NewJob, RetryPolicy, SimulatedClock};
+    use bbb_migrator::place::import::{Importer, JobResult, TARGET_IMPORT};
+    use bbb_migrator::place::moodle::MoodleSettings;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    server.pod_database("pod");
+    moodle_database(&server, "moodle");
+    let rec = recording(7, "moodle-room", "Fenced", "2.3/ID");
+    server.sql(
+        "moodle",
+        &format!(
+            "INSERT INTO mdl_bigbluebuttonbn_recordings (courseid, bigbluebuttonbnid, recordingid, imported, status, timecreated, timemodified) VALUES (100, 6, '{}', 0, 2, 0, 0)",
+            rec.record_id
+        ),
+    );
+    let intro = || {
+        server.sql(
+            "moodle",
+            "SELECT coalesce(intro, 'NULL') FROM mdl_bigbluebuttonbn WHERE id = 6",
+        )
+    };
+    let pod = PodDb::connect(&server.url("pod"), false).await.unwrap();
+    let importer = Importer::new(
+        pod,
+        Some(MoodleSettings {
+            table_prefix: "mdl_".into(),
+            schema: "public".into(),
+            ignored_servers: vec!["old-moodle.example.org".into()],
+            databases: [("moodle.example.org".to_owned(), server.url("moodle"))].into(),
+        }),
+        Some("<p>Now in Pod.</p>".into()),
+        settings(false),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SimulatedClock::new(1_000_000));
+    let store = SqliteLedger::open(
+        &format!("sqlite://{}", dir.path().join("l.db").display()),
+        clock.clone(),
+        RetryPolicy::default(),
+    )
+    .await
+    .unwrap();
+    let job = |r: &Recording| NewJob {
+        recording_id: r.record_id.to_string(),
+        target: TARGET_IMPORT.into(),
+        payload: serde_json::to_string(r).unwrap(),
+    };
+    let mut rec = rec;
+    rec.metadata
+        .insert("bbb-origin-server-name".into(), "moodle.example.org".into());
+    // The claim command's job of the same recording, first in the queue.
+    store
+        .enqueue(&[NewJob {
+            target: bbb_migrator::ledger::TARGET_FILE.into(),
+            ..job(&rec)
+        }])
+        .await
+        .unwrap();
+    store.enqueue(&[job(&rec)]).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let ids = [rec.record_id.to_string()];
+    // A `file` job of the same recording is never taken by the import.
+    let old = store
+        .claim_target("w1", lease, Some(&ids), Some(TARGET_IMPORT))
+        .await
+        .unwrap()
+        .expect("claim");
+    assert_eq!(old.target, TARGET_IMPORT);
+    clock.advance(Duration::from_secs(120));
+    let new = store
+        .claim_target("w2", lease, Some(&ids), Some(TARGET_IMPORT))
+        .await
+        .unwrap()
+        .expect("takeover");
+    assert_eq!((old.epoch, new.epoch), (1, 2));
+
+    let (pod_before, intro_before) = (server.dump("pod"), intro());
+    match importer.run_job(&store, &old, lease).await {
+        JobResult::LeaseLost { .. } => {}
+        other => panic!("the stale holder was not fenced: {other:?}"),
+    }
+    assert_eq!(
+        server.dump("pod"),
+        pod_before,
+        "the stale holder wrote to Pod"
+    );
+    assert_eq!(intro(), intro_before, "the stale holder wrote to Moodle");
+    let import_row = || async {
+        store
+            .jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.target == TARGET_IMPORT)
+            .unwrap()
+    };
+    let row = import_row().await;
+    assert_eq!(
+        (row.state, row.lease_epoch, row.last_error.as_deref()),
+        (JobState::Running, 2, None)
+    );
+
+    // The current holder imports: bob (Moodle moderator) is created, gets the row, the notice.
+    match importer.run_job(&store, &new, lease).await {
+        JobResult::Done(o) => {
+            assert_eq!(
+                (o.users_created, o.rows_created, o.notices),
+                (1, 1, 1),
+                "{:?}",
+                o.lines
+            );
+            assert_eq!(o.placed.len(), 1);
+            assert_eq!(o.placed[0].username, "bob");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(intro().contains("<p>Now in Pod.</p>"));
+    assert_eq!(import_row().await.state, JobState::Succeeded);
+
+    // Rerun with another URL form (video playback now, 2.0 player): nothing to claim, nothing
+    // written; the ledger knows the recording + owner are placed.
+    let after = (server.dump("pod"), intro());
+    let mut changed = rec.clone();
+    changed.formats.insert(
+        0,
+        PlaybackFormat {
+            kind: "video".into(),
+            url: format!("https://other.example.org/video/{}/", rec.record_id),
+            length_minutes: Some(3),
+        },
+    );
+    assert_eq!(store.enqueue(&[job(&changed)]).await.unwrap(), 0);
+    assert!(
+        store
+            .claim_target("w3", lease, Some(&ids), Some(TARGET_IMPORT))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!((server.dump("pod"), intro()), after);
+
+    // Unknown server key and ignored server: the admin gets the recording.
+    for (n, server_name) in [(8, "unknown.example.org"), (9, "old-moodle.example.org")] {
+        let mut r = recording(n, "moodle-room", "Elsewhere", "2.3/ID");
+        r.metadata
+            .insert("bbb-origin-server-name".into(), server_name.into());
+        store.enqueue(&[job(&r)]).await.unwrap();
+        let l = store
+            .claim_target(
+                "w4",
+                lease,
+                Some(&[r.record_id.to_string()]),
+                Some(TARGET_IMPORT),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        match importer.run_job(&store, &l, lease).await {
+            JobResult::Done(o) => {
+                assert_eq!(o.placed.len(), 1, "{:?}", o.lines);
+                assert_eq!(o.placed[0].user_id, 1, "{:?}", o.lines);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    importer.close().await;
+}
+
+#[tokio::test]
+async fn import_ledger_fencing_on_postgresql() {
+    ledger_scenario(Server::Pg(Postgres::start().expect("start PostgreSQL"))).await;
+}
+
+#[tokio::test]
+async fn import_ledger_fencing_on_mariadb() {
+    ledger_scenario(Server::My(MariaDb::start().expect("start MariaDB"))).await;
+}
+
+/// The Moodle database of the e2e tests: `bbb-migrate`'s sample video recording is in
+/// activity 7, moderated by bob and by "Jean D'Arc" (a quote, for the Python list repr).
+fn moodle_for_sample(server: &Server) {
+    use migrate_support::VIDEO_ID;
+    moodle_database(server, "moodle");
+    let p7 = r#"[{"selectiontype":"user","selectionid":"17","role":"moderator"},{"selectiontype":"user","selectionid":"11","role":"moderator"}]"#;
+    server.sql(
+        "moodle",
+        &format!(
+            "INSERT INTO mdl_user (id, mnethostid, username, firstname, lastname, email, deleted, suspended) VALUES (17, 1, 'jdarc', 'Jean', 'D''Arc', 'jdarc@example.org', 0, 0);
+             INSERT INTO mdl_bigbluebuttonbn (id, course, name, intro, participants) VALUES (7, 100, 'G', 'Intro G', '{p7}');
+             INSERT INTO mdl_bigbluebuttonbn_recordings (courseid, bigbluebuttonbnid, recordingid, imported, status, timecreated, timemodified) VALUES (100, 7, '{VIDEO_ID}', 0, 2, 0, 0)"
+        ),
+    );
+}
+
+/// `export-csv --moodle`: the 14th column `Moodle_owners` holds the Python repr of the
+/// moderators (`[]` for the others), every other byte is the plain export's; the Pod spelling
+/// `--use-export-csv --use-database-moodle` writes the same `out.csv`.
+#[test]
+fn export_csv_with_moodle_owners() {
+    use migrate_support::{VIDEO_ID, expect_code, setup};
+    let server = Server::My(MariaDb::start().expect("start MariaDB"));
+    moodle_for_sample(&server);
+    let env = setup(
+        "single",
+        &format!(
+            "[moodle]\n[moodle.databases.default]\nurl = \"{}\"\n",
+            server.url("moodle")
+        ),
+    );
+    let plain = env.run(&["export-csv", "-o", "-"]);
+    expect_code(&plain, 0);
+    let with = env.run(&["export-csv", "--moodle", "-o", "-"]);
+    expect_code(&with, 0);
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    let with = String::from_utf8(with.stdout).unwrap();
+    let (pl, wl): (Vec<&str>, Vec<&str>) = (
+        plain.split_inclusive("\r\n").collect(),
+        with.split_inclusive("\r\n").collect(),
+    );
+    assert_eq!(pl.len(), wl.len(), "{with}");
+    assert!(pl.len() > 2, "{plain}");
+    assert_eq!(
+        wl[0],
+        pl[0].replace("source_url\r\n", "source_url;Moodle_owners\r\n")
+    );
+    let mut seen = 0;
+    for (p, w) in pl.iter().zip(&wl).skip(1) {
+        let p = p.strip_suffix("\r\n").unwrap();
+        if p.contains(VIDEO_ID) {
+            seen += 1;
+            assert_eq!(
+                *w,
+                format!("{p};\"['Bob B (bob)', \"\"Jean D'Arc (jdarc)\"\"]\"\r\n")
+            );
+        } else {
+            assert_eq!(*w, format!("{p};[]\r\n"));
+        }
+    }
+    assert_eq!(seen, 1, "{with}");
+    let o = env.run(&["--use-export-csv", "--use-database-moodle"]);
+    expect_code(&o, 0);
+    assert_eq!(
+        std::fs::read_to_string(env.dir.path().join("out.csv")).unwrap(),
+        with
+    );
+    // A Moodle that cannot be reached: the rows are still written, `[]`, and the run says so.
+    server.sql("moodle", "DROP TABLE mdl_bigbluebuttonbn_recordings");
+    let o = env.run(&["export-csv", "--moodle", "-o", "-"]);
+    expect_code(&o, 1);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("bob"));
+}
+
+/// Users created through Pod's REST API (`[pod] rest_url`, token from POD_REST_TOKEN). The
+/// HTTP server below stands in for Pod's Django app, which cannot run here: it implements
+/// `POST /rest/users/` with token authentication and writes the user's rows into the real test
+/// database the way Pod's `User.objects.create` and its signals do (the same rows as
+/// `signal-rows.*.json`, written by the migrator's own SQL user creation, which the scenarios
+/// above check row by row). The token must never appear in any output, even with -vv.
+#[test]
+fn import_creates_users_through_pod_rest_api() {
+    use migrate_support::{VIDEO_ID, setup};
+    use std::sync::{Arc, Mutex};
+    const TOKEN: &str = "pod-rest-token-3f9a";
+    let server = Server::Pg(Postgres::start().expect("start PostgreSQL"));
+    server.pod_database("pod");
+    moodle_for_sample(&server);
+    let pod_url = server.url("pod");
+    // (Authorization header, JSON body) of every request the stand-in received.
+    type Requests = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+    let requests: Requests = Arc::default();
+
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reqs = requests.clone();
+    let db_url = pod_url.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            use axum::http::{HeaderMap, StatusCode};
+            let db = PodDb::connect(&db_url, false).await.unwrap();
+            let app = axum::Router::new().route(
+                "/rest/users/",
+                axum::routing::post(move |headers: HeaderMap, body: String| {
+                    let db = db.clone();
+                    let reqs = reqs.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let json: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or_default();
+                        reqs.lock().unwrap().push((auth.clone(), json.clone()));
+                        if auth.as_deref() != Some(&format!("Token {TOKEN}")) {
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                r#"{"detail":"Invalid token."}"#.to_owned(),
+                            );
+                        }
+                        let s = |k: &str| json[k].as_str().unwrap_or("").to_owned();
+                        let new = NewUser {
+                            username: s("username"),
+                            first_name: s("first_name"),
+                            last_name: s("last_name"),
+                            email: s("email"),
+                        };
+                        // Pod's own SECRET_KEY, which the migrator does not know here.
+                        match db
+                            .create_user(&new, &UserDefaults::new("pod-side-key".into(), 1))
+                            .await
+                        {
+                            Ok(u) => (
+                                StatusCode::CREATED,
+                                serde_json::json!({"id": u.id, "username": u.username}).to_string(),
+                            ),
+                            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+                        }
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+
+    let env = setup(
+        "single",
+        &format!(
+            "[moodle]\n[moodle.databases.default]\nurl = \"{}\"\n",
+            server.url("moodle")
+        ),
+    );
+    let cfg = std::fs::read_to_string(&env.config).unwrap().replacen(
+        "[pod]\n",
+        &format!("[pod]\nrest_url = \"http://{addr}/rest\"\n"),
+        1,
+    );
+    std::fs::write(&env.config, cfg).unwrap();
+    let run = |token: &str| {
+        let o = env
+            .command(&["-vv", "import", "--moodle", "--record-id", VIDEO_ID])
+            .env("POD_DATABASE_URL", &pod_url)
+            .env("POD_REST_TOKEN", token)
+            .env_remove("POD_SECRET_KEY")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!all.contains(token), "the token was printed:\n{all}");
+        (o.status.code(), all)
+    };
+    let users = || server.count("pod", "SELECT count(*) FROM auth_user");
+    let users_before = users();
+
+    // A wrong token: Pod answers 401, the recording fails (exit 1), nothing is created.
+    let (code, all) = run("wrong-token-77c1");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("401"), "{all}");
+    assert_eq!(users(), users_before);
+
+    // The right token, once the retry delay has passed: both moderators created by Pod.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (code, all) = run(TOKEN);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(users(), users_before + 2, "{all}");
+    let ok: Vec<serde_json::Value> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a.as_deref() == Some(&format!("Token {TOKEN}")))
+        .map(|(_, j)| j.clone())
+        .collect();
+    assert_eq!(ok.len(), 2, "{ok:?}");
+    assert_eq!(
+        ok[0],
+        serde_json::json!({"username": "bob", "first_name": "Bob", "last_name": "B",
+            "email": "bob@example.org", "is_staff": true, "groups": []})
+    );
+    assert_eq!(ok[1]["username"], "jdarc");
+    // Pod's rows (its hashkey, not one the migrator computed), and the external recordings.
+    assert_eq!(
+        server.sql(
+            "pod",
+            "SELECT o.hashkey FROM authentication_owner o JOIN auth_user u ON u.id = o.user_id WHERE u.username = 'bob'"
+        ),
+        hashkey("pod-side-key", "bob")
+    );
+    assert_eq!(
+        server.count(
+            "pod",
+            &format!("SELECT count(*) FROM import_video_externalrecording e JOIN auth_user u ON u.id = e.owner_id WHERE u.username IN ('bob', 'jdarc') AND e.source_url LIKE '%{VIDEO_ID}%'")
+        ),
+        2
+    );
+
+    // Rerun: no request, no row.
+    let n = requests.lock().unwrap().len();
+    let before = server.dump("pod");
+    let (code, all) = run(TOKEN);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("1 skipped"), "{all}");
+    assert_eq!(requests.lock().unwrap().len(), n);
+    assert_eq!(server.dump("pod"), before);
 }

@@ -79,6 +79,15 @@ impl JobStore for AnyLedger {
     ) -> LedgerResult<Option<Lease>> {
         forward!(self, l => l.claim(worker, lease, only))
     }
+    async fn claim_target(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> LedgerResult<Option<Lease>> {
+        forward!(self, l => l.claim_target(worker, lease, only, target))
+    }
     async fn heartbeat(
         &self,
         lease: &Lease,

@@ -176,6 +176,57 @@ async fn claim_respects_the_selection(b: Backend) {
     assert!(s.claim("w", f.lease, Some(&only)).await.unwrap().is_none());
 }
 
+async fn claim_target_takes_only_jobs_of_that_target(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let s = &f.store;
+    // The `file` job of rec000 comes first in the queue; the import's job of the same recording
+    // is enqueued after it.
+    s.enqueue(&jobs(2)).await.unwrap();
+    s.enqueue(&[NewJob {
+        target: "pod".into(),
+        ..jobs(1).remove(0)
+    }])
+    .await
+    .unwrap();
+    let only = vec!["rec000".to_owned()];
+    let l = s
+        .claim_target("w", f.lease, Some(&only), Some("pod"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (l.recording_id.as_str(), l.target.as_str()),
+        ("rec000", "pod")
+    );
+    assert!(
+        s.claim_target("w", f.lease, Some(&only), Some("pod"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let l = s
+        .claim_target("w", f.lease, None, Some(TARGET_FILE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (l.recording_id.as_str(), l.target.as_str()),
+        ("rec000", TARGET_FILE)
+    );
+    let l = s
+        .claim_target("w", f.lease, None, Some(TARGET_FILE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.recording_id, "rec001");
+    assert!(
+        s.claim_target("w", f.lease, None, Some(TARGET_FILE))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) {
     let f = Fixture::new(b, 5).await;
     let (s, lease) = (&f.store, f.lease);
@@ -402,6 +453,7 @@ conformance!(
     enqueue_is_idempotent_and_keeps_state,
     concurrent_claimers_take_each_job_once,
     claim_respects_the_selection,
+    claim_target_takes_only_jobs_of_that_target,
     expired_lease_is_taken_over_and_the_stale_worker_is_fenced,
     transient_failures_back_off_then_die_and_permanent_dies_at_once,
     expired_job_without_attempts_left_is_swept_to_dead,

@@ -276,6 +276,15 @@ pub trait JobStore: Send + Sync + 'static {
         lease: Duration,
         only: Option<&[String]>,
     ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
+    /// [`claim`](JobStore::claim) restricted to one target too (`file` for `claim`, `pod` for
+    /// `import`): a command never takes another command's job of the same recording.
+    fn claim_target(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> impl Future<Output = LedgerResult<Option<Lease>>> + Send;
     /// Renews the lease and, when given, stores the job's progress (JSON, see [`Progress`]) in the
     /// same fenced statement; returns `cancel_requested`.
     fn heartbeat(

@@ -167,6 +167,16 @@ impl JobStore for PgLedger {
         lease: Duration,
         only: Option<&[String]>,
     ) -> LedgerResult<Option<Lease>> {
+        self.claim_target(worker, lease, only, None).await
+    }
+
+    async fn claim_target(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> LedgerResult<Option<Lease>> {
         // One statement: pick (skipping rows another host is claiming right now), lease, and
         // write the attempt history, all atomically and without a transaction left open.
         let row = sqlx::query(
@@ -176,6 +186,7 @@ impl JobStore for PgLedger {
                  AND ((state='pending' AND run_after <= now())
                       OR (state='running' AND lease_expires_at < now()))
                  AND ($3::text[] IS NULL OR recording_id = ANY($3::text[]))
+                 AND ($4::text IS NULL OR target = $4::text)
                ORDER BY priority DESC, run_after, id
                LIMIT 1
                FOR UPDATE SKIP LOCKED
@@ -201,6 +212,7 @@ impl JobStore for PgLedger {
         .bind(worker)
         .bind(millis(lease))
         .bind(only)
+        .bind(target)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };

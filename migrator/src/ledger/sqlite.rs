@@ -182,6 +182,16 @@ impl JobStore for SqliteLedger {
         lease: Duration,
         only: Option<&[String]>,
     ) -> LedgerResult<Option<Lease>> {
+        self.claim_target(worker, lease, only, None).await
+    }
+
+    async fn claim_target(
+        &self,
+        worker: &str,
+        lease: Duration,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> LedgerResult<Option<Lease>> {
         let now = self.now();
         let row = sqlx::query(
             "UPDATE job SET state='running', lease_owner=?1, lease_epoch=lease_epoch+1,
@@ -192,6 +202,7 @@ impl JobStore for SqliteLedger {
                            AND ((state='pending' AND run_after<=?3)
                                 OR (state='running' AND lease_expires_at<?3))
                            AND (?4 IS NULL OR recording_id IN (SELECT value FROM json_each(?4)))
+                           AND (?5 IS NULL OR target = ?5)
                          ORDER BY priority DESC, run_after, id LIMIT 1)
              RETURNING id, recording_id, target, lease_epoch, attempts, max_attempts, payload,
                        checkpoint, output_path",
@@ -200,6 +211,7 @@ impl JobStore for SqliteLedger {
         .bind(now + lease.as_millis() as i64)
         .bind(now)
         .bind(ids_json(only))
+        .bind(target)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };

@@ -4,8 +4,10 @@
 //! the same filesystem, fsync, no-overwrite link into place, directory fsync. Never decides retries.
 
 pub mod csv;
+pub mod import;
 pub mod moodle;
 pub mod pod;
+pub mod rest;
 pub mod slug;
 
 use std::collections::HashSet;

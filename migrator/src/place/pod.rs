@@ -30,6 +30,55 @@ pub enum PodError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("Pod REST API: {0}")]
+    Rest(String),
+    /// The ledger lease of this import was taken over: nothing more may be written.
+    #[error("lease lost: another worker owns this recording's import now")]
+    LeaseLost,
+    #[error("ledger: {0}")]
+    Ledger(String),
+}
+
+impl PodError {
+    /// Whether a retry can help: database and network trouble can pass, bad data does not.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, PodError::Invalid(_) | PodError::Scheme)
+    }
+}
+
+/// Checked right before every write to Pod or Moodle. The import of a recording belongs to a
+/// ledger job; its fence renews the job's lease and fails once another worker took the job
+/// over, so a worker that lost its lease writes nothing more.
+pub trait WriteFence: Sync {
+    fn check(&self) -> impl std::future::Future<Output = Result<(), PodError>> + Send;
+}
+
+/// No ledger (dry run, which writes nothing anyway, and library tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Unfenced;
+
+impl WriteFence for Unfenced {
+    async fn check(&self) -> Result<(), PodError> {
+        Ok(())
+    }
+}
+
+/// The fence of a ledger lease: a fenced heartbeat (0 rows once the epoch moved on).
+pub struct LeaseFence<'a, S> {
+    pub store: &'a S,
+    pub lease: &'a crate::ledger::Lease,
+    pub duration: std::time::Duration,
+}
+
+impl<S: crate::ledger::JobStore> WriteFence for LeaseFence<'_, S> {
+    async fn check(&self) -> Result<(), PodError> {
+        match self.store.heartbeat(self.lease, self.duration, None).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(PodError::Ledger("cancelled on request".into())),
+            Err(crate::ledger::LedgerError::LeaseLost { .. }) => Err(PodError::LeaseLost),
+            Err(e) => Err(PodError::Ledger(e.to_string())),
+        }
+    }
 }
 
 /// A connection pool to Pod's database, on either engine.
@@ -119,6 +168,22 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// `recorder_recordingfiletreatment.file` is `varchar(200)` from Pod 4.0.1 (100 before).
+pub const CLAIM_FILE_MAX_CHARS: usize = 200;
+
+/// A Pod recorder (`recorder_recorder`) as manual claim needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorder {
+    pub id: i64,
+    pub name: String,
+    /// Its directory under DEFAULT_RECORDER_PATH.
+    pub directory: String,
+    /// `video` | `audiovideocast` | `studio`: the `type` of its file treatments.
+    pub recording_type: String,
+    /// The manager; NULL is what manual claim needs.
+    pub manager_id: Option<i32>,
 }
 
 /// One external recording to create.
@@ -430,6 +495,122 @@ impl PodDb {
         })
     }
 
+    /// The recorder of manual claims (`recorder_recorder`), by id.
+    pub async fn recorder(&self, id: i64) -> Result<Option<Recorder>, PodError> {
+        Ok(match self {
+            PodDb::Pg(p) => sqlx::query(
+                "SELECT id, name, directory, recording_type, user_id FROM recorder_recorder WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| Recorder {
+                id: r.get(0),
+                name: r.get(1),
+                directory: r.get(2),
+                recording_type: r.get(3),
+                manager_id: r.get(4),
+            }),
+            PodDb::My(p) => sqlx::query(
+                "SELECT id, name, directory, recording_type, user_id FROM recorder_recorder WHERE id = ?",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| Recorder {
+                id: r.get(0),
+                name: r.get(1),
+                directory: r.get(2),
+                recording_type: r.get(3),
+                manager_id: r.get(4),
+            }),
+        })
+    }
+
+    /// Spec 9.2 RECOMMENDED: registers a placed file for manual claim, as Pod's `recorder
+    /// checkDirectory` cron would after its two passes, with the final size and
+    /// `require_manual_claim` set (the cron then leaves it alone). Every NOT NULL column is
+    /// sent: Pod's schema has no defaults. Nothing is inserted when the file is already
+    /// registered, or already claimed (`recorder_recording.source_file`). Returns whether it
+    /// inserted.
+    pub async fn register_claim(
+        &self,
+        file: &str,
+        size: u64,
+        recorder: &Recorder,
+    ) -> Result<bool, PodError> {
+        if file.chars().count() > CLAIM_FILE_MAX_CHARS {
+            return Err(PodError::Invalid(format!(
+                "{file}: longer than the {CLAIM_FILE_MAX_CHARS} characters of recorder_recordingfiletreatment.file"
+            )));
+        }
+        let size = i64::try_from(size)
+            .map_err(|_| PodError::Invalid(format!("{file}: size {size} out of range")))?;
+        let now = Utc::now();
+        let inserted = match self {
+            PodDb::Pg(p) => {
+                let known = sqlx::query(
+                    "SELECT 1 FROM recorder_recordingfiletreatment WHERE file = $1 \
+                     UNION ALL SELECT 1 FROM recorder_recording WHERE source_file = $1 LIMIT 1",
+                )
+                .bind(file)
+                .fetch_optional(p)
+                .await?
+                .is_some();
+                if known {
+                    return Ok(false);
+                }
+                // A concurrent registration of the same file loses on the UNIQUE(file).
+                sqlx::query(
+                    "INSERT INTO recorder_recordingfiletreatment (file, file_size, date_added, require_manual_claim, email_sent, date_email_sent, type, recorder_id) \
+                     VALUES ($1, $2, $3, true, false, NULL, $4, $5) ON CONFLICT (file) DO NOTHING",
+                )
+                .bind(file)
+                .bind(size)
+                .bind(now)
+                .bind(&recorder.recording_type)
+                .bind(recorder.id)
+                .execute(p)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            PodDb::My(p) => {
+                let known = sqlx::query(
+                    "SELECT 1 FROM recorder_recordingfiletreatment WHERE file = ? \
+                     UNION ALL SELECT 1 FROM recorder_recording WHERE source_file = ? LIMIT 1",
+                )
+                .bind(file)
+                .bind(file)
+                .fetch_optional(p)
+                .await?
+                .is_some();
+                if known {
+                    return Ok(false);
+                }
+                let r = sqlx::query(
+                    "INSERT INTO recorder_recordingfiletreatment (file, file_size, date_added, require_manual_claim, email_sent, date_email_sent, type, recorder_id) \
+                     VALUES (?, ?, ?, true, false, NULL, ?, ?)",
+                )
+                .bind(file)
+                .bind(size)
+                .bind(now)
+                .bind(&recorder.recording_type)
+                .bind(recorder.id)
+                .execute(p)
+                .await;
+                match r {
+                    Ok(r) => r.rows_affected() == 1,
+                    // ER_DUP_ENTRY: registered meanwhile (no INSERT IGNORE: in strict mode it
+                    // would also turn real errors into warnings).
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23000") => false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        Ok(inserted)
+    }
+
     pub async fn close(&self) {
         match self {
             PodDb::Pg(p) => p.close().await,
@@ -457,12 +638,23 @@ fn user_my(r: &sqlx::mysql::MySqlRow) -> PodUser {
 }
 
 /// What the import did (or, in a dry run, would do) for one recording.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImportReport {
     /// Printed lines, Python's wording where there is one.
     pub lines: Vec<String>,
     pub users_created: usize,
     pub rows_created: usize,
+    /// Every owner that has this recording now (created now or found): recorded in the ledger.
+    pub placed: Vec<Placed>,
+}
+
+/// One owner of an imported recording, as the ledger keeps it (recordID + owner).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    pub user_id: i32,
+    pub username: String,
+    /// The row created by this import; None when the owner already had one.
+    pub external_id: Option<i64>,
 }
 
 /// Settings of one import run.
@@ -473,6 +665,8 @@ pub struct ImportSettings {
     pub rewrite_23: bool,
     pub dry_run: bool,
     pub user_defaults: UserDefaults,
+    /// Create missing users through Pod's REST API instead of SQL.
+    pub rest: Option<crate::place::rest::PodRest>,
 }
 
 /// Spec 6.1 for one recording, without Moodle: the Pod meeting's owner, else the admin; then
@@ -484,13 +678,27 @@ pub async fn import_recording(
     moodle_msg: &str,
     s: &ImportSettings,
 ) -> Result<ImportReport, PodError> {
+    import_recording_fenced(db, rec, owners, moodle_msg, s, &Unfenced, &[]).await
+}
+
+/// [`import_recording`] with every write behind `fence`. `done` are the owners an earlier
+/// attempt of the same ledger job already placed (its checkpoint): they get nothing more, even
+/// if the playback URL changed since.
+pub async fn import_recording_fenced(
+    db: &PodDb,
+    rec: &Recording,
+    owners: &[NewUser],
+    moodle_msg: &str,
+    s: &ImportSettings,
+    fence: &impl WriteFence,
+    done: &[Placed],
+) -> Result<ImportReport, PodError> {
     let mut rep = ImportReport {
         lines: vec![format!(
             "Use import video for recording {} {}",
             rec.record_id, rec.internal_meeting_id
         )],
-        users_created: 0,
-        rows_created: 0,
+        ..Default::default()
     };
     let mut targets: Vec<(PodUser, i32, String)> = Vec::new();
     if let Some((owner_id, site_id)) = db.meeting_owner(&rec.meeting_id).await? {
@@ -517,8 +725,21 @@ pub async fn import_recording(
                     }
                 }
                 None => {
-                    let u = db.create_user(o, &s.user_defaults).await?;
-                    rep.lines.push(format!(" - Pod user created: {u}"));
+                    fence.check().await?;
+                    let u = match &s.rest {
+                        Some(rest) => {
+                            rest.create_user(o).await?;
+                            db.user_by_username(&o.username).await?.ok_or_else(|| {
+                                PodError::Rest(format!(
+                                    "user {:?} was created but is not in auth_user",
+                                    o.username
+                                ))
+                            })?
+                        }
+                        None => db.create_user(o, &s.user_defaults).await?,
+                    };
+                    let how = if s.rest.is_some() { " (REST API)" } else { "" };
+                    rep.lines.push(format!(" - Pod user created{how}: {u}"));
                     rep.users_created += 1;
                     u
                 }
@@ -547,6 +768,11 @@ pub async fn import_recording(
             " - Recording {}, playback {}, owner {user}: create an external recording if necessary. {msg}",
             rec.internal_meeting_id, row.source_url
         ).trim_end().to_owned());
+        if user.id != 0 && done.iter().any(|d| d.user_id == user.id) {
+            rep.lines
+                .push("   already placed by an earlier attempt (ledger).".into());
+            continue;
+        }
         // A user that does not exist yet (dry run) has no rows.
         let exists = user.id != 0
             && db
@@ -554,13 +780,24 @@ pub async fn import_recording(
                 .await?;
         if exists {
             rep.lines.push("   already there.".into());
+            rep.placed.push(Placed {
+                user_id: user.id,
+                username: user.username.clone(),
+                external_id: None,
+            });
         } else if s.dry_run {
             rep.lines.push("   would be created.".into());
             rep.rows_created += 1;
         } else {
+            fence.check().await?;
             let id = db.insert_external(&row).await?;
             rep.lines.push(format!("   created (id {id})."));
             rep.rows_created += 1;
+            rep.placed.push(Placed {
+                user_id: user.id,
+                username: user.username.clone(),
+                external_id: Some(id),
+            });
         }
     }
     Ok(rep)

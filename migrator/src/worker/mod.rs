@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::OutputFormat;
 use crate::error::{ErrorClass, JobError, Phase};
-use crate::ledger::{JobState, JobStore, Lease, LedgerError, Progress, ProgressUnit};
+use crate::ledger::{JobState, JobStore, Lease, LedgerError, Progress, ProgressUnit, TARGET_FILE};
 use crate::place::{ClaimDir, PlaceError, slug};
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, Recording};
@@ -51,6 +51,58 @@ pub struct WorkerContext<S> {
     /// `claim --wait`: when nothing is claimable, poll until every selected job is finished
     /// (held by another host, or waiting for its retry backoff) instead of returning.
     pub wait: bool,
+    /// With Pod's database: each placed file is registered for manual claim.
+    pub registration: Option<ClaimRegistration>,
+}
+
+/// Pod's database and the recorder whose directory the files go to.
+#[derive(Debug, Clone)]
+pub struct ClaimRegistration {
+    pub db: crate::place::pod::PodDb,
+    pub recorder: crate::place::pod::Recorder,
+}
+
+/// Registers a placed file (spec 9.2 RECOMMENDED), fenced: a worker that lost its lease
+/// registers nothing. Idempotent: an already registered file gets no second row.
+async fn register<S: JobStore>(
+    ctx: &WorkerContext<S>,
+    lease: &Lease,
+    path: &Path,
+    bytes: u64,
+) -> Result<(), Option<JobError>> {
+    let Some(reg) = &ctx.registration else {
+        return Ok(());
+    };
+    let rid = lease.recording_id.as_str();
+    match ctx.store.heartbeat(lease, ctx.lease, None).await {
+        Ok(_) => {}
+        Err(LedgerError::LeaseLost { .. }) => return Err(None),
+        Err(e) => return Err(Some(JobError::transient(rid, Phase::Ledger, e.to_string()))),
+    }
+    match reg
+        .db
+        .register_claim(&path.to_string_lossy(), bytes, &reg.recorder)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(record_id = %rid, "registered {} for manual claim", path.display());
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => {
+            let class = if e.is_permanent() {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Transient
+            };
+            Err(Some(JobError::new(
+                rid,
+                Phase::Place,
+                class,
+                format!("registering {} in Pod: {e}", path.display()),
+            )))
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -141,7 +193,10 @@ async fn worker_loop<S: JobStore>(
         }
         // Taken before the claim is sent: the lease runs at least until then + lease.
         let sent = Instant::now();
-        let claimed = ctx.store.claim(name, ctx.lease, Some(only)).await;
+        let claimed = ctx
+            .store
+            .claim_target(name, ctx.lease, Some(only), Some(TARGET_FILE))
+            .await;
         let idle = match claimed {
             Ok(Some(lease)) => {
                 failing_since = None;
@@ -378,6 +433,11 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
         let path = PathBuf::from(p);
         if let Ok(m) = std::fs::metadata(&path) {
             let bytes = m.len();
+            match register(ctx, lease, &path, bytes).await {
+                Ok(()) => {}
+                Err(None) => return JobOutcome::LeaseLost,
+                Err(Some(e)) => return fail(ctx, lease, e).await,
+            }
             let output = output_json(&path, bytes, &playback);
             return match ctx.store.complete(lease, &output, bytes).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
@@ -615,6 +675,11 @@ async fn place<S: JobStore>(
             }
             Err(e) => return Err(perr(e)),
         };
+        match register(ctx, lease, &dest, bytes).await {
+            Ok(()) => {}
+            Err(None) => return Ok(JobOutcome::LeaseLost),
+            Err(Some(e)) => return Err(e),
+        }
         let output = output_json(&dest, bytes, playback);
         return match ctx.store.complete(lease, &output, bytes).await {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
@@ -713,6 +778,7 @@ mod tests {
             api: None,
             shutdown,
             wait: false,
+            registration: None,
         });
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
         // Wait for the stand-in to run (it writes its grandchild's pid next to its output).
