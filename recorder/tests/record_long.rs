@@ -12,43 +12,6 @@ use common::*;
 
 const MINUTES: u32 = 10;
 
-/// Resident memory of `pid` in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Every descendant of `root`, from /proc's parent links.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut links: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some((_, rest)) = stat.rsplit_once(')')
-            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
-        {
-            links.push((pid, ppid));
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(links.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    out.remove(0);
-    out
-}
-
 /// The picture at `t` seconds of `path`, scaled down, as RGB (decoded by the ffmpeg CLI so that a
 /// 10-minute file is not decoded whole).
 fn picture_at(path: &std::path::Path, t: f64) -> (f64, u32, u32, Vec<u8>) {
@@ -115,8 +78,8 @@ fn ten_minutes_with_flat_memory() {
             break status;
         }
         let media = *progress.lock().unwrap();
-        let kids = descendants(pid).into_iter().map(rss).sum();
-        samples.push((media, rss(pid), kids));
+        let kids = descendants(pid).into_iter().map(rss_of).sum();
+        samples.push((media, rss_of(pid), kids));
         std::thread::sleep(Duration::from_secs(1));
     };
     reader.join().unwrap();

@@ -280,6 +280,43 @@ pub fn share_with_tone(samples: &[f32], rate: u32, from: f64, hz: f64) -> f64 {
     windows.iter().filter(|ok| **ok).count() as f64 / windows.len().max(1) as f64
 }
 
+/// Resident memory of `pid` in bytes (0 once it is gone).
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Every descendant of `root`, from /proc's parent links.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut links: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+        {
+            links.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(links.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
 /// Processes whose command line mentions `needle` (to prove nothing survived a recording).
 pub fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();

@@ -141,45 +141,6 @@ fn children_cpu() -> f64 {
     t(usage.ru_utime) + t(usage.ru_stime)
 }
 
-fn rss_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb * 1024.0)
-}
-
-/// Every descendant of `root` (by walking /proc's parent links).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some((_, rest)) = stat.rsplit_once(')')
-            && let Some(ppid) = rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok())
-        {
-            parent.push((pid, ppid));
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    out.remove(0);
-    out
-}
-
 fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
     let cpu_before = children_cpu();
     let started = Instant::now();
@@ -202,8 +163,13 @@ fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
             anyhow::ensure!(status.success(), "bbb-record failed on {url}: {status}");
             break;
         }
-        peak_rec = peak_rec.max(rss_of(pid));
-        peak_kids = peak_kids.max(descendants(pid).into_iter().map(rss_of).sum());
+        peak_rec = peak_rec.max(media::rss_of(pid) as f64);
+        peak_kids = peak_kids.max(
+            media::descendants(pid)
+                .into_iter()
+                .map(media::rss_of)
+                .sum::<u64>() as f64,
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let wall = started.elapsed().as_secs_f64();
