@@ -153,13 +153,14 @@ preview_xml() {
 
 # The shapes.svg header and the logo placeholder image0. BBB writes image0 with a plain `src`
 # attribute (not xlink:href) covering the time before the first slide; players skip it.
+# A canvas group exists only for a slide with annotations: the real 2.3 player fails (error 400)
+# on an empty `<g class="canvas"/>`.
 shapes_head() {
   cat <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" id="svgfile" style="position:absolute;height:600px;width:800px" version="1.1" viewBox="0 0 800 600">
   <image id="image0" class="slide" in="0.0" out="0.0" src="logo.png" width="800"/>
-  <g class="canvas" id="canvas0" image="image0" display="none"/>
 EOF
 }
 
@@ -209,7 +210,6 @@ gen_a() {
   </g>
 EOF
     slide_image 2 5.0 10.0 "$presid"
-    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n'
     slide_image 3 10.0 15.0 "$presid"
     # Pen stroke on slide 3 growing at 11.0, 11.2, 11.4 s, undone at 13.0 s.
     cat <<'EOF'
@@ -321,9 +321,8 @@ gen_b() {
   {
     shapes_head
     slide_image 1 0.0 4.0 "$presid"
-    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n'
     slide_image 2 4.0 8.0 "$presid"
-    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n</svg>\n'
+    printf '</svg>\n'
   } >"$dir/shapes.svg"
 
   cat >"$dir/panzooms.xml" <<'EOF'
@@ -409,9 +408,8 @@ EOF
   {
     shapes_head
     slide_image 1 0.0 4.0 "$presid"
-    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n'
     slide_image 2 4.0 8.0 "$presid"
-    printf '  <g class="canvas" id="canvas2" image="image2" display="none"/>\n</svg>\n'
+    printf '</svg>\n'
   } >"$dir/shapes.svg"
 
   cat >"$dir/panzooms.xml" <<'EOF'
@@ -484,8 +482,7 @@ gen_long() {
       done
       [ -n "$ins" ] || continue
       slide_image "$k" "${ins% }" "${outs% }" "$presid"
-      printf '  <g class="canvas" id="canvas%d" image="image%d" display="none"/>\n' "$k" "$k"
-    done
+      done
     printf '</svg>\n'
   } >"$dir/shapes.svg"
 
@@ -551,7 +548,7 @@ gen_static() {
   {
     shapes_head
     slide_image 1 0.0 "$secs.0" "$presid"
-    printf '  <g class="canvas" id="canvas1" image="image1" display="none"/>\n</svg>\n'
+    printf '</svg>\n'
   } >"$dir/shapes.svg"
   cat >"$dir/panzooms.xml" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
