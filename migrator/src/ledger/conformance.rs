@@ -496,6 +496,46 @@ async fn sqlite_read_only_open_writes_nothing() {
     assert_eq!(std::fs::read(dir.path().join("ledger.db")).unwrap(), bytes);
 }
 
+/// `status` and `list` during a claim run: the writer's changes may still be only in its WAL
+/// (on a first run even the tables are), and a read-only reader must see them.
+#[tokio::test]
+async fn sqlite_read_only_open_sees_a_running_writers_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SimulatedClock::new(1_000_000));
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let w = SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        dir.path().join("ledger.db-wal").exists(),
+        "the writer runs in WAL mode"
+    );
+    let r = SqliteLedger::open_read_only(&url, clock.clone())
+        .await
+        .unwrap();
+    assert!(r.jobs().await.unwrap().is_empty());
+    r.close().await;
+    w.enqueue(&jobs(3)).await.unwrap();
+    let lease = w
+        .claim("host-a", Duration::from_secs(60), None)
+        .await
+        .unwrap()
+        .expect("a job");
+    let r = SqliteLedger::open_read_only(&url, clock.clone())
+        .await
+        .unwrap();
+    let seen = r.jobs().await.unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen.iter().filter(|j| j.state == JobState::Running).count(),
+        1,
+        "the running job is seen as running"
+    );
+    r.close().await;
+    w.complete(&lease, "{}", 10).await.unwrap();
+    w.close().await;
+}
+
 #[tokio::test]
 async fn postgres_schema_is_created_once_by_versioned_migrations() {
     let pg = tokio::task::spawn_blocking(|| Postgres::start().unwrap())

@@ -70,8 +70,9 @@ impl SqliteLedger {
     }
 
     /// Opens the ledger without writing anything anywhere (`--dry-run`, `list`, `status`): the file
-    /// is opened immutable and read-only, so not even a `-wal`/`-shm` file appears; a missing
-    /// ledger reads as an empty one.
+    /// is opened read-only (immutable when no writer is around), so not even a `-wal`/`-shm` file
+    /// appears; a missing ledger reads as an empty one. A running writer's uncheckpointed
+    /// changes are seen.
     pub async fn open_read_only(url: &str, clock: Arc<dyn Clock>) -> LedgerResult<Self> {
         let exists = sqlite_path(url).is_some_and(|p| Path::new(&p).exists());
         if !exists {
@@ -87,10 +88,19 @@ impl SqliteLedger {
                 policy: RetryPolicy::default(),
             });
         }
+        // Immutable means "nobody writes this file": SQLite then never looks at the `-wal` file.
+        // A `-wal` file means a writer is running (or was killed): what it wrote may be only
+        // there (even the tables, during a first run), so open it as a plain read-only reader,
+        // which reads the WAL through the existing `-shm` index and creates no file.
+        let writer_present = sqlite_path(url).is_some_and(|p| {
+            let mut wal = p.into_os_string();
+            wal.push("-wal");
+            Path::new(&wal).exists()
+        });
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| open_err(url, e))?
             .read_only(true)
-            .immutable(true);
+            .immutable(!writer_present);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
