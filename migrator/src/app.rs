@@ -19,6 +19,7 @@ use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, R
 use bbb_migrator::recording::{Playback, RecordId, Recording};
 use bbb_migrator::select::{self, Filter};
 use bbb_migrator::worker::download::{DownloadSettings, redact};
+use bbb_migrator::worker::owner::{OwnerName, expire_dead_local_leases};
 use bbb_migrator::worker::recorder::resolve_program;
 use bbb_migrator::worker::{self, JobOutcome, RecorderSettings, WorkerContext};
 use chrono_tz::Tz;
@@ -594,15 +595,13 @@ impl App {
                 })
                 .collect();
             ledger.enqueue(&new_jobs).await.map_err(lerr)?;
+            let owner = OwnerName::new(&host_name(None)?);
+            expire_dead_local_leases(&ledger, &owner)
+                .await
+                .map_err(lerr)?;
             ledger.sweep().await.map_err(lerr)?;
             let before = import_jobs(ledger.jobs().await.map_err(lerr)?);
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let worker = format!(
-                "{}:{}:{}:import",
-                host.trim(),
-                std::process::id(),
-                uuid::Uuid::new_v4()
-            );
+            let worker = owner.worker("import");
             let lease_dur = Duration::from_secs(self.cfg.ledger.lease_secs.max(3));
             let index: BTreeMap<&str, usize> = ids
                 .iter()
@@ -783,6 +782,13 @@ impl App {
                 .await
                 .map_err(lerr)?;
         }
+        let host = host_name(host)?;
+        let owner = OwnerName::new(&host);
+        // A run of this machine killed a moment ago (kill -9, OOM killer): its jobs are taken
+        // over now rather than when their leases run out.
+        expire_dead_local_leases(ledger.as_ref(), &owner)
+            .await
+            .map_err(lerr)?;
         ledger.sweep().await.map_err(lerr)?;
         let before = by_recording(ledger.jobs().await.map_err(lerr)?);
         clean_partials(&ledger, &claim_dir).await;
@@ -797,7 +803,6 @@ impl App {
                 let _ = shutdown_tx.send(true);
             }
         });
-        let host = host_name(host)?;
         let ctx_claim_dir = claim_dir.clone();
         let ctx = Arc::new(WorkerContext {
             store: ledger.clone(),
@@ -819,11 +824,7 @@ impl App {
             },
             lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
             // Unique per process even when two runs share a host name; `:<n>` per worker task.
-            worker_name: format!(
-                "{host}:{}:{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            worker_name: owner.base(),
             reporter: self.reporter.clone(),
             api: if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
                 None

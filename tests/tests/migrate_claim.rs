@@ -259,11 +259,14 @@ fn same_name_same_day_gets_a_distinct_name_never_an_overwrite() {
 #[test]
 fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
     let env = setup("prefix", "");
-    // A short lease so the rerun may take the dead worker's job over quickly.
+    // A long lease: the rerun must not wait for it to run out.
     let cfg = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
         &env.config,
-        cfg.replace("retry_base_secs = 1", "retry_base_secs = 1\nlease_secs = 3"),
+        cfg.replace(
+            "retry_base_secs = 1",
+            "retry_base_secs = 1\nlease_secs = 600",
+        ),
     )
     .unwrap();
     let size = sample_video().len() as u64;
@@ -299,9 +302,17 @@ fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
     child.wait().unwrap();
     assert!(env.claimed().is_empty(), "nothing placed by the killed run");
     env.bbb.faults().set_throttle(None);
-    // While the dead worker's lease runs, a rerun finds nothing to take (exit 1: not done yet).
-    // After it expires, the rerun takes the job over and finishes it.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Another host cannot know the worker is dead: it waits for the lease (exit 1, not done).
+    let o = env.run(&["claim", "--record-id", VIDEO_ID, "--host", "elsewhere"]);
+    expect_code(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("running elsewhere")
+            || String::from_utf8_lossy(&o.stderr).contains("running elsewhere"),
+        "{o:?}"
+    );
+    assert!(env.claimed().is_empty());
+    // This host sees that the process holding the lease is gone: the rerun takes the job over
+    // at once and finishes it.
     let o = env.run(&["claim", "--record-id", VIDEO_ID]);
     expect_code(&o, 0);
     assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);

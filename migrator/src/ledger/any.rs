@@ -114,6 +114,15 @@ impl JobStore for AnyLedger {
     async fn cancel(&self, recording_id: &str, target: &str) -> LedgerResult<bool> {
         forward!(self, l => l.cancel(recording_id, target))
     }
+    async fn expire_lease(
+        &self,
+        recording_id: &str,
+        target: &str,
+        owner: &str,
+        epoch: i64,
+    ) -> LedgerResult<bool> {
+        forward!(self, l => l.expire_lease(recording_id, target, owner, epoch))
+    }
     async fn sweep(&self) -> LedgerResult<u64> {
         forward!(self, l => l.sweep())
     }

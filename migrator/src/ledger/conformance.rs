@@ -428,6 +428,46 @@ async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Ba
 }
 
 /// Generates one `#[tokio::test]` per backend for each case above.
+async fn a_dead_holders_lease_is_expired_at_once_and_only_at_its_epoch(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(1)).await.unwrap();
+    let old = s.claim("h:1:x:0", lease, None).await.unwrap().unwrap();
+    let id = old.recording_id.clone();
+    // Wrong owner or wrong epoch: nothing happens.
+    assert!(
+        !s.expire_lease(&id, TARGET_FILE, "h:2:x:0", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.expire_lease(&id, TARGET_FILE, "h:1:x:0", 2)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim("w2", lease, None).await.unwrap().is_none());
+    // The holder at its epoch: taken over at once, the holder fenced.
+    assert!(
+        s.expire_lease(&id, TARGET_FILE, "h:1:x:0", 1)
+            .await
+            .unwrap()
+    );
+    let running = s.running().await.unwrap();
+    assert!(running[0].expired, "shown as expired");
+    let new = s.claim("w2", lease, None).await.unwrap().unwrap();
+    assert_eq!(new.epoch, 2);
+    assert!(lost(s.heartbeat(&old, lease, None).await));
+    // The new holder's lease is not touched by a late expiry of the old one.
+    assert!(
+        !s.expire_lease(&id, TARGET_FILE, "h:1:x:0", 1)
+            .await
+            .unwrap()
+    );
+    assert!(!s.heartbeat(&new, lease, None).await.unwrap());
+    s.complete(&new, "{}", 1).await.unwrap();
+    assert_eq!(s.jobs().await.unwrap()[0].state, JobState::Succeeded);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite {
@@ -455,6 +495,7 @@ conformance!(
     claim_respects_the_selection,
     claim_target_takes_only_jobs_of_that_target,
     expired_lease_is_taken_over_and_the_stale_worker_is_fenced,
+    a_dead_holders_lease_is_expired_at_once_and_only_at_its_epoch,
     transient_failures_back_off_then_die_and_permanent_dies_at_once,
     expired_job_without_attempts_left_is_swept_to_dead,
     cancel_pending_and_running,

@@ -325,6 +325,17 @@ pub trait JobStore: Send + Sync + 'static {
         recording_id: &str,
         target: &str,
     ) -> impl Future<Output = LedgerResult<bool>> + Send;
+    /// Ends the lease of a running job now, if `owner` still holds it at `epoch`: its worker is
+    /// known to be dead (a killed process of this host), so the job need not wait for the lease
+    /// to run out before it is taken over. Fenced like every write: a job taken over meanwhile
+    /// is left alone.
+    fn expire_lease(
+        &self,
+        recording_id: &str,
+        target: &str,
+        owner: &str,
+        epoch: i64,
+    ) -> impl Future<Output = LedgerResult<bool>> + Send;
     /// Moves to `dead` the expired running jobs that have no attempt left.
     fn sweep(&self) -> impl Future<Output = LedgerResult<u64>> + Send;
     /// How many jobs of the selection `only` (all when `None`) are not finished yet (`pending` or

@@ -368,6 +368,28 @@ impl JobStore for PgLedger {
         Ok(n > 0)
     }
 
+    async fn expire_lease(
+        &self,
+        recording_id: &str,
+        target: &str,
+        owner: &str,
+        epoch: i64,
+    ) -> LedgerResult<bool> {
+        let n = sqlx::query(
+            "UPDATE job SET lease_expires_at = now() - interval '1 millisecond', updated_at=now()
+             WHERE recording_id=$1 AND target=$2 AND state='running' AND lease_owner=$3
+               AND lease_epoch=$4",
+        )
+        .bind(recording_id)
+        .bind(target)
+        .bind(owner)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     async fn sweep(&self) -> LedgerResult<u64> {
         let n = sqlx::query(
             "UPDATE job SET state='dead', finished_at=now(), updated_at=now(), lease_owner=NULL,

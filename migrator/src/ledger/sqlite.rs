@@ -413,6 +413,30 @@ impl JobStore for SqliteLedger {
         Ok(pending + running > 0)
     }
 
+    async fn expire_lease(
+        &self,
+        recording_id: &str,
+        target: &str,
+        owner: &str,
+        epoch: i64,
+    ) -> LedgerResult<bool> {
+        let now = self.now();
+        let n = sqlx::query(
+            "UPDATE job SET lease_expires_at=?5 - 1, updated_at=?5
+             WHERE recording_id=?1 AND target=?2 AND state='running' AND lease_owner=?3
+               AND lease_epoch=?4",
+        )
+        .bind(recording_id)
+        .bind(target)
+        .bind(owner)
+        .bind(epoch)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     async fn sweep(&self) -> LedgerResult<u64> {
         let now = self.now();
         let n = sqlx::query(

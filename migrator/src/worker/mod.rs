@@ -4,6 +4,7 @@
 //! placement; the protocol itself is the ledger's, the file handling `place`'s.
 
 pub mod download;
+pub mod owner;
 pub mod recorder;
 
 use std::collections::HashSet;
