@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use crate::error::{ErrorClass, JobError, Phase};
 
-/// Documented exit codes of `bbb-record`.
+// Documented exit codes of `bbb-record`.
+pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_PERMANENT: i32 = 3;
 pub const EXIT_TRANSIENT: i32 = 4;
 
@@ -241,6 +242,15 @@ impl RecorderCommand {
                     self.stderr_suffix(&tail)
                 ),
             )),
+            // Our own command line was refused (a bbb-record of another version, or a setting it
+            // does not know): every retry would be refused the same way.
+            (Some(EXIT_USAGE), _) => Err(err(
+                ErrorClass::Permanent,
+                format!(
+                    "bbb-record refused its command line (exit 2): check [recorder] command and format{}",
+                    self.stderr_suffix(&tail)
+                ),
+            )),
             (Some(code), _) => Err(err(
                 ErrorClass::Transient,
                 format!(
@@ -309,6 +319,7 @@ case "$1" in
   no-output) echo "all fine" >&2; exit 0 ;;
   permanent) echo "recording not found (404)" >&2; exit 3 ;;
   transient) echo "browser crashed" >&2; exit 4 ;;
+  usage) echo "error: unexpected argument '--new-flag'" >&2; exit 2 ;;
   hang) sleep 1000 & echo $! > "$3.grandchild"; sleep 1000 ;;
   ignore-term) trap '' TERM; sleep 1000 & echo $! > "$3.grandchild"; while true; do sleep 1; done ;;
 esac
@@ -395,6 +406,14 @@ esac
         assert_eq!(e.class, ErrorClass::Transient);
         assert!(
             e.message.contains("code 4") && e.message.contains("browser crashed"),
+            "{e}"
+        );
+
+        let (r, ..) = run("usage", Duration::from_secs(20), None).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(
+            e.message.contains("exit 2") && e.message.contains("--new-flag"),
             "{e}"
         );
 
