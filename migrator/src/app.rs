@@ -350,8 +350,13 @@ impl App {
             .map_err(usage)
     }
 
-    fn claim_dir(&self) -> Res<ClaimDir> {
-        let directory = self.cfg.recorder_directory().map_err(usage)?;
+    /// The claim directory: Pod's recorder's own directory when Pod's database is used
+    /// (`registered`), else `[pod] recorder_directory`.
+    fn claim_dir(&self, registered: Option<&str>) -> Res<ClaimDir> {
+        let directory = match registered {
+            Some(d) => d,
+            None => self.cfg.recorder_directory().map_err(usage)?,
+        };
         let root = &self.cfg.pod.default_recorder_path;
         Ok(ClaimDir {
             dir: root.join(directory),
@@ -734,10 +739,11 @@ impl App {
         wait: bool,
         host: Option<String>,
     ) -> Res<i32> {
-        let claim_dir = self.claim_dir()?;
         // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
-        claim_dir.check(!self.cli.dry_run).map_err(usage)?;
         let registration = self.claim_registration().await?;
+        let claim_dir =
+            self.claim_dir(registration.as_ref().map(|r| r.recorder.directory.as_str()))?;
+        claim_dir.check(!self.cli.dry_run).map_err(usage)?;
         let program = resolve_program(self.cfg.recorder.command.as_deref());
         let (recs, fetched, missing) = self.fetch_selected().await?;
         let rewrite = self.cfg.bbb.playback_url_23;
@@ -876,9 +882,10 @@ impl App {
         })
     }
 
-    /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod, its
-    /// directory must be the configured one and exist under default_recorder_path. Checked
-    /// before any work; a failure is a pre-check failure (exit 2) naming the recorder.
+    /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod and its
+    /// directory (which the files go to; `[pod] recorder_directory` is then only compared, with a
+    /// warning) must exist under default_recorder_path. Checked before any work; a failure is a
+    /// pre-check failure (exit 2) naming the recorder.
     async fn claim_registration(&self) -> Res<Option<worker::ClaimRegistration>> {
         let Some(url) = self.cfg.pod.database_url.as_deref() else {
             return Ok(None);
@@ -900,17 +907,21 @@ impl App {
                 return Err(usage(format!("Pod recorder {id}: {e}")));
             }
         };
-        let configured = self.cfg.recorder_directory().map_err(usage)?;
-        let dir = self.cfg.pod.default_recorder_path.join(&recorder.directory);
-        let problem = if recorder.directory != configured {
+        // Pod's database is not ours: its directory name must stay a single component.
+        let problem = if !config::is_directory_name(&recorder.directory) {
             Some(format!(
-                "its directory is {:?} but [pod] recorder_directory is {configured:?}",
+                "its directory {:?} is not a single directory name of at most 50 characters",
                 recorder.directory
             ))
-        } else if !dir.is_dir() {
-            Some(format!("its directory {} does not exist", dir.display()))
         } else {
-            None
+            let dir = self.cfg.pod.default_recorder_path.join(&recorder.directory);
+            (!dir.is_dir()).then(|| {
+                format!(
+                    "its directory {:?} does not exist ({})",
+                    recorder.directory,
+                    dir.display()
+                )
+            })
         };
         if let Some(p) = problem {
             db.close().await;
@@ -918,6 +929,15 @@ impl App {
                 "Pod recorder {id} ({:?}): {p}",
                 recorder.name
             )));
+        }
+        if let Some(configured) = self.cfg.pod.recorder_directory.as_deref()
+            && configured != recorder.directory
+        {
+            tracing::warn!(
+                "Pod recorder {id} ({:?}) has the directory {:?}: the files go there, not to [pod] recorder_directory {configured:?}",
+                recorder.name,
+                recorder.directory
+            );
         }
         if recorder.manager_id.is_some() {
             tracing::warn!(

@@ -362,12 +362,7 @@ impl Config {
                 "[pod] recorder_directory is not set (the Pod recorder's directory)".into(),
             )
         })?;
-        let ok = !d.is_empty()
-            && d.len() <= 50
-            && d != "."
-            && d != ".."
-            && !d.contains(['/', '\\', '\0']);
-        if !ok {
+        if !is_directory_name(d) {
             return Err(ConfigError::Invalid(format!(
                 "[pod] recorder_directory {d:?} must be a single directory name of at most 50 characters"
             )));
@@ -378,6 +373,16 @@ impl Config {
     pub fn api_timeout(&self) -> Duration {
         Duration::from_secs(self.bbb.timeout_secs.max(1))
     }
+}
+
+/// Whether `d` is one plain path component of at most 50 characters (Pod's
+/// `recorder.directory`): never `.`/`..`, a separator or NUL, so it cannot leave the recorder root.
+pub fn is_directory_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.chars().count() <= 50
+        && d != "."
+        && d != ".."
+        && !d.contains(['/', '\\', '\0'])
 }
 
 /// The commented template written by `init-config` (every setting of spec 17.1 that this
@@ -407,7 +412,8 @@ cache_dir = "bbb-migrate-cache"
 [pod]
 # Pod's TIME_ZONE: file names carry the local start date.
 time_zone = "Europe/Paris"
-# Pod's DEFAULT_RECORDER_PATH and the directory of the recorder used for manual claim.
+# Pod's DEFAULT_RECORDER_PATH and the directory of the recorder used for manual claim (with
+# database_url set, the recorder recorder_id's own directory is used instead).
 default_recorder_path = "/data/ftp-pod/ftp/"
 recorder_directory = "bbb-claim"
 recorder_id = 1

@@ -670,12 +670,42 @@ fn claim_registration(server: Server) {
     assert!(env.claimed().is_empty());
     assert!(!env.ledger.exists(), "the ledger was created");
 
-    // The recorder exists but points at another directory: also refused before any work.
+    // The recorder exists but its directory does not: also refused before any work.
     pod_recorder(&server, db, "other-dir");
     let o = run(&["claim", "--record-id", VIDEO_ID]);
     expect_code(&o, 2);
     assert!(
-        text(&o.stderr).contains("\"other-dir\""),
+        text(&o.stderr).contains("\"other-dir\" does not exist"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!env.ledger.exists());
+    // Once it exists, Pod's recorder decides where the files go (with a warning that the
+    // configured directory differs).
+    let other = env.claim.parent().unwrap().join("other-dir");
+    std::fs::create_dir(&other).unwrap();
+    let o = run(&["claim", "--record-id", VIDEO_ID, "--dry-run"]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).contains(&format!("{}/", other.display())),
+        "{}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stderr).contains("\"other-dir\"") && text(&o.stderr).contains("\"bbb-claim\""),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::remove_dir(&other).unwrap();
+    // A directory name that would leave the recorder root is refused.
+    server.sql(
+        db,
+        "UPDATE recorder_recorder SET directory = '../escape' WHERE id = 1",
+    );
+    let o = run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 2);
+    assert!(
+        text(&o.stderr).contains("not a single directory name"),
         "{}",
         text(&o.stderr)
     );
