@@ -450,4 +450,12 @@ fn force_redoes_a_done_recording_without_overwriting_the_first_file() {
         std::fs::read(env.claim.join(&second)).unwrap(),
         sample_video()
     );
+    // Again and again: each copy gets its own name, none is overwritten.
+    expect_code(&env.run(&["claim", "--force", "--record-id", VIDEO_ID]), 0);
+    expect_code(&env.run(&["claim", "--force", "--record-id", VIDEO_ID]), 0);
+    let third = format!("sample-two-formats-2026-01-01-{VIDEO_ID}.m4v");
+    let fourth = format!("sample-two-formats-2026-01-01-{VIDEO_ID}-2.m4v");
+    let mut expected = vec![second, third, fourth, VIDEO_FILE.to_owned()];
+    expected.sort();
+    assert_eq!(env.claimed(), expected);
 }

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use crate::recording::RecordId;
 
 /// The Pod recorder directory a claim places files into, and its private temp directory.
+/// How many numbered copies of one recording `claim --force` may place before giving up.
+const MAX_COPIES: u32 = 99;
+
 #[derive(Debug, Clone)]
 pub struct ClaimDir {
     /// `<default_recorder_path>/<directory>`: watched by Pod's `recorder checkDirectory` cron.
@@ -115,13 +118,16 @@ impl ClaimDir {
     }
 
     /// Candidate final names, in order: the Python name, then with the recordID's first 8
-    /// characters, then with the whole recordID (spec 7.2 RECOMMENDED).
+    /// characters, then with the whole recordID (spec 7.2 RECOMMENDED), then numbered copies of
+    /// that (`-2` ...), which only `claim --force` of an already placed recording needs.
     pub fn candidates(&self, stem: &str, id: &RecordId, ext: &str) -> Vec<PathBuf> {
-        vec![
+        let mut names = vec![
             self.dir.join(format!("{stem}.{ext}")),
             self.dir.join(format!("{stem}-{}.{ext}", id.short())),
             self.dir.join(format!("{stem}-{id}.{ext}")),
-        ]
+        ];
+        names.extend((2..=MAX_COPIES).map(|n| self.dir.join(format!("{stem}-{id}-{n}.{ext}"))));
+        names
     }
 
     /// Moves a finished temp file to `dest`, never overwriting: fsync the file, hard-link it to
