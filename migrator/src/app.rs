@@ -79,6 +79,20 @@ fn mode(cli: &Cli) -> Res<Mode> {
             "--use-database-moodle goes with --use-import-video or --use-export-csv (or use `import --moodle` / `export-csv --moodle`)",
         ));
     }
+    // The Python command took the first of claim > import > CSV and silently ignored the
+    // others (writing a header-only out.csv). Several modes at once are refused instead.
+    let modes = [
+        (cli.use_manual_claim, "--use-manual-claim"),
+        (cli.use_import_video, "--use-import-video"),
+        (cli.use_export_csv, "--use-export-csv"),
+    ];
+    let given: Vec<&str> = modes.iter().filter(|m| m.0).map(|m| m.1).collect();
+    if given.len() > 1 {
+        return Err(usage(format!(
+            "{} are separate runs: give one mode at a time (e.g. `bbb-migrate claim`, then `bbb-migrate import`)",
+            given.join(" and ")
+        )));
+    }
     let alias = if cli.use_import_video {
         Some(Mode::Import {
             moodle: cli.use_database_moodle,

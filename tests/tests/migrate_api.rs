@@ -206,6 +206,14 @@ fn usage_and_config_errors_exit_2() {
     std::fs::write(&env.config, &cfg).unwrap();
     expect_code(&env.run(&["list", "--record-id", "../x"]), 2);
     expect_code(&env.run(&["--use-import-video"]), 2);
+    // Several of Pod's modes at once: refused, naming them (Python ran one and ignored the rest).
+    let o = env.run(&["--use-manual-claim", "--use_export_csv", "--dry"]);
+    expect_code(&o, 2);
+    assert!(
+        text(&o.stderr).contains("--use-manual-claim and --use-export-csv"),
+        "{}",
+        text(&o.stderr)
+    );
     expect_code(&env.run(&["retry"]), 2);
     // Pod's spellings are accepted.
     let o = env.run(&[
