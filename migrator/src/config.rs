@@ -297,8 +297,21 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        // toml's message names the unknown key, its line, and the keys that are accepted.
-        toml::from_str(text).map_err(|e| e.to_string())
+        // toml's message names the unknown key and the keys that are accepted. Its Display
+        // would also quote the offending line, which may hold the secret or a database
+        // password: only the line and column are given.
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message.to_owned(),
+            }
+        })
     }
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
@@ -490,6 +503,18 @@ download_retries = 5
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syntax_errors_never_quote_the_line() {
+        let e = Config::parse("[bbb]\nsecret = \"s3cr3t-value\" oops\n").unwrap_err();
+        assert!(e.starts_with("line 2, column "), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = Config::parse("[pod]\ndatabase_url = postgres://u:pw@h/db\n").unwrap_err();
+        assert!(e.starts_with("line 2, column "), "{e}");
+        assert!(!e.contains("pw@h"), "{e}");
+        let e = Config::parse("[bbb]\nsecrett = \"x\"\n").unwrap_err();
+        assert!(e.contains("secrett") && e.starts_with("line 2"), "{e}");
+    }
 
     #[test]
     fn template_parses_and_unknown_keys_are_named() {
