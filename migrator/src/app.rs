@@ -1042,11 +1042,38 @@ impl App {
         Ok(exit::OK)
     }
 
+    /// The `--record-id`s of a command that works on the ledger alone (`status`, `retry`,
+    /// `cancel`): the other selection flags select from the server's listing, which these
+    /// commands do not fetch, so they are refused rather than ignored.
+    fn ledger_selection(&self, command: &str) -> Res<Vec<String>> {
+        let s = &self.cli.select;
+        let other = [
+            (s.since.is_some(), "--since"),
+            (s.until.is_some(), "--until"),
+            (s.min.is_some(), "--min"),
+            (s.max.is_some(), "--max"),
+            (s.limit.is_some(), "--limit"),
+        ];
+        if let Some((_, flag)) = other.iter().find(|f| f.0) {
+            return Err(usage(format!(
+                "{command} takes only --record-id: {flag} selects from the server's listing (use it with list, claim, import or export-csv)"
+            )));
+        }
+        s.record_id
+            .iter()
+            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
+            .collect()
+    }
+
     async fn status(&self, json: bool) -> Res<i32> {
+        let only = self.ledger_selection("status")?;
+        let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
         let ledger = self.ledger_read_only().await?;
-        let rows = ledger.jobs().await.map_err(usage)?;
-        let running = ledger.running().await.map_err(usage)?;
+        let mut rows = ledger.jobs().await.map_err(usage)?;
+        let mut running = ledger.running().await.map_err(usage)?;
         ledger.close().await;
+        rows.retain(|r| wanted(&r.recording_id));
+        running.retain(|r| wanted(&r.recording_id));
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for r in &rows {
             *counts.entry(r.state.as_str()).or_default() += 1;
@@ -1159,13 +1186,7 @@ impl App {
     /// Cancels the selected recordings: a pending job at once, a running one by its worker (on
     /// whatever host) at its next heartbeat.
     async fn cancel(&self) -> Res<i32> {
-        let ids: Vec<String> = self
-            .cli
-            .select
-            .record_id
-            .iter()
-            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
-            .collect::<Res<_>>()?;
+        let ids = self.ledger_selection("cancel")?;
         if ids.is_empty() {
             return Err(usage("cancel needs --record-id ID (repeatable)"));
         }
@@ -1192,13 +1213,7 @@ impl App {
     }
 
     async fn retry(&self, failed: bool) -> Res<i32> {
-        let ids: Vec<String> = self
-            .cli
-            .select
-            .record_id
-            .iter()
-            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
-            .collect::<Res<_>>()?;
+        let ids = self.ledger_selection("retry")?;
         let what = match (failed, ids.is_empty()) {
             (true, true) => Requeue::Failed(None),
             (true, false) => Requeue::Failed(Some(ids)),

@@ -78,6 +78,17 @@ fn a_playback_that_404s_ends_dead_with_exit_1_and_the_others_succeed() {
     assert_eq!(s["counts"]["succeeded"], 1);
     assert_eq!(s["failures"][0]["record_id"], gone_id.as_str());
     assert_eq!(s["failures"][0]["error_class"], "permanent");
+    // `status --record-id` shows that recording alone; the listing's selection flags are refused.
+    let o = env.run(&["status", "--json", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let one: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(one["counts"]["succeeded"], 1);
+    assert!(one["counts"].get("dead").is_none(), "{one}");
+    assert!(one["failures"].as_array().unwrap().is_empty(), "{one}");
+    let o = env.run(&["status", "--since", "2026-01-01"]);
+    expect_code(&o, 2);
+    assert!(text(&o.stderr).contains("--since"), "{}", text(&o.stderr));
+    expect_code(&env.run(&["retry", "--failed", "--limit", "1"]), 2);
     // Dead stays dead (exit 1 again) until `retry --failed`.
     expect_code(&env.run(&["claim", "--record-id", &gone_id]), 1);
     let o = env.run(&["retry", "--failed"]);
