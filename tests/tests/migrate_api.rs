@@ -133,13 +133,25 @@ fn malformed_recordings_are_reported_and_skipped() {
         "{err}"
     );
     assert!(err.contains("unsafe recordID"), "{err}");
-    // The CSV export carries on past them too.
+    // The CSV export carries on past them too, but they are missing rows: exit 1, named.
     let o = env.run(&["export-csv", "-o", "-"]);
-    expect_code(&o, 0);
+    expect_code(&o, 1);
     assert_eq!(
         text(&o.stdout).matches("\r\n").count(),
         6,
         "header + 5 rows"
+    );
+    assert!(
+        text(&o.stderr).contains(&ApiRecording::synthetic_id(1))
+            && text(&o.stderr).contains("not in the CSV"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Exporting only recordings that are fine is a success.
+    let fine = ApiRecording::synthetic_id(3);
+    expect_code(
+        &env.run(&["export-csv", "-o", "-", "--record-id", &fine]),
+        0,
     );
 }
 
