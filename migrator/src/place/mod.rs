@@ -39,6 +39,8 @@ pub enum PlaceError {
     TempDir(PathBuf, io::Error),
     #[error("temp directory {} and claim directory {} are on different filesystems: the final rename would not be atomic; set [pod] temp_dir", .0.display(), .1.display())]
     CrossDevice(PathBuf, PathBuf),
+    #[error("temp directory {} is inside the recorder root {}, which Pod's cron walks: it would see partial files; set [pod] temp_dir outside it", .0.display(), .1.display())]
+    TempInsideRoot(PathBuf, PathBuf),
     #[error("{} already exists", .0.display())]
     Exists(PathBuf),
     #[error("{}: {}", .0.display(), .1)]
@@ -68,9 +70,28 @@ impl ClaimDir {
         if !meta.is_dir() {
             return Err(PlaceError::MissingDir(self.dir.clone()));
         }
+        // The recorder root (default_recorder_path): Pod's cron looks into its directories.
+        let root = self.dir.parent().unwrap_or(Path::new("/"));
+        let inside = |t: &Path, r: &Path| t.starts_with(r);
+        if inside(&self.temp_dir, root)
+            || matches!(
+                (self.temp_dir.canonicalize(), root.canonicalize()),
+                (Ok(t), Ok(r)) if inside(&t, &r)
+            )
+        {
+            return Err(PlaceError::TempInsideRoot(
+                self.temp_dir.clone(),
+                root.to_path_buf(),
+            ));
+        }
         if create_temp {
             std::fs::create_dir_all(&self.temp_dir)
                 .map_err(|e| PlaceError::TempDir(self.temp_dir.clone(), e))?;
+            if let (Ok(t), Ok(r)) = (self.temp_dir.canonicalize(), root.canonicalize())
+                && inside(&t, &r)
+            {
+                return Err(PlaceError::TempInsideRoot(self.temp_dir.clone(), r));
+            }
         }
         if let Ok(t) = std::fs::metadata(&self.temp_dir)
             && t.dev() != meta.dev()
@@ -234,6 +255,21 @@ mod tests {
         };
         assert!(matches!(cd.check(true), Err(PlaceError::MissingDir(_))));
         std::fs::create_dir_all(&cd.dir).unwrap();
+        // A temp dir under the recorder root (where Pod's cron looks), directly or through a
+        // symbolic link, is refused.
+        for temp in [root.path().join("ftp/tmp"), root.path().join("link/tmp")] {
+            let _ = std::os::unix::fs::symlink(root.path().join("ftp"), root.path().join("link"));
+            let inside = ClaimDir {
+                dir: cd.dir.clone(),
+                temp_dir: temp,
+            };
+            assert!(
+                matches!(inside.check(true), Err(PlaceError::TempInsideRoot(..))),
+                "{:?}",
+                inside.temp_dir
+            );
+        }
+        std::fs::remove_dir_all(root.path().join("ftp/tmp")).unwrap();
         cd.check(true).unwrap();
         let rid = id("ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124");
         let c = cd.candidates("freds-room-2018-07-04", &rid, "m4v");
