@@ -171,14 +171,24 @@ mod tests {
             &format!(":{}:", child.id()),
             1,
         );
+        // spawn() returns once the child's exec has begun, a moment before the kernel gives it
+        // its new name.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(&comm).ok().as_deref() != Some("sleep\n")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let alive = !me.is_dead_local(&theirs);
+        let seen = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
         child.kill().unwrap();
         // A zombie until reaped: already dead.
         std::thread::sleep(std::time::Duration::from_millis(200));
         let zombie = me.is_dead_local(&theirs);
         child.wait().unwrap();
         let reaped = me.is_dead_local(&theirs);
-        assert!(alive, "a running copy of this program is alive");
+        assert!(alive, "a running copy of this program is alive: {seen:?}");
         assert!(zombie, "a killed one is dead before it is reaped");
         assert!(reaped, "and after");
     }
