@@ -190,6 +190,7 @@ impl Spawn {
             stderr_thread,
             keeper: Some((keeper, release_tx)),
             status: None,
+            reaped: false,
         })
     }
 
@@ -267,7 +268,9 @@ pub struct GroupChild {
     stderr: Arc<Mutex<VecDeque<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
     keeper: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    /// The leader's exit status, seen without reaping it (see [`GroupChild::try_status`]).
     status: Option<ExitStatus>,
+    reaped: bool,
 }
 
 impl GroupChild {
@@ -294,12 +297,33 @@ impl GroupChild {
         String::from_utf8_lossy(&bytes).trim().to_owned()
     }
 
-    /// `None` while the child runs; its exit status once it has ended (reaped here).
+    /// `None` while the child runs; its exit status once it has ended.
+    ///
+    /// The leader is *not* reaped here: until it is, its PID (which is also the process group's
+    /// ID) cannot be given to another process, so the final SIGKILL to the group in
+    /// [`GroupChild::terminate`] can never hit an unrelated group that reused the number.
     pub fn try_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait()?;
+        if self.status.is_some() || self.reaped {
+            return Ok(self.status);
         }
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let raw = match waitid(Id::Pid(Pid::from_raw(self.pid as i32)), flags)
+            .map_err(std::io::Error::from)?
+        {
+            WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+            WaitStatus::Signaled(_, signal, core) => signal as i32 | if core { 0x80 } else { 0 },
+            _ => return Ok(None),
+        };
+        self.status = Some(ExitStatus::from_raw(raw));
         Ok(self.status)
+    }
+
+    /// Collects the ended leader (after the last signal to its group).
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(*self.status.get_or_insert(status))
     }
 
     /// Wait until the child exits or `timeout` passes; `None` on timeout.
@@ -325,24 +349,21 @@ impl GroupChild {
     /// SIGTERM to the group, wait up to `grace`, then SIGKILL to the group, and reap the leader.
     /// Returns the leader's exit status.
     pub fn terminate(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
-        if let Some(status) = self.try_status()? {
-            // The leader is gone, but members of its group (e.g. Chromium's renderers) may not be.
-            self.signal_group(Signal::SIGKILL);
-            self.finish();
-            return Ok(status);
+        if self.reaped {
+            return Ok(self.status.expect("a reaped child has a status"));
         }
-        self.signal_group(Signal::SIGTERM);
-        let status = match self.wait_timeout(grace)? {
-            Some(status) => status,
-            None => {
+        if self.try_status()?.is_none() {
+            self.signal_group(Signal::SIGTERM);
+            if self.wait_timeout(grace)?.is_none() {
                 tracing::warn!(label = %self.label, pid = self.pid, "did not stop within {grace:?}; sending SIGKILL");
                 self.signal_group(Signal::SIGKILL);
-                let status = self.child.wait()?;
-                self.status = Some(status);
-                status
             }
-        };
+        }
+        // The leader has ended (or was just sent SIGKILL) and is not reaped yet, so its PID
+        // still names this group alone: members that outlived it (e.g. Chromium's renderers)
+        // get SIGKILL, then the leader is reaped.
         self.signal_group(Signal::SIGKILL);
+        let status = self.reap()?;
         self.finish();
         Ok(status)
     }
@@ -369,7 +390,7 @@ impl GroupChild {
 
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        if self.keeper.is_some() {
+        if self.keeper.is_some() || !self.reaped {
             let _ = self.terminate(Duration::from_secs(2));
         }
     }

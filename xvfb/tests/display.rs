@@ -144,8 +144,25 @@ fn a_killed_server_is_reported_as_such() {
         other => panic!("unexpected error {other:?}"),
     }
     assert!(error.to_string().contains("killed by SIGKILL"));
-    // Stopping a dead server reports the death too.
+    // Seen dead but not reaped: its PID, which is also its process group's ID, stays reserved
+    // (a zombie) until the last SIGKILL to the group, so that signal can never reach another
+    // group that reused the number.
+    let pid = display.pid();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a zombie entry");
+    assert!(
+        stat.rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z'),
+        "{stat}"
+    );
+    // Stopping a dead server reports the death too, and collects it.
     assert!(matches!(display.stop(), Err(Error::Died { .. })));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "reaped after the stop"
+    );
 }
 
 #[test]
