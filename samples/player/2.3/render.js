@@ -82,6 +82,11 @@
 
     for (const g of Array.from(doc.getElementsByTagName('g'))) {
       if (!g.classList.contains('canvas')) continue;
+      // The real player's shapes builder fails on a canvas group without shapes, and the page
+      // shows error 400: so does this one.
+      if (!Array.from(g.children).some(s => s.classList.contains('shape'))) {
+        throw new Error('shapes.svg: empty canvas group for ' + g.getAttribute('image'));
+      }
       const shapes = [];
       for (const s of Array.from(g.children)) {
         if (!s.classList.contains('shape')) continue;

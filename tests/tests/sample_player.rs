@@ -1,0 +1,149 @@
+//! The sample 2.3 player page, loaded by real headless Chromium from the fake BBB server: it
+//! keeps the real player's DOM contract (bbb-playback.md) so that the recorder tests are not
+//! easier than the real thing. Each case dumps the DOM after the page settled.
+
+use std::path::Path;
+use std::process::Command;
+
+use fake_bbb::FakeBbb;
+use fake_bbb::media::{self, SAMPLE_A};
+
+/// The DOM of `url` once loading settled (10 s of virtual time: the page's timers run, no wall
+/// time is spent waiting).
+fn dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    assert!(
+        chromium.is_file(),
+        "Chromium is missing: run .ci/install-deps"
+    );
+    // `timeout` bounds a hung browser; a private profile keeps runs apart.
+    let out = Command::new("timeout")
+        .args(["-k", "5", "90"])
+        .arg(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--dump-dom",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium {url}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 DOM")
+}
+
+fn error_code(dom: &str) -> Option<&str> {
+    let at = dom.find("class=\"error-code\">")? + "class=\"error-code\">".len();
+    dom[at..].split('<').next()
+}
+
+fn webcams_classes(dom: &str) -> &str {
+    let at = dom.find("class=\"video-js").expect("a video.js element") + "class=\"".len();
+    dom[at..].split('"').next().unwrap()
+}
+
+fn current_time(dom: &str) -> &str {
+    let tag = "vjs-current-time-display\">";
+    let at = dom.find(tag).expect("a current-time display") + tag.len();
+    dom[at..].split('<').next().unwrap()
+}
+
+#[test]
+fn the_player_mounts_paused_with_its_chrome_and_without_autoplay() {
+    let bbb = media::server();
+    let d = dom(&bbb.presentation_url(SAMPLE_A));
+    assert_eq!(error_code(&d), None, "{d}");
+    assert!(d.contains("id=\"webcams\""), "#webcams: {d}");
+    let video = &d[d.find("<video").expect("a video element")..];
+    let video = &video[..video.find('>').unwrap()];
+    assert!(!video.contains("autoplay"), "{video}");
+    let classes = webcams_classes(&d);
+    assert!(
+        classes.contains("vjs-paused") && !classes.contains("vjs-has-started"),
+        "never starts by itself: {classes}"
+    );
+    for chrome in [
+        "vjs-big-play-button",
+        "vjs-control-bar",
+        "class=\"top-bar\"",
+        "Sample presentation - ",
+        "id=\"presentation\"",
+        "id=\"chat\"",
+        "id=\"screenshare\"",
+    ] {
+        assert!(d.contains(chrome), "{chrome} missing");
+    }
+}
+
+#[test]
+fn bad_and_unknown_record_ids_show_400_and_404() {
+    let bbb = media::server();
+    let bad = format!(
+        "{}/playback/presentation/2.3/not-a-record-id",
+        bbb.base_url()
+    );
+    assert_eq!(error_code(&dom(&bad)), Some("400"));
+    let unknown = bbb.presentation_url(&format!("{}-1767261600000", "0".repeat(40)));
+    assert_eq!(error_code(&dom(&unknown)), Some("404"));
+}
+
+#[test]
+fn t_with_a_unit_seeks_without_playing_and_without_one_is_ignored() {
+    let bbb = media::server();
+    let d = dom(&format!("{}?t=3s", bbb.presentation_url(SAMPLE_A)));
+    assert_eq!(current_time(&d), "0:03");
+    assert!(webcams_classes(&d).contains("vjs-paused"));
+    let d = dom(&format!("{}?t=12", bbb.presentation_url(SAMPLE_A)));
+    assert_eq!(current_time(&d), "0:00", "t=12 (no unit) is ignored");
+}
+
+/// The real player's shapes builder fails on a canvas group without shapes (error 400); a
+/// recording that works here must work there.
+#[test]
+fn an_empty_canvas_group_is_error_400_as_in_the_real_player() {
+    let site = tempfile::tempdir().unwrap();
+    let samples = media::samples_dir();
+    std::os::unix::fs::symlink(samples.join("player"), site.path().join("player")).unwrap();
+    let from = samples.join("recordings/presentation").join(SAMPLE_A);
+    let to = site.path().join("recordings/presentation").join(SAMPLE_A);
+    copy_tree(&from, &to);
+    let shapes = std::fs::read_to_string(to.join("shapes.svg")).unwrap();
+    let broken = shapes.replacen(
+        "</svg>",
+        "  <g class=\"canvas\" id=\"canvas2\" image=\"image2\" display=\"none\"/>\n</svg>",
+        1,
+    );
+    assert_ne!(broken, shapes);
+    std::fs::write(to.join("shapes.svg"), broken).unwrap();
+    let bbb = FakeBbb::builder()
+        .samples_dir(site.path())
+        .start_blocking()
+        .unwrap();
+    assert_eq!(
+        error_code(&dom(&bbb.presentation_url(SAMPLE_A))),
+        Some("400")
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
