@@ -61,20 +61,26 @@ pub fn checksum(algorithm: ChecksumAlgorithm, call: &str, query: &str, secret: &
     algorithm.digest_hex(data.as_bytes())
 }
 
-/// Removes every `checksum=` pair from a raw query string, keeping the rest byte for byte (bbb-web
-/// hashes the query string as received, never re-encoded). Returns the remaining query and the
-/// last checksum value seen.
+/// Removes the checksum from a raw query string the way bbb-web's `GetChecksum` does: take the
+/// first `checksum` parameter's value V, then delete every `&checksum=V`, then every
+/// `checksum=V&`, then every `checksum=V`, as plain text; the rest stays byte for byte (bbb-web
+/// hashes the query string as received, never re-encoded). Returns the remaining query and V.
 pub(crate) fn split_checksum(raw_query: &str) -> (String, Option<String>) {
-    let mut kept = Vec::new();
-    let mut found = None;
-    for pair in raw_query.split('&') {
-        match pair.split_once('=') {
-            Some(("checksum", value)) => found = Some(value.to_owned()),
-            _ if pair == "checksum" => found = Some(String::new()),
-            _ => kept.push(pair),
-        }
-    }
-    (kept.join("&"), found)
+    let given = raw_query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some(("checksum", value)) => Some(value.to_owned()),
+            _ if pair == "checksum" => Some(String::new()),
+            _ => None,
+        });
+    let Some(v) = given else {
+        return (raw_query.to_owned(), None);
+    };
+    let query = raw_query
+        .replace(&format!("&checksum={v}"), "")
+        .replace(&format!("checksum={v}&"), "")
+        .replace(&format!("checksum={v}"), "");
+    (query, Some(v))
 }
 
 /// Verifies a received call the way bbb-web does: the algorithm is chosen by the checksum's
@@ -125,5 +131,15 @@ mod tests {
             split_checksum("checksum=x"),
             (String::new(), Some("x".into()))
         );
+        // As bbb-web: plain text replacement of the first value, wherever it appears.
+        assert_eq!(
+            split_checksum("checksum=ab&meetingID=1&checksum=ab"),
+            ("meetingID=1".into(), Some("ab".into()))
+        );
+        assert_eq!(
+            split_checksum("checksum=ab&checksum=cd"),
+            ("checksum=cd".into(), Some("ab".into()))
+        );
+        assert_eq!(split_checksum("meetingID=1"), ("meetingID=1".into(), None));
     }
 }
