@@ -155,12 +155,24 @@ pub(crate) async fn serve_file(
         Ok(f) => f,
         Err(_) => return not_found(),
     };
-    let len = match file.metadata().await {
-        Ok(m) => m.len(),
+    let (len, modified) = match file.metadata().await {
+        Ok(m) => (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)),
         Err(_) => return not_found(),
     };
     let ctype = content_type(path);
-    let (status, start, end) = match parse_range(headers.get(header::RANGE), len) {
+    // Validators as nginx makes them for static files: ETag "<mtime hex>-<size hex>" and
+    // Last-Modified. `If-Range` keeps a Range only when it names the current file.
+    let mtime = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let etag = format!("\"{mtime:x}-{len:x}\"");
+    let last_modified = httpdate::fmt_http_date(modified);
+    let range = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) if v != etag && v != last_modified => None,
+        _ => headers.get(header::RANGE),
+    };
+    let (status, start, end) = match parse_range(range, len) {
         RangeRequest::Full => (StatusCode::OK, 0, len.checked_sub(1)),
         RangeRequest::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, Some(e)),
         RangeRequest::Unsatisfiable => {
@@ -179,7 +191,9 @@ pub(crate) async fn serve_file(
         .status(status)
         .header(header::CONTENT_TYPE, ctype)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, body_len);
+        .header(header::CONTENT_LENGTH, body_len)
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &last_modified);
     if let (StatusCode::PARTIAL_CONTENT, Some(e)) = (status, end) {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{e}/{len}"));
     }

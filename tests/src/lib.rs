@@ -125,6 +125,7 @@ impl Builder {
             faults: Faults::default(),
             added: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(HashMap::new()),
+            served: Mutex::new(Vec::new()),
             protection: Default::default(),
             conns: Default::default(),
             kill: watch::channel(false).0,
@@ -306,6 +307,16 @@ impl FakeBbb {
         lock(&self.shared.counts)
             .iter()
             .map(|(p, n)| (p.clone(), *n))
+            .collect()
+    }
+
+    /// The file bodies answered so far whose path (below the recording or playback root, e.g.
+    /// `<recordId>/video-0.m4v`) ends with `suffix`: HTTP status and first byte, in order.
+    pub fn served(&self, suffix: &str) -> Vec<(u16, u64)> {
+        lock(&self.shared.served)
+            .iter()
+            .filter(|(p, _, _)| p.ends_with(suffix))
+            .map(|(_, status, start)| (*status, *start))
             .collect()
     }
 

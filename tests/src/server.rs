@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub added: Mutex<BTreeMap<String, ApiRecording>>,
     pub counts: Mutex<HashMap<String, u64>>,
+    /// Every file body answered: path, status, first byte.
+    pub served: Mutex<Vec<(String, u16, u64)>>,
     pub protection: Protection,
     pub conns: ConnRegistry,
     pub kill: watch::Sender<bool>,
@@ -240,7 +242,20 @@ async fn serve_under(
     head_only: bool,
 ) -> Option<Response> {
     let path = files::resolve(&root?, rel)?;
-    Some(files::serve_file(&path, headers, head_only, |len| body_faults(shared, len)).await)
+    let response =
+        files::serve_file(&path, headers, head_only, |len| body_faults(shared, len)).await;
+    let start = response
+        .headers()
+        .get(axum::http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if !head_only {
+        lock(&shared.served).push((rel.to_owned(), response.status().as_u16(), start));
+    }
+    Some(response)
 }
 
 /// `/playback/presentation/2.3/<x>`: a file of the player when one has that path, else the

@@ -52,6 +52,30 @@ async fn ranges_match_the_file() {
             format!("bytes */{len}")
         );
     }
+    // Validators as nginx gives them; If-Range keeps the range only for the same file.
+    let r = c.get(&url).send().await.unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = r.headers()["last-modified"].to_str().unwrap().to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with(&format!("-{len:x}\"")),
+        "{etag}"
+    );
+    assert!(modified.ends_with(" GMT"), "{modified}");
+    for (validator, status) in [
+        (etag.as_str(), StatusCode::PARTIAL_CONTENT),
+        (modified.as_str(), StatusCode::PARTIAL_CONTENT),
+        ("\"other\"", StatusCode::OK),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", StatusCode::OK),
+    ] {
+        let r = c
+            .get(&url)
+            .header(RANGE, "bytes=100-")
+            .header("if-range", validator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "If-Range {validator}");
+    }
     // Malformed or multiple ranges: the whole file.
     for range in ["bytes=5-2", "bytes=0-1,4-5", "lines=1-2"] {
         let r = c.get(&url).header(RANGE, range).send().await.unwrap();
