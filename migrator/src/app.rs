@@ -820,12 +820,20 @@ impl App {
         let owner = OwnerName::new(&host);
         // A run of this machine killed a moment ago (kill -9, OOM killer): its jobs are taken
         // over now rather than when their leases run out.
-        expire_dead_local_leases(ledger.as_ref(), &owner)
-            .await
-            .map_err(lerr)?;
+        let adoptable: std::collections::HashMap<String, i64> =
+            expire_dead_local_leases(ledger.as_ref(), &owner)
+                .await
+                .map_err(lerr)?
+                .into_iter()
+                .collect();
         ledger.sweep().await.map_err(lerr)?;
         let before = by_recording(ledger.jobs().await.map_err(lerr)?);
-        clean_partials(&ledger, &claim_dir).await;
+        // The partial downloads of those jobs stay for their next holder to resume.
+        let keep: Vec<String> = adoptable
+            .iter()
+            .map(|(id, epoch)| format!("{id}.{epoch}"))
+            .collect();
+        clean_partials(&ledger, &claim_dir, &keep).await;
 
         let jobs = jobs
             .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
@@ -868,6 +876,7 @@ impl App {
             shutdown: shutdown_rx.clone(),
             wait,
             registration: registration.clone(),
+            adoptable: std::sync::Mutex::new(adoptable),
         });
         let runnable = ids
             .iter()
@@ -884,7 +893,7 @@ impl App {
         let reports = worker::run_pool(ctx, jobs, ids.clone()).await;
         self.reporter.finish();
         // Partials of leases taken over during this run are dead now.
-        clean_partials(&ledger, &ctx_claim_dir).await;
+        clean_partials(&ledger, &ctx_claim_dir, &[]).await;
         let rows_after = ledger.jobs().await.map_err(lerr)?;
         let after = by_recording(rows_after);
         ledger.close().await;
@@ -1267,7 +1276,9 @@ impl App {
 
 /// Removes the job directories of killed runs and lost leases, on whatever host they ran (the
 /// temp dir is shared). Lists first, then reads the ledger: see `remove_stale_partials`.
-async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
+/// Removes the partial files of jobs that are not running any more, except `keep`
+/// (`<recordID>.<epoch>`).
+async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir, keep: &[String]) {
     let found = match claim_dir.partials() {
         Ok(f) if f.is_empty() => return,
         Ok(f) => f,
@@ -1283,7 +1294,9 @@ async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
             return;
         }
     };
-    match claim_dir.remove_stale_partials(found, &worker::live_partials(&rows)) {
+    let mut live = worker::live_partials(&rows);
+    live.extend(keep.iter().cloned());
+    match claim_dir.remove_stale_partials(found, &live) {
         Ok(removed) => {
             for p in removed {
                 tracing::info!(

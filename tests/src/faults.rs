@@ -35,6 +35,7 @@ struct State {
     redirect_20: bool,
     protected: bool,
     api_20_urls: bool,
+    files_changed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +107,17 @@ impl Faults {
     /// (`/playback/presentation/2.0/playback.html?meetingId=ID`), as old servers do.
     pub fn set_api_20_urls(&self, on: bool) {
         self.with(|s| s.api_20_urls = on);
+    }
+
+    /// Make every file look replaced by a new version with the same bytes: its Last-Modified
+    /// moves one second on (and so its ETag), so `If-Range` with an older validator gets the
+    /// whole file.
+    pub fn change_files(&self) {
+        self.with(|s| s.files_changed += 1);
+    }
+
+    pub(crate) fn files_changed(&self) -> u64 {
+        self.with(|s| s.files_changed)
     }
 
     /// Clear every fault and switch, back to a healthy plain server.

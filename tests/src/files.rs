@@ -145,10 +145,13 @@ pub(crate) fn is_media(content_type: &str) -> bool {
 
 /// Serves `path` (already resolved by [`resolve`]) with Range support. `faults` is consulted only
 /// for media types and only when a body is sent.
+/// `version` moves the file's modification time on by that many seconds (see
+/// [`Faults::change_files`](crate::Faults::change_files)).
 pub(crate) async fn serve_file(
     path: &Path,
     headers: &HeaderMap,
     head_only: bool,
+    version: u64,
     faults: impl FnOnce(u64) -> BodyFaults,
 ) -> Response {
     let mut file = match tokio::fs::File::open(path).await {
@@ -156,7 +159,10 @@ pub(crate) async fn serve_file(
         Err(_) => return not_found(),
     };
     let (len, modified) = match file.metadata().await {
-        Ok(m) => (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)),
+        Ok(m) => (
+            m.len(),
+            m.modified().unwrap_or(std::time::UNIX_EPOCH) + Duration::from_secs(version),
+        ),
         Err(_) => return not_found(),
     };
     let ctype = content_type(path);

@@ -311,12 +311,13 @@ impl FakeBbb {
     }
 
     /// The file bodies answered so far whose path (below the recording or playback root, e.g.
-    /// `<recordId>/video-0.m4v`) ends with `suffix`: HTTP status and first byte, in order.
-    pub fn served(&self, suffix: &str) -> Vec<(u16, u64)> {
+    /// `<recordId>/video-0.m4v`) ends with `suffix`: HTTP status, first byte and whether the
+    /// request carried `If-Range`, in order.
+    pub fn served(&self, suffix: &str) -> Vec<(u16, u64, bool)> {
         lock(&self.shared.served)
             .iter()
-            .filter(|(p, _, _)| p.ends_with(suffix))
-            .map(|(_, status, start)| (*status, *start))
+            .filter(|(p, ..)| p.ends_with(suffix))
+            .map(|(_, status, start, if_range)| (*status, *start, *if_range))
             .collect()
     }
 

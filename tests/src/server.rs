@@ -37,8 +37,8 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub added: Mutex<BTreeMap<String, ApiRecording>>,
     pub counts: Mutex<HashMap<String, u64>>,
-    /// Every file body answered: path, status, first byte.
-    pub served: Mutex<Vec<(String, u16, u64)>>,
+    /// Every file body answered: path, status, first byte, whether the request had If-Range.
+    pub served: Mutex<Vec<(String, u16, u64, bool)>>,
     pub protection: Protection,
     pub conns: ConnRegistry,
     pub kill: watch::Sender<bool>,
@@ -242,8 +242,11 @@ async fn serve_under(
     head_only: bool,
 ) -> Option<Response> {
     let path = files::resolve(&root?, rel)?;
-    let response =
-        files::serve_file(&path, headers, head_only, |len| body_faults(shared, len)).await;
+    let version = shared.faults.files_changed();
+    let response = files::serve_file(&path, headers, head_only, version, |len| {
+        body_faults(shared, len)
+    })
+    .await;
     let start = response
         .headers()
         .get(axum::http::header::CONTENT_RANGE)
@@ -253,7 +256,8 @@ async fn serve_under(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if !head_only {
-        lock(&shared.served).push((rel.to_owned(), response.status().as_u16(), start));
+        let if_range = headers.contains_key(axum::http::header::IF_RANGE);
+        lock(&shared.served).push((rel.to_owned(), response.status().as_u16(), start, if_range));
     }
     Some(response)
 }

@@ -270,6 +270,57 @@ fn same_name_same_day_gets_a_distinct_name_never_an_overwrite() {
 #[test]
 fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
     let env = setup("prefix", "");
+    let tmp = start_and_kill_a_download(&env);
+    // Another host cannot know the worker is dead: it waits for the lease (exit 1, not done).
+    let o = env.run(&["claim", "--record-id", VIDEO_ID, "--host", "elsewhere"]);
+    expect_code(&o, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("running elsewhere")
+            || String::from_utf8_lossy(&o.stderr).contains("running elsewhere"),
+        "{o:?}"
+    );
+    assert!(env.claimed().is_empty());
+    // This host sees that the process holding the lease is gone: the rerun takes the job over
+    // at once and resumes the download where it stopped (If-Range: same file).
+    let killed_at = env.bbb.served("video-0.m4v").len();
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let rerun = env.bbb.served("video-0.m4v")[killed_at..].to_vec();
+    assert!(
+        matches!(rerun.as_slice(), [(206, start, true)] if *start > 0),
+        "the rerun resumes with one If-Range request: {rerun:?}\n{}",
+        text(&o.stderr)
+    );
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+    assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+}
+
+/// The server's file changed between the killed run and the rerun: the old bytes are not
+/// spliced onto the new file, the download starts over.
+#[test]
+fn a_resumed_download_of_a_changed_file_starts_over() {
+    let env = setup("prefix", "");
+    let tmp = start_and_kill_a_download(&env);
+    env.bbb.faults().change_files();
+    let killed_at = env.bbb.served("video-0.m4v").len();
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let rerun = env.bbb.served("video-0.m4v")[killed_at..].to_vec();
+    assert_eq!(rerun, vec![(200, 0, true)], "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
+        sample_video()
+    );
+    assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+}
+
+/// Starts a throttled download of the sample video with a long lease, waits until part of it
+/// is on disk, kills bbb-migrate with SIGKILL. Returns the temp directory.
+fn start_and_kill_a_download(env: &Env) -> std::path::PathBuf {
     // A long lease: the rerun must not wait for it to run out.
     let cfg = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
@@ -313,25 +364,7 @@ fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
     child.wait().unwrap();
     assert!(env.claimed().is_empty(), "nothing placed by the killed run");
     env.bbb.faults().set_throttle(None);
-    // Another host cannot know the worker is dead: it waits for the lease (exit 1, not done).
-    let o = env.run(&["claim", "--record-id", VIDEO_ID, "--host", "elsewhere"]);
-    expect_code(&o, 1);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("running elsewhere")
-            || String::from_utf8_lossy(&o.stderr).contains("running elsewhere"),
-        "{o:?}"
-    );
-    assert!(env.claimed().is_empty());
-    // This host sees that the process holding the lease is gone: the rerun takes the job over
-    // at once and finishes it.
-    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
-    expect_code(&o, 0);
-    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
-    assert_eq!(
-        std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
-        sample_video()
-    );
-    assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+    tmp
 }
 
 #[test]

@@ -118,6 +118,30 @@ impl ClaimDir {
         self.job_dir(id, epoch).join(format!("{id}.{ext}"))
     }
 
+    /// Moves the download of an earlier lease of this job (`old`, whose holder is known to be
+    /// dead) into the job directory of lease `new`, with its sidecar files (`<file>.*`), so that
+    /// it resumes where it stopped; the old directory is removed. Returns the bytes taken over.
+    pub fn adopt(&self, id: &RecordId, old: i64, new: i64, ext: &str) -> io::Result<u64> {
+        let from_dir = self.job_dir(id, old);
+        let file = self.temp_path(id, old, ext);
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut taken = 0;
+        if let (Ok(meta), Some(name)) = (std::fs::metadata(&file), name) {
+            for entry in std::fs::read_dir(&from_dir)? {
+                let entry = entry?;
+                let n = entry.file_name().to_string_lossy().into_owned();
+                if n == name || n.starts_with(&format!("{name}.")) {
+                    std::fs::rename(entry.path(), self.job_dir(id, new).join(&n))?;
+                }
+            }
+            taken = meta.len();
+        }
+        match std::fs::remove_dir_all(&from_dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(taken),
+        }
+    }
+
     /// Creates the (empty) job directory.
     pub fn prepare(&self, id: &RecordId, epoch: i64) -> Result<PathBuf, PlaceError> {
         let dir = self.job_dir(id, epoch);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
@@ -227,6 +227,25 @@ pub async fn download_video(
             )
         })?;
     let mut have = out.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // What names the server's file the bytes in `dest` came from (its ETag or Last-Modified),
+    // kept beside it: a resumed download asks `If-Range` so that a changed file is sent whole
+    // instead of being spliced onto the old bytes. Bytes without it are not trusted.
+    let validator_path = validator_path(dest);
+    let mut validator = if have > 0 {
+        tokio::fs::read_to_string(&validator_path)
+            .await
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    } else {
+        None
+    };
+    if have > 0 && validator.is_none() {
+        out.set_len(0)
+            .await
+            .map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
+        have = 0;
+    }
     let mut total: Option<u64> = None;
     let mut delay = settings.retry_delay;
     let mut attempt = 0;
@@ -236,6 +255,9 @@ pub async fn download_video(
             let mut req = client.get(file.clone());
             if have > 0 {
                 req = req.header(RANGE, format!("bytes={have}-"));
+                if let Some(v) = &validator {
+                    req = req.header(IF_RANGE, v.as_str());
+                }
             }
             let resp = req
                 .send()
@@ -252,12 +274,20 @@ pub async fn download_video(
                     total = t.or(total);
                 }
                 StatusCode::OK => {
-                    // The server ignored Range: start over.
+                    // The server ignored Range, or the file changed (If-Range): start over.
                     if have > 0 {
                         out.set_len(0).await.map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
                         have = 0;
                     }
                     total = resp.content_length();
+                    validator = response_validator(resp.headers());
+                    let saved = match &validator {
+                        Some(v) => tokio::fs::write(&validator_path, v).await,
+                        None => tokio::fs::remove_file(&validator_path)
+                            .await
+                            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
+                    };
+                    saved.map_err(|e| err(ErrorClass::Transient, format!("{}: {e}", validator_path.display())))?;
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(()),
                 s => return Err(err(status_class(s), format!("{file}: HTTP {s}"))),
@@ -319,6 +349,26 @@ pub async fn download_video(
             }
         }
     }
+}
+
+/// The sidecar of a partial download that holds its validator.
+pub fn validator_path(dest: &Path) -> std::path::PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".validator");
+    p.into()
+}
+
+/// A strong ETag, else Last-Modified: what `If-Range` may name (RFC 9110 §13.1.5; a weak ETag
+/// may not be used there).
+fn response_validator(h: &reqwest::header::HeaderMap) -> Option<String> {
+    let text = |name| {
+        h.get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+    };
+    text(ETAG)
+        .filter(|e| !e.starts_with("W/"))
+        .or_else(|| text(LAST_MODIFIED))
+        .map(str::to_owned)
 }
 
 /// `bytes START-END/TOTAL` -> (START, TOTAL).

@@ -54,6 +54,9 @@ pub struct WorkerContext<S> {
     pub wait: bool,
     /// With Pod's database: each placed file is registered for manual claim.
     pub registration: Option<ClaimRegistration>,
+    /// Jobs whose previous holder was a process of this machine found dead at the start of the
+    /// run (record id -> its lease epoch): their partial downloads are taken over and resumed.
+    pub adoptable: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Pod's database and the recorder whose directory the files go to.
@@ -464,6 +467,25 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
         return fail(ctx, lease, e).await;
     }
     let temp = ctx.claim_dir.temp_path(&rec.record_id, lease.epoch, ext);
+    let dead_epoch = ctx
+        .adoptable
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(rec.record_id.as_str());
+    if let (Some(old), Playback::Video(_)) = (dead_epoch, &playback) {
+        // A recording cannot resume (the recorder starts over), a download can.
+        match ctx.claim_dir.adopt(&rec.record_id, old, lease.epoch, ext) {
+            Ok(0) => {}
+            Ok(bytes) => tracing::info!(
+                record_id = %rec.record_id,
+                "resuming the download of the killed run at byte {bytes}"
+            ),
+            Err(e) => tracing::warn!(
+                record_id = %rec.record_id,
+                "could not take over the partial download of the killed run: {e}"
+            ),
+        }
+    }
     let hb = start_heartbeat(ctx, lease, claimed);
     let work = produce(
         ctx,
@@ -543,7 +565,8 @@ async fn produce<S: JobStore>(
     latest: &Mutex<Option<Progress>>,
 ) -> Result<(), JobError> {
     let rid = rec.record_id.as_str();
-    let _ = std::fs::remove_file(temp);
+    // The job directory is fresh (`prepare`); a download in it can only be one taken over from
+    // a killed run, which resumes.
     let throttle = Throttle(Mutex::new(None));
     match playback {
         Playback::Video(url) => {
@@ -780,6 +803,7 @@ mod tests {
             shutdown,
             wait: false,
             registration: None,
+            adoptable: Mutex::new(Default::default()),
         });
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
         // Wait for the stand-in to run (it writes its grandchild's pid next to its output).

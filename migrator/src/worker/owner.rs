@@ -70,11 +70,11 @@ impl OwnerName {
 }
 
 /// Takes back, for an immediate takeover, the running jobs whose owner is a dead process of this
-/// machine. Returns their record ids.
+/// machine. Returns their record ids with the epochs of the dead leases.
 pub async fn expire_dead_local_leases<S: JobStore>(
     store: &S,
     me: &OwnerName,
-) -> LedgerResult<Vec<String>> {
+) -> LedgerResult<Vec<(String, i64)>> {
     let mut expired = Vec::new();
     for job in store.running().await? {
         let Some(owner) = job.owner.as_deref() else {
@@ -91,7 +91,7 @@ pub async fn expire_dead_local_leases<S: JobStore>(
                 record_id = %job.recording_id,
                 "the process that held this job ({owner}) is gone: taking it over now"
             );
-            expired.push(job.recording_id);
+            expired.push((job.recording_id, job.epoch));
         }
     }
     Ok(expired)
