@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 bash .ci/install-deps
 cargo build --release --locked -p bbb-recorder -p bbb-tests --bin bbb-record --bin fake-bbb
+# Where cargo put them (CARGO_TARGET_DIR or a cargo config may move target/).
+bin="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 
 mkdir -p out
 log="$(mktemp)"
-target/release/fake-bbb --samples samples >"$log" 2>&1 &
+"$bin/fake-bbb" --samples samples >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
@@ -24,5 +26,5 @@ done
 record_id=2e7380bcd2a9cc83f2a744b8707a7f75c0a94e9d-1767261600000
 url="$base/playback/presentation/2.3/$record_id"
 echo "recording $url"
-target/release/bbb-record "$url" -o out/sample.mp4
+"$bin/bbb-record" "$url" -o out/sample.mp4
 echo "the recording is at $(realpath out/sample.mp4)"
