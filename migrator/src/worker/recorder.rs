@@ -95,6 +95,22 @@ fn kill_group(pgid: Pid, sig: Signal) {
     let _ = killpg(pgid, sig);
 }
 
+/// Resolves when the child `pid` has ended, *without* reaping it: until it is reaped, its PID
+/// (which is also its process group's ID) cannot be given to another process, so the last
+/// SIGKILL to the group can only reach this group. A plain thread, not a blocking task, so
+/// that it never holds up the runtime's shutdown.
+fn ended(pid: Pid) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+        let _ = tx.send(());
+    });
+    rx
+}
+
 impl RecorderCommand {
     /// Runs the recorder for `url` into `output`. Returns when the child and its whole process
     /// group are gone.
@@ -153,10 +169,11 @@ impl RecorderCommand {
 
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
+        let mut exited = ended(pgid);
         let mut stdout_open = true;
         let stop = loop {
             tokio::select! {
-                status = child.wait() => break Ok(status),
+                _ = &mut exited => break Ok(()),
                 line = stdout.next_line(), if stdout_open => match line {
                     Ok(Some(l)) => { if let Some(p) = read_progress(&l) { progress(p) } }
                     _ => stdout_open = false,
@@ -168,17 +185,20 @@ impl RecorderCommand {
             }
         };
         let status = match stop {
-            Ok(status) => status,
+            Ok(()) => {
+                // The child is gone, not yet reaped; take down anything it left in its group
+                // (Xvfb, Chromium), then reap it.
+                kill_group(pgid, Signal::SIGKILL);
+                child.wait().await
+            }
             Err(why) => {
                 kill_group(pgid, Signal::SIGTERM);
-                let status = match tokio::time::timeout(self.grace, child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        kill_group(pgid, Signal::SIGKILL);
-                        child.wait().await
-                    }
-                };
+                if tokio::time::timeout(self.grace, &mut exited).await.is_err() {
+                    kill_group(pgid, Signal::SIGKILL);
+                    let _ = exited.await;
+                }
                 kill_group(pgid, Signal::SIGKILL);
+                let status = child.wait().await;
                 let _ = stderr_task.await;
                 tracing::debug!(record_id, ?status, "recorder stopped");
                 return Err(match why {
@@ -194,8 +214,6 @@ impl RecorderCommand {
                 });
             }
         };
-        // The child is gone; take down anything it left in its group (Xvfb, Chromium).
-        kill_group(pgid, Signal::SIGKILL);
         // Progress lines written just before the exit are still in the pipe.
         let drain = async {
             while stdout_open {
@@ -321,6 +339,7 @@ case "$1" in
   transient) echo "browser crashed" >&2; exit 4 ;;
   usage) echo "error: unexpected argument '--new-flag'" >&2; exit 2 ;;
   hang) sleep 1000 & echo $! > "$3.grandchild"; sleep 1000 ;;
+  leave-behind) sleep 1000 & echo $! > "$3.grandchild"; printf data > "$3"; exit 0 ;;
   ignore-term) trap '' TERM; sleep 1000 & echo $! > "$3.grandchild"; while true; do sleep 1; done ;;
 esac
 "#;
@@ -430,6 +449,18 @@ esac
         let e = r.unwrap_err();
         assert!(e.message.contains("timeout"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            gone(&out.with_extension("mp4.grandchild")),
+            "grandchild still running"
+        );
+    }
+
+    /// A recorder that succeeds but leaves a process behind in its group: the group is killed
+    /// once the leader has ended (and before it is reaped).
+    #[tokio::test]
+    async fn what_a_successful_recorder_leaves_in_its_group_is_killed() {
+        let (r, out, _) = run("leave-behind", Duration::from_secs(20), None).await;
+        r.unwrap();
         assert!(
             gone(&out.with_extension("mp4.grandchild")),
             "grandchild still running"
