@@ -828,12 +828,9 @@ impl App {
                 .collect();
         ledger.sweep().await.map_err(lerr)?;
         let before = by_recording(ledger.jobs().await.map_err(lerr)?);
-        // The partial downloads of those jobs stay for their next holder to resume.
-        let keep: Vec<String> = adoptable
-            .iter()
-            .map(|(id, epoch)| format!("{id}.{epoch}"))
-            .collect();
-        clean_partials(&ledger, &claim_dir, &keep).await;
+        // Their partial downloads stay for the next holder to resume: an expired lease is still
+        // a running job, whose directory is live.
+        clean_partials(&ledger, &claim_dir).await;
 
         let jobs = jobs
             .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
@@ -893,7 +890,7 @@ impl App {
         let reports = worker::run_pool(ctx, jobs, ids.clone()).await;
         self.reporter.finish();
         // Partials of leases taken over during this run are dead now.
-        clean_partials(&ledger, &ctx_claim_dir, &[]).await;
+        clean_partials(&ledger, &ctx_claim_dir).await;
         let rows_after = ledger.jobs().await.map_err(lerr)?;
         let after = by_recording(rows_after);
         ledger.close().await;
@@ -1276,9 +1273,8 @@ impl App {
 
 /// Removes the job directories of killed runs and lost leases, on whatever host they ran (the
 /// temp dir is shared). Lists first, then reads the ledger: see `remove_stale_partials`.
-/// Removes the partial files of jobs that are not running any more, except `keep`
-/// (`<recordID>.<epoch>`).
-async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir, keep: &[String]) {
+/// Removes the partial files of jobs that are not running any more.
+async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
     let found = match claim_dir.partials() {
         Ok(f) if f.is_empty() => return,
         Ok(f) => f,
@@ -1294,9 +1290,7 @@ async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir, keep: &[String
             return;
         }
     };
-    let mut live = worker::live_partials(&rows);
-    live.extend(keep.iter().cloned());
-    match claim_dir.remove_stale_partials(found, &live) {
+    match claim_dir.remove_stale_partials(found, &worker::live_partials(&rows)) {
         Ok(removed) => {
             for p in removed {
                 tracing::info!(

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use crate::recording::RecordId;
 
-/// The Pod recorder directory a claim places files into, and its private temp directory.
 /// How many numbered copies of one recording `claim --force` may place before giving up.
 const MAX_COPIES: u32 = 99;
 
+/// The Pod recorder directory a claim places files into, and its private temp directory.
 #[derive(Debug, Clone)]
 pub struct ClaimDir {
     /// `<default_recorder_path>/<directory>`: watched by Pod's `recorder checkDirectory` cron.
@@ -71,26 +71,24 @@ impl ClaimDir {
             return Err(PlaceError::MissingDir(self.dir.clone()));
         }
         // The recorder root (default_recorder_path): Pod's cron looks into its directories.
+        // Compared as written and, once the temp dir exists, with symlinks resolved.
         let root = self.dir.parent().unwrap_or(Path::new("/"));
-        let inside = |t: &Path, r: &Path| t.starts_with(r);
-        if inside(&self.temp_dir, root)
-            || matches!(
-                (self.temp_dir.canonicalize(), root.canonicalize()),
-                (Ok(t), Ok(r)) if inside(&t, &r)
-            )
-        {
-            return Err(PlaceError::TempInsideRoot(
-                self.temp_dir.clone(),
-                root.to_path_buf(),
-            ));
+        let temp_inside_root = || {
+            self.temp_dir.starts_with(root)
+                || matches!(
+                    (self.temp_dir.canonicalize(), root.canonicalize()),
+                    (Ok(t), Ok(r)) if t.starts_with(&r)
+                )
+        };
+        let inside_err = || PlaceError::TempInsideRoot(self.temp_dir.clone(), root.to_path_buf());
+        if temp_inside_root() {
+            return Err(inside_err());
         }
         if create_temp {
             std::fs::create_dir_all(&self.temp_dir)
                 .map_err(|e| PlaceError::TempDir(self.temp_dir.clone(), e))?;
-            if let (Ok(t), Ok(r)) = (self.temp_dir.canonicalize(), root.canonicalize())
-                && inside(&t, &r)
-            {
-                return Err(PlaceError::TempInsideRoot(self.temp_dir.clone(), r));
+            if temp_inside_root() {
+                return Err(inside_err());
             }
         }
         if let Ok(t) = std::fs::metadata(&self.temp_dir)

@@ -352,7 +352,7 @@ pub async fn download_video(
 }
 
 /// The sidecar of a partial download that holds its validator.
-pub fn validator_path(dest: &Path) -> std::path::PathBuf {
+fn validator_path(dest: &Path) -> std::path::PathBuf {
     let mut p = dest.as_os_str().to_owned();
     p.push(".validator");
     p.into()
