@@ -5,8 +5,9 @@
 # timelines; change both together.
 #
 # Usage:
-#   samples/generate.sh                        regenerate the committed samples (a), (b), (c)
-#   samples/generate.sh long   OUTDIR [MIN]    (d) long presentation, slide change every 4 s (default 10 min)
+#   samples/generate.sh                        regenerate the committed samples (a), (b), (c), (f), (g)
+#   samples/generate.sh long   OUTDIR [MIN]    (d) long presentation, slide change every 4 s (default 10 min;
+#                                              MIN may also be seconds, e.g. 20s, for short timing tests)
 #   samples/generate.sh static OUTDIR [MIN]    (e) one static slide, nothing moving (default 10 min)
 #   samples/generate.sh check                  generate the committed samples twice in temporary
 #                                              directories and compare every file's sha256
@@ -457,7 +458,8 @@ EOF
 # picture/sound offset at every change. See README.md "Sample D".
 gen_long() {
   local root=$1 min=$2
-  local secs=$((min * 60))
+  local secs
+  if [[ $min == *s ]]; then secs=${min%s}; else secs=$((min * 60)); fi
   local extid=bbb-sample-long-$min start=1767272400000
   local id presid dir dur
   id=$(sha1 "$extid")-$start
@@ -580,12 +582,145 @@ EOF
   echo "$dir"
 }
 
+# =================================================================================================
+# BBB 2.6+ whiteboard recordings (tldraw): slides are SVG files (presentation/<presId>/svgs/slideN.svg)
+# named by shapes.svg without canvas groups, the annotations are in tldraw.json, and the roots of
+# panzooms.xml and cursor.xml carry tldraw="true" (docs bbb-playback.md "BBB 2.6+ / 3.0 recordings").
+# Shape coordinates are in the 1440x1080 box the 1600x1200 slides are scaled into (scale 0.9).
+
+# svg_slides DIR PRESID COLOUR...: svgs/slideN.svg (solid COLOUR, the white marker at 200-400 x
+# 150-300, the number) and the thumbnails/thumb-N.png and textfiles/slide-N.txt BBB publishes beside.
+svg_slides() {
+  local dir=$1/presentation/$2 n=1 colour
+  shift 2
+  mkdir -p "$dir/svgs" "$dir/thumbnails" "$dir/textfiles"
+  for colour in "$@"; do
+    cat >"$dir/svgs/slide$n.svg" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="1600" height="1200" viewBox="0 0 1600 1200">
+  <rect x="0" y="0" width="1600" height="1200" fill="$colour"/>
+  <rect x="200" y="150" width="200" height="150" fill="#ffffff"/>
+  <text x="800" y="820" font-family="DejaVu Sans" font-weight="bold" font-size="600" fill="#ffffff" text-anchor="middle">$n</text>
+</svg>
+EOF
+    ff -f lavfi -i "color=c=$colour:s=176x132:d=1,format=rgb24,drawbox=x=22:y=16:w=22:h=17:c=white:t=fill" \
+      -frames:v 1 "${BITEXACT[@]}" -pix_fmt rgb24 -f image2 -update 1 "$dir/thumbnails/thumb-$n.png"
+    printf 'Slide %d\n' "$n" >"$dir/textfiles/slide-$n.txt"
+    n=$((n + 1))
+  done
+}
+
+# svg_slide_image N IN OUT PRESID: one SVG slide <image> as BBB 2.6+ writes it in shapes.svg.
+svg_slide_image() {
+  printf '  <image id="image%d" class="slide" in="%s" out="%s" xlink:href="presentation/%s/svgs/slide%d.svg" width="1600" height="1200" x="0" y="0" text="presentation/%s/textfiles/slide-%d.txt" style="visibility:hidden"/>\n' \
+    "$1" "$2" "$3" "$4" "$1" "$4" "$1"
+}
+
+# whiteboard_common DIR PRESID: shapes.svg (two slides, 0-4 s and 4-8 s), panzooms.xml and
+# cursor.xml with tldraw="true", an empty deskshare.xml and one chat message.
+whiteboard_common() {
+  local dir=$1 presid=$2
+  {
+    shapes_head
+    svg_slide_image 1 0.0 4.0 "$presid"
+    svg_slide_image 2 4.0 8.0 "$presid"
+    printf '</svg>\n'
+  } >"$dir/shapes.svg"
+  cat >"$dir/panzooms.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="panzoom_events" tldraw="true">
+  <event timestamp="0.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+  <event timestamp="4.0">
+    <viewBox>0.0 0.0 1600.0 1200.0</viewBox>
+  </event>
+</recording>
+EOF
+  cat >"$dir/cursor.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="cursor_events" tldraw="true">
+  <event timestamp="0.0">
+    <cursor>-1.0 -1.0</cursor>
+  </event>
+</recording>
+EOF
+  cat >"$dir/deskshare.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<recording id="deskshare_events"/>
+EOF
+  cat >"$dir/slides_new.xml" <<'EOF'
+<?xml version="1.0" encoding="UTF-8"?>
+<popcorn>
+  <chattimeline in="6" direction="down" name="Erin Teacher" message="Whiteboard done" target="chat" senderId="w_erin" senderRole="MODERATOR" chatEmphasizedText="false"/>
+</popcorn>
+EOF
+}
+
+# gen_whiteboard ROOT EXTID START SLIDES-SEED NAME COLOUR1 COLOUR2 HZ TLDRAW-JSON: one whiteboard
+# sample (README.md "Samples F and G"): two SVG slides, a grey webcam with a HZ tone, 8 s, and
+# TLDRAW-JSON as its tldraw.json. Prints the recording's directory.
+gen_whiteboard() {
+  local root=$1 extid=$2 start=$3 seed=$4 name=$5 c1=$6 c2=$7 hz=$8 json=$9
+  local id presid dir dur
+  id=$(sha1 "$extid")-$start
+  presid=$(sha1 "$seed")-$((start + 2000))
+  dir=$root/presentation/$id
+  rm -rf "$dir"
+  mkdir -p "$dir/video"
+  svg_slides "$dir" "$presid" "$c1" "$c2"
+  webcams_webm "$dir/video/webcams.webm" 8 "color=c=#606060" "sine=frequency=$hz:sample_rate=48000:duration=8"
+  dur=$(duration_ms "$dir/video/webcams.webm")
+  whiteboard_common "$dir" "$presid"
+  printf '%s\n' "$json" >"$dir/tldraw.json"
+  metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "$name" "$start" "$dur" \
+    "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
+    "$(preview_xml "$id" "$presid" 2 'Slide 1' 'Slide 2')"$'\n'
+  echo "$dir"
+}
+
+# =================================================================================================
+# (f) BBB 2.7 recording, tldraw v1 whiteboard, 8 s: see README.md "Sample F".
+gen_f() {
+  # tldraw v1 shapes as the 2.7 client persists them: once, complete. Slide 1: a red freehand
+  # zigzag at 1.0 s (stays), a red rectangle at 2.0 s undone at 3.0 s; slide 2: a red zigzag at 5.0 s.
+  local style='"style":{"isFilled":false,"size":"large","scale":1,"color":"red","textAlign":"start","font":"script","dash":"draw"}'
+  local zigzag='[[0,0,0.5],[200,150,0.5],[400,0,0.5],[600,150,0.5],[800,0,0.5],[1000,150,0.5]]'
+  gen_whiteboard "$1" bbb-sample-whiteboard-2.7 1767279600000 slides-f "Sample whiteboard 2.7" \
+    '#1414dc' '#e6c814' 550 \
+    "{\"bbb_version\":\"2.7.4\",\"1\":{\"shapes\":[{\"id\":1,\"timestamp\":1.0,\"undo\":-1,\"shape_data\":{\"id\":\"4f0b3c52-6f2a-4d8e-9a51-0c7d2e1b9a01\",\"type\":\"draw\",\"name\":\"Draw\",\"parentId\":\"1\",\"childIndex\":1,\"point\":[150,650],\"rotation\":0,$style,\"points\":$zigzag,\"isComplete\":true,\"size\":[1000,150],\"userId\":\"w_erin\",\"isModerator\":true}},{\"id\":2,\"timestamp\":2.0,\"undo\":3.0,\"shape_data\":{\"id\":\"9d8e7f60-1a2b-4c3d-8e9f-0a1b2c3d4e02\",\"type\":\"rectangle\",\"name\":\"Rectangle\",\"parentId\":\"1\",\"childIndex\":2,\"point\":[1000,100],\"size\":[350,250],\"rotation\":0,$style,\"label\":\"\",\"labelPoint\":[0.5,0.5],\"userId\":\"w_erin\",\"isModerator\":true}}],\"timestamp\":0.0},\"2\":{\"shapes\":[{\"id\":3,\"timestamp\":5.0,\"undo\":-1,\"shape_data\":{\"id\":\"1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e403\",\"type\":\"draw\",\"name\":\"Draw\",\"parentId\":\"2\",\"childIndex\":1,\"point\":[150,700],\"rotation\":0,$style,\"points\":$zigzag,\"isComplete\":true,\"size\":[1000,150],\"userId\":\"w_erin\",\"isModerator\":true}}],\"timestamp\":4.0}}" >/dev/null
+}
+
+# =================================================================================================
+# (g) BBB 3.0 recording, tldraw v2 whiteboard, 8 s: see README.md "Sample G".
+gen_g() {
+  # Full tldraw v2 records (the v2 validator rejects unknown base fields). Slide 1: a red stroke
+  # drawn in two records as it grows (1.0 s: half, 1.5 s: whole), a red rectangle at 2.0 s undone
+  # at 3.0 s; slide 2: a red stroke at 5.0 s.
+  local base='"rotation":0,"isLocked":false,"opacity":1,"meta":{}'
+  local drawp='"color":"red","fill":"none","dash":"draw","size":"xl"'
+  local half='[{"x":0,"y":0,"z":0.5},{"x":200,"y":150,"z":0.5},{"x":400,"y":0,"z":0.5}]'
+  local whole='[{"x":0,"y":0,"z":0.5},{"x":200,"y":150,"z":0.5},{"x":400,"y":0,"z":0.5},{"x":600,"y":150,"z":0.5},{"x":800,"y":0,"z":0.5},{"x":1000,"y":150,"z":0.5}]'
+  local geop='"w":350,"h":250,"geo":"rectangle","color":"red","labelColor":"black","fill":"none","dash":"draw","size":"xl","font":"draw","text":"","align":"middle","verticalAlign":"middle","growY":0,"url":""'
+  local dir
+  dir=$(gen_whiteboard "$1" bbb-sample-whiteboard-3.0 1767283200000 slides-g "Sample whiteboard 3.0" \
+    '#14b414' '#14c8c8' 770 \
+    "{\"bbb_version\":\"3.0.4\",\"1\":{\"shapes\":[{\"id\":1,\"timestamp\":1.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$half}],$drawp,\"isComplete\":false,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":2,\"timestamp\":1.5,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":3,\"timestamp\":2.0,\"undo\":3.0,\"shape_data\":{\"x\":1000,\"y\":100,$base,\"id\":\"shape:rect-1\",\"type\":\"geo\",\"props\":{$geop},\"parentId\":\"page:1\",\"index\":\"a2\",\"typeName\":\"shape\"}}],\"timestamp\":0.0},\"2\":{\"shapes\":[{\"id\":4,\"timestamp\":5.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":700,$base,\"id\":\"shape:stroke-2\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:2\",\"index\":\"a1\",\"typeName\":\"shape\"}}],\"timestamp\":4.0}}")
+  # Greenlight 3 is the usual front end of BBB 3.0 servers: bbb-origin* name it, not BBB.
+  sed -i -e 's|<bbb-origin>Moodle</bbb-origin>|<bbb-origin>greenlight</bbb-origin>|' \
+    -e 's|<bbb-origin-server-name>moodle.example.org</bbb-origin-server-name>|<bbb-origin-server-name>greenlight.example.org</bbb-origin-server-name>|' \
+    -e 's|<bbb-origin-version>4.1.2 (Build: 20230313)</bbb-origin-version>|<bbb-origin-version>v3</bbb-origin-version>|' \
+    -e '/<bbb-origin-tag>/d' "$dir/metadata.xml"
+}
+
 gen_committed() {
   local root=$1
   mkdir -p "$root/presentation" "$root/video"
   gen_a "$root"
   gen_b "$root"
   gen_c "$root"
+  gen_f "$root"
+  gen_g "$root"
 }
 
 
@@ -596,7 +731,11 @@ case ${1:-} in
   long | static)
     [ $# -ge 2 ] || die "usage: $0 $1 OUTDIR [MINUTES]"
     minutes=${3:-10}
-    [[ $minutes =~ ^[1-9][0-9]{0,3}$ ]] || die "MINUTES must be an integer from 1 to 9999, got '$minutes'"
+    if [ "$1" = long ] && [[ $minutes =~ ^[1-9][0-9]{0,3}s$ ]]; then
+      : # seconds (sample D only): a short timing sample
+    else
+      [[ $minutes =~ ^[1-9][0-9]{0,3}$ ]] || die "MINUTES must be an integer from 1 to 9999, got '$minutes'"
+    fi
     mkdir -p "$2/presentation"
     "gen_$1" "$2" "$minutes"
     ;;

@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// Whether retrying the same recording may succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Bad input: bad URL, playback not found, not a playback and no duration, unsupported.
@@ -29,6 +29,28 @@ pub enum Phase {
     Audio,
     Mux,
     Place,
+    /// The playback is drawn wrong: an error screen, a missing file, the logo (`render_watch`).
+    Render,
+}
+
+impl Phase {
+    /// The phase's short name, as in the JSON `error` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Setup => "setup",
+            Phase::Probe => "probe",
+            Phase::Display => "display",
+            Phase::Browser => "browser",
+            Phase::Load => "load",
+            Phase::Play => "play",
+            Phase::Capture => "capture",
+            Phase::Encode => "encode",
+            Phase::Audio => "audio",
+            Phase::Mux => "mux",
+            Phase::Place => "place",
+            Phase::Render => "render",
+        }
+    }
 }
 
 impl fmt::Display for Phase {
@@ -45,6 +67,7 @@ impl fmt::Display for Phase {
             Phase::Audio => "audio",
             Phase::Mux => "writing the output",
             Phase::Place => "placing the output",
+            Phase::Render => "render",
         })
     }
 }

@@ -9,10 +9,13 @@
 //! Modules: [`playback`] (what a URL/page is, metadata.xml), [`browser`] (Chromium), [`capture`]
 //! (frame sources), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
 //! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
-//! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes).
+//! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes),
+//! [`requests`] (what the page may load; [`assets`]: the player's CDN files, bundled) and
+//! [`render_watch`] (the player's failure states: a broken picture is never a success).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod assets;
 pub mod browser;
 pub mod capture;
 pub mod encode;
@@ -22,4 +25,6 @@ pub mod playback;
 pub mod progress;
 pub mod pulse;
 pub mod record;
+pub mod render_watch;
+pub mod requests;
 pub mod timeline;

@@ -13,7 +13,8 @@ use clap::Parser;
 const EXIT_CODES: &str = "Exit codes:
   0  success: the file is complete at its destination
   2  usage error
-  3  permanent failure: bad URL, playback not found, not a playback and no duration, unsupported
+  3  permanent failure: bad URL, playback not found, not a playback and no duration, unsupported,
+     a broken picture caused by the recording (a missing slide or asset; phase render)
      (retrying will not help)
   4  transient failure: network, server error, browser crash, stall, timeout, interrupted by
      SIGINT/SIGTERM (a retry may succeed)
@@ -24,8 +25,11 @@ On failure nothing is left at the destination and no temporary file or process s
 #[command(name = "bbb-record", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Playback URL (https://HOST/playback/presentation/2.3/<recordId>, the 2.0 playback.html
-    /// link, a Scalelite /recording/... link) or any other URL (then --duration is needed unless
-    /// the page has a media element with a finite duration).
+    /// link, a Scalelite /recording/... link) or any other http(s) URL (then --duration is
+    /// needed unless the page has a media element with a finite duration). `-` reads the URL
+    /// from the first line of standard input instead: a URL with a secret (a Scalelite
+    /// `token=`) given on the command line is visible to every user in `ps`; bbb-migrate hands
+    /// it over this way.
     url: String,
     /// Output file; the container follows the extension: .mp4 (H.264 + AAC), .webm (VP8 + Opus),
     /// .mkv (H.264 + AAC).
@@ -73,6 +77,31 @@ struct Cli {
     /// Chromium binary (default: Debian's chromium, then chromium/google-chrome on PATH).
     #[arg(long)]
     browser: Option<PathBuf>,
+    /// Record the playback even when its picture is broken (a slide or asset the server does not
+    /// serve, a whiteboard or player error screen): each defect is a warning and is listed in
+    /// the JSON done event's "degraded". Without it such a playback fails in phase render.
+    #[arg(long)]
+    accept_broken: bool,
+    /// A host a BBB playback may load from besides its own (repeatable; host name, any port).
+    /// Every other host is blocked and logged; the player's CDN assets are answered offline.
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = parse_host)]
+    allow_hosts: Vec<String>,
+    /// Also accept a file: URL (a local page you trust). Without it only http and https URLs are
+    /// recorded.
+    #[arg(long)]
+    allow_file: bool,
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a host name"))
+    }
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -130,8 +159,24 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.progress);
     let timeout = cli.timeout.map(Duration::from_secs_f64);
+    let url = if cli.url == "-" {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(_) if !line.trim().is_empty() => line.trim().to_owned(),
+            Ok(_) => {
+                eprintln!("bbb-record: URL `-`: standard input holds no URL");
+                return exit::USAGE;
+            }
+            Err(e) => {
+                eprintln!("bbb-record: URL `-`: reading standard input: {e}");
+                return exit::USAGE;
+            }
+        }
+    } else {
+        cli.url
+    };
     let req = RecordRequest {
-        url: cli.url,
+        url,
         output: cli.output,
         width: cli.size.0,
         height: cli.size.1,
@@ -146,6 +191,9 @@ fn run(cli: Cli) -> i32 {
         capture: cli.capture,
         timeout,
         browser: cli.browser,
+        accept_broken: cli.accept_broken,
+        allow_hosts: cli.allow_hosts,
+        allow_file: cli.allow_file,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

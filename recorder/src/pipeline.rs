@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::capture::{Frame, wall_now};
 use crate::encode::{VideoSettings, VideoWriter};
 use crate::error::{Phase, RecordError};
-use crate::timeline::{MediaClock, MediaTime, SlotFiller};
+use crate::timeline::{ClockReader, MediaClock, MediaTime, SlotFiller};
 
 /// Shared between the controller and the pipeline thread.
 #[derive(Debug, Default)]
@@ -49,6 +49,7 @@ impl Pipeline {
     ) -> Result<Pipeline, RecordError> {
         let control = Arc::new(PipelineControl::default());
         let ctl = Arc::clone(&control);
+        let reader = clock.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         // libav's scaler is not Send: the encoder is created on the thread that uses it.
         let thread = std::thread::Builder::new()
@@ -67,7 +68,7 @@ impl Pipeline {
                 run(
                     frames,
                     repeats_when_idle,
-                    clock,
+                    (clock, reader),
                     start,
                     settings.fps,
                     writer,
@@ -126,10 +127,14 @@ impl Drop for Pipeline {
 /// media time older than this is taken as "no change".
 const IDLE_MARGIN_US: i64 = 500_000;
 
+/// How long after its grab a frame may reach the encoder thread at worst, generously (a loaded
+/// machine delays the capture thread by a few hundred milliseconds).
+const IN_FLIGHT_US: i64 = 10_000_000;
+
 fn run(
     frames: Receiver<Result<Frame, RecordError>>,
     repeats_when_idle: bool,
-    clock: Arc<Mutex<MediaClock>>,
+    (clock, reader): (Arc<Mutex<MediaClock>>, ClockReader),
     start: f64,
     fps: u32,
     mut writer: VideoWriter,
@@ -194,7 +199,7 @@ fn run(
         }
         let now = wall_now();
         {
-            let clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
             while let Some(front) = queue.front() {
                 match clock.media_at(front.wall, now) {
                     MediaTime::Before => {
@@ -219,6 +224,10 @@ fn run(
                 *held_media = media;
                 filler.push(media, frame.clone(), |slot, f| emit(slot, f, &mut writer));
             }
+            // Frames still in flight were grabbed a moment ago at most: what the clock knew
+            // `IN_FLIGHT_US` before the oldest frame we hold is never asked again.
+            let oldest = queue.front().map_or(now, |f| f.wall);
+            clock.done_before(reader, oldest - IN_FLIGHT_US);
         }
         if let Some(e) = failure.borrow_mut().take() {
             return Err(e);

@@ -52,16 +52,28 @@ impl PageKind {
     }
 }
 
-/// Parse and classify a URL given on the command line.
-pub fn parse_url(input: &str) -> Result<(Url, PageKind), RecordError> {
-    let url = Url::parse(input)
-        .map_err(|e| RecordError::permanent(Phase::Setup, format!("invalid URL {input:?}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https" | "file") {
+/// Parse and classify a URL given on the command line. Only http and https are recorded, and
+/// `file:` with `allow_file` (`--allow-file`): a URL handed on from a server's answer must not
+/// make us record a local file, and `javascript:`, `data:` or `chrome:` pages never are.
+pub fn parse_url(input: &str, allow_file: bool) -> Result<(Url, PageKind), RecordError> {
+    let url = Url::parse(input).map_err(|e| {
+        let shown: String = input
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect();
+        RecordError::permanent(Phase::Setup, format!("invalid URL {shown:?}: {e}"))
+    })?;
+    let allowed = matches!(url.scheme(), "http" | "https") || allow_file && url.scheme() == "file";
+    if !allowed {
         return Err(RecordError::permanent(
             Phase::Setup,
             format!(
-                "unsupported URL scheme {:?} (http, https or file)",
-                url.scheme()
+                "URL scheme {:?} refused: only http and https are recorded ({}file: with --allow-file)",
+                url.scheme(),
+                if allow_file { "and " } else { "" }
             ),
         ));
     }
@@ -162,6 +174,12 @@ pub fn parse_metadata(xml: &str) -> Result<Metadata, String> {
                 }
             }
             Ok(Event::CData(t)) => text.push_str(&String::from_utf8_lossy(&t.into_inner())),
+            // Only paths of up to three names mean anything: deeper ends cost nothing (a hostile
+            // file nested 100 000 deep must not take quadratic time).
+            Ok(Event::End(_)) if path.len() > 3 => {
+                path.pop();
+                text.clear();
+            }
             Ok(Event::End(_)) => {
                 let p: Vec<&str> = path.iter().map(String::as_str).collect();
                 let value = text.trim().to_owned();
@@ -204,20 +222,49 @@ pub const MEDIA_CANDIDATES: [&str; 4] = [
     "audio/audio.ogg",
 ];
 
-/// Image URLs of the slides named in `shapes.svg` (to preload them before playing).
-pub fn slide_images(shapes_svg: &str) -> Vec<String> {
+/// A slide image named in `shapes.svg` (a PNG, or an SVG for BBB 2.6+ recordings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlideImage {
+    /// Relative to the recording's files (`presentation/<presId>/slide-1.png`).
+    pub href: String,
+    /// The first media time it is shown (its first `in=` time).
+    pub shown_at: Option<f64>,
+}
+
+/// The slides named in `shapes.svg`, each once, in document order (to preload them before
+/// playing, and to name the time of a missing one). The logo placeholder (`src=`) is not a slide.
+pub fn slide_images(shapes_svg: &str) -> Vec<SlideImage> {
     let mut reader = Reader::from_str(shapes_svg);
-    let mut out = Vec::new();
+    let mut out: Vec<SlideImage> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == b"image" => {
+                let mut href = None;
+                let mut shown_at = None;
                 for attr in e.attributes().flatten() {
-                    if (attr.key.as_ref() == b"xlink:href" || attr.key.as_ref() == b"href")
-                        && let Ok(v) = attr.unescape_value()
-                        && !out.contains(&v.to_string())
-                    {
-                        out.push(v.into_owned());
+                    match attr.key.as_ref() {
+                        b"xlink:href" | b"href" => {
+                            href = attr.unescape_value().ok().map(|v| v.into_owned());
+                        }
+                        b"in" => {
+                            shown_at = attr.unescape_value().ok().and_then(|v| {
+                                v.split_whitespace()
+                                    .filter_map(|t| t.parse::<f64>().ok())
+                                    .filter(|t| t.is_finite())
+                                    .reduce(f64::min)
+                            });
+                        }
+                        _ => {}
                     }
+                }
+                // A slide is a file of the recording: a path below it, never `..`, an absolute
+                // path or another site's URL (shapes.svg comes from the server).
+                if let Some(href) = href
+                    && is_relative_below(&href)
+                    && seen.insert(href.clone())
+                {
+                    out.push(SlideImage { href, shown_at });
                 }
             }
             Ok(Event::Eof) | Err(_) => break,
@@ -225,6 +272,40 @@ pub fn slide_images(shapes_svg: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether `href` is a relative path that stays below the directory it is relative to.
+fn is_relative_below(href: &str) -> bool {
+    !href.is_empty()
+        && !href.starts_with('/')
+        && !href.contains(':')
+        && !href.contains('\\')
+        && href.split('/').all(|s| s != ".." && s != ".")
+}
+
+/// The time of the first zoom event in `panzooms.xml`: the 2.3 player shows the BBB logo until
+/// then (bbb-playback.md).
+pub fn first_panzoom(panzooms_xml: &str) -> Option<f64> {
+    let mut reader = Reader::from_str(panzooms_xml);
+    let mut first: Option<f64> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == b"event" => {
+                let t = e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"timestamp")
+                    .and_then(|a| a.unescape_value().ok()?.trim().parse::<f64>().ok())
+                    .filter(|t| t.is_finite());
+                if let Some(t) = t {
+                    first = Some(first.map_or(t, |f| f.min(t)));
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    first
 }
 
 #[cfg(test)]
@@ -264,8 +345,18 @@ mod tests {
         assert!(matches!(classify(&u), PageKind::ScaleliteProtected { .. }));
         let u = Url::parse("https://example.org/some/page").unwrap();
         assert_eq!(classify(&u), PageKind::Generic);
-        assert!(parse_url("not a url").is_err());
-        assert!(parse_url("ftp://h/x").is_err());
+        assert!(parse_url("not a url", false).is_err());
+        for refused in [
+            "ftp://h/x",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "data:text/html,x",
+        ] {
+            let e = parse_url(refused, false).unwrap_err();
+            assert!(e.to_string().contains("refused"), "{refused}: {e}");
+        }
+        assert!(parse_url("file:///tmp/page.html", true).is_ok());
+        assert!(parse_url("javascript:alert(1)", true).is_err());
     }
 
     #[test]
@@ -301,10 +392,24 @@ mod tests {
 
     #[test]
     fn finds_slide_images() {
-        let svg = r#"<svg xmlns:xlink="http://www.w3.org/1999/xlink"><image id="image1" in="0" out="5" xlink:href="presentation/p/slide-1.png"/><image xlink:href="presentation/p/slide-2.png"></image><image xlink:href="presentation/p/slide-1.png"/></svg>"#;
+        let svg = r#"<svg xmlns:xlink="http://www.w3.org/1999/xlink"><image id="image0" src="logo.png"/><image id="image1" in="7.5 0.0" out="9 5" xlink:href="presentation/p/slide-1.png"/><image xlink:href="presentation/p/svgs/slide2.svg"></image><image xlink:href="presentation/p/slide-1.png"/></svg>"#;
+        let slides = slide_images(svg);
+        let hrefs: Vec<&str> = slides.iter().map(|s| s.href.as_str()).collect();
         assert_eq!(
-            slide_images(svg),
-            vec!["presentation/p/slide-1.png", "presentation/p/slide-2.png"]
+            hrefs,
+            vec![
+                "presentation/p/slide-1.png",
+                "presentation/p/svgs/slide2.svg"
+            ]
         );
+        assert_eq!(slide_images(svg)[0].shown_at, Some(0.0));
+        assert_eq!(slide_images(svg)[1].shown_at, None);
+    }
+
+    #[test]
+    fn finds_the_first_zoom_event() {
+        let xml = r#"<recording id="panzoom_events" tldraw="true"><event timestamp="3.5"><viewBox>0 0 1 1</viewBox></event><event timestamp="0.8"/></recording>"#;
+        assert_eq!(first_panzoom(xml), Some(0.8));
+        assert_eq!(first_panzoom("<recording/>"), None);
     }
 }

@@ -133,6 +133,8 @@ impl Progress {
                 "output": outcome.output,
                 "duration": round3(outcome.duration),
                 "frames": outcome.frames,
+                "degraded": outcome.degraded,
+                "assets_answered": outcome.assets_answered,
             })),
             ProgressMode::None => {}
             _ => Self::line(&format!(
@@ -154,7 +156,7 @@ impl Progress {
         };
         if self.mode == ProgressMode::Json {
             Self::json(
-                serde_json::json!({"event": "error", "class": class, "message": error.to_string()}),
+                serde_json::json!({"event": "error", "class": class, "phase": error.phase.name(), "message": error.to_string()}),
             );
         }
     }

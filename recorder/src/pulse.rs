@@ -22,7 +22,7 @@ use xvfb::process::{GroupChild, Spawn};
 
 use crate::capture::wall_now;
 use crate::error::{Phase, RecordError};
-use crate::timeline::{MediaClock, MediaTime, WallMicros};
+use crate::timeline::{ClockReader, MediaClock, MediaTime, WallMicros};
 
 /// The sink Chromium plays into; its monitor source is what we record.
 const SINK: &str = "bbb_record";
@@ -230,12 +230,13 @@ impl SoundCapture {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let reader = clock.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let thread = std::thread::Builder::new()
             .name("pulse".into())
             .spawn(move || {
                 let mut input = input;
                 let mut placer = Placer::new(file, start);
-                capture_loop(&mut input, index, tb, &clock, &mut placer, &flag)?;
+                capture_loop(&mut input, index, tb, (&clock, reader), &mut placer, &flag)?;
                 Ok(placer.written)
             })
             .map_err(|e| RecordError::transient(Phase::Audio, format!("sound thread: {e}")))?;
@@ -288,7 +289,7 @@ fn capture_loop(
     input: &mut ffmpeg::format::context::Input,
     index: usize,
     tb: ffmpeg::Rational,
-    clock: &Mutex<MediaClock>,
+    (clock, reader): (&Mutex<MediaClock>, ClockReader),
     placer: &mut Placer,
     stop: &AtomicBool,
 ) -> Result<(), RecordError> {
@@ -323,7 +324,7 @@ fn capture_loop(
         } else {
             wall_now()
         };
-        let clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((wall, _)) = queue.front() {
             match clock.media_at_instant(*wall, now) {
                 MediaTime::Before => {
@@ -339,6 +340,10 @@ fn capture_loop(
         if stopping {
             return Ok(());
         }
+        // Packets are stamped when they reached the sink, a fragment (tens of ms) before they
+        // are read: a second's margin covers a delayed read.
+        let oldest = queue.front().map_or(now, |(wall, _)| *wall);
+        clock.done_before(reader, oldest - 1_000_000);
     }
 }
 

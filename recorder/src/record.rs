@@ -26,6 +26,8 @@ use crate::error::{Context as _, Phase, RecordError};
 use crate::pipeline::Pipeline;
 use crate::playback::{self, PageKind};
 use crate::pulse;
+use crate::render_watch::{self, RenderWatch};
+use crate::requests::{self, RequestPolicy};
 use crate::timeline::{ClockSample, MediaClock};
 
 /// Delay between the player's redraw and the pixels a grab sees (bbb-playback.md, "Real-time
@@ -100,6 +102,13 @@ pub struct RecordRequest {
     pub capture: CaptureMode,
     pub timeout: Option<Duration>,
     pub browser: Option<PathBuf>,
+    /// Record a playback whose picture is broken (missing files, error screens) anyway, listing
+    /// each defect in [`Outcome::degraded`].
+    pub accept_broken: bool,
+    /// Hosts a BBB playback may load from besides its own (host names, any port).
+    pub allow_hosts: Vec<String>,
+    /// Also record `file:` URLs (a local page the user trusts).
+    pub allow_file: bool,
 }
 
 /// What the recorder reports while it works.
@@ -128,6 +137,10 @@ pub struct Outcome {
     pub frames: u64,
     pub changed_frames: u64,
     pub audio_samples: u64,
+    /// What was wrong with the picture and recorded anyway (`--accept-broken`).
+    pub degraded: Vec<String>,
+    /// The third-party assets answered from the bundle (URLs without query strings).
+    pub assets_answered: Vec<String>,
 }
 
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
@@ -142,6 +155,11 @@ struct PageMessage {
     m: f64,
     #[serde(default)]
     d: Option<f64>,
+    /// A defect seen by the render watcher (`k == "defect"`).
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    text: String,
 }
 
 /// Record `req`. `cancel` becomes true on SIGINT/SIGTERM.
@@ -171,7 +189,7 @@ pub async fn record(
             format!("output directory {} does not exist", dest_dir.display()),
         ));
     }
-    let (url, kind) = playback::parse_url(&req.url)?;
+    let (url, kind) = playback::parse_url(&req.url, req.allow_file)?;
     let browser_binary = match &req.browser {
         Some(p) => p.clone(),
         None => find_browser().ok_or_else(|| {
@@ -272,6 +290,8 @@ pub async fn record(
         media_path: None,
         pulse: pulse.as_mut(),
         sound_capture: None,
+        requests: Default::default(),
+        render: None,
     }
     .run(url, kind)
     .await;
@@ -311,6 +331,10 @@ struct Session<'a> {
     pulse: Option<&'a mut pulse::PulseServer>,
     /// The page's sound being captured (stopped when the session ends).
     sound_capture: Option<pulse::SoundCapture>,
+    /// What the page asked for and was answered from the bundle or refused.
+    requests: requests::SharedRequestLog,
+    /// Failure states of a BBB player's picture (set up in `run`).
+    render: Option<RenderWatch>,
 }
 
 /// What the loaded page turned out to be.
@@ -340,6 +364,23 @@ impl Session<'_> {
             .event_listener::<EventTargetCrashed>()
             .await
             .transient(Phase::Browser, "listening for crashes")?;
+        // Before the first request: every request the page makes is answered, passed or refused
+        // by the policy, and every failed image or media response is seen.
+        let policy = if kind.is_bbb() {
+            RequestPolicy::playback(&url, &self.req.allow_hosts)
+        } else {
+            RequestPolicy::open()
+        };
+        self.requests = requests::intercept(&page, policy, Arc::clone(self.report)).await?;
+        self.render = Some(
+            RenderWatch::start(
+                &page,
+                Arc::clone(self.report),
+                self.req.accept_broken,
+                Arc::clone(&self.requests),
+            )
+            .await?,
+        );
 
         // Capture and encode from the first clock report on; what comes before is dropped.
         let fps = self.req.fps;
@@ -522,6 +563,10 @@ impl Session<'_> {
             .await
             .map_err(|e| RecordError::transient(Phase::Encode, e.to_string()))??;
         source.stop();
+        // A defect seen in the last moments still counts (the capture is stopped by now).
+        if let Some(render) = self.render.as_mut() {
+            render.check(end)?;
+        }
         let _ = page
             .evaluate_expression("(() => { const v = document.querySelector('#webcams video, #video, video, audio'); if (v) v.pause(); })()")
             .await;
@@ -586,6 +631,16 @@ impl Session<'_> {
             frames,
             changed_frames,
             audio_samples: report.audio_samples,
+            degraded: self
+                .render
+                .as_ref()
+                .map(RenderWatch::degraded)
+                .unwrap_or_default(),
+            assets_answered: requests::lock(&self.requests)
+                .answered
+                .iter()
+                .cloned()
+                .collect(),
         })
     }
 
@@ -883,26 +938,58 @@ impl Session<'_> {
         page.evaluate_expression(hide_chrome_js(is23))
             .await
             .transient(Phase::Load, "hiding the player controls")?;
-        // Decode every slide once before playing: a first display takes 1-3 frames longer.
+        // Decode every slide once before playing (a first display takes 1-3 frames longer); the
+        // render watcher learns the slides (a missing one is named with its time) and, on the 2.3
+        // player, starts watching the page.
         if let Some(base) = &player.base {
             let cookies = self.cookie_header(page, base).await;
-            if let Ok(svg) = fetch_text(
+            let slides = match fetch_text(
                 self.http,
                 &base.join("shapes.svg").expect("valid"),
                 &cookies,
             )
             .await
             {
-                let urls: Vec<String> = playback::slide_images(&svg)
-                    .iter()
-                    .filter_map(|href| base.join(href).ok().map(|u| u.to_string()))
-                    .collect();
-                let js = format!(
-                    "Promise.all({}.map(u => {{ const i = new Image(); i.src = u; return i.decode().catch(() => null); }})).then(() => true)",
-                    serde_json::to_string(&urls).unwrap_or_else(|_| "[]".into())
-                );
-                let _ = tokio::time::timeout(Duration::from_secs(30), page.evaluate_expression(js))
-                    .await;
+                Ok(svg) => playback::slide_images(&svg),
+                Err(_) => Vec::new(),
+            };
+            if let Some(render) = self.render.as_mut() {
+                render.set_recording(base.clone(), slides.clone());
+            }
+            if is23 {
+                let first_zoom = match fetch_text(
+                    self.http,
+                    &base.join("panzooms.xml").expect("valid"),
+                    &cookies,
+                )
+                .await
+                {
+                    Ok(xml) => playback::first_panzoom(&xml).unwrap_or(0.0),
+                    Err(_) => 0.0,
+                };
+                page.evaluate_expression(render_watch::watcher_js(
+                    MEDIA,
+                    first_zoom.max(start) + 1.5,
+                ))
+                .await
+                .transient(Phase::Play, "installing the render watcher")?;
+            }
+            // Only the recording's own files: an href from shapes.svg is untrusted and could name
+            // another host (which the request policy would refuse anyway).
+            let urls: Vec<String> = slides
+                .iter()
+                .filter_map(|s| base.join(&s.href).ok().map(|u| u.to_string()))
+                .filter(|u| u.starts_with(base.as_str()))
+                .collect();
+            let js = format!(
+                "Promise.all({}.map(u => {{ const i = new Image(); i.src = u; return i.decode().catch(() => null); }})).then(() => true)",
+                serde_json::to_string(&urls).unwrap_or_else(|_| "[]".into())
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), page.evaluate_expression(js)).await;
+            // A slide the server does not serve ends the recording before it plays.
+            if let Some(render) = self.render.as_mut() {
+                render.check(start)?;
             }
         }
         page.evaluate_expression(clock_js(is23))
@@ -925,6 +1012,16 @@ impl Session<'_> {
                 Phase::Play,
                 format!("the player did not seek to {start:.3} s"),
             ));
+        }
+        // The tldraw v2 whiteboard (BBB 3.0) draws the slide only on the time update after the
+        // one that mounted it (bbb-playback.md, "Quirks"): a second update at the start time
+        // makes the paused start picture right, as the player's own timer would once playing.
+        if is23 {
+            let _ = page
+                .evaluate_expression(format!(
+                    "document.dispatchEvent(new CustomEvent('bbbplaybacktimeupdate', {{ detail: {{ time: {start} }} }}))"
+                ))
+                .await;
         }
         // Wait for frames of the paused start picture to be grabbed, then anchor the clock.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -994,6 +1091,12 @@ impl Session<'_> {
                         "waiting" => {
                             (self.report)(Event::Stalled { media_time: msg.m - start });
                         }
+                        "defect" => {
+                            if let Some(render) = self.render.as_mut() {
+                                render.page_defect(&msg.kind, &msg.text, msg.m);
+                                render.check(last_media)?;
+                            }
+                        }
                         "error" => {
                             return Err(RecordError::transient(Phase::Play, "the media element reported an error (network or decoding)"));
                         }
@@ -1002,6 +1105,9 @@ impl Session<'_> {
                 }
                 e = interruption(crashes, &mut lost, &mut cancel) => return Err(e),
                 _ = tick.tick() => {
+                    if let Some(render) = self.render.as_mut() {
+                        render.check(last_media)?;
+                    }
                     if self.watch(pipeline)? == Pipe::Finished {
                         return Ok(end);
                     }
@@ -1243,10 +1349,41 @@ async fn fetch_text(
             format!("{} answered {status}", redact(url)),
         ));
     }
-    response
-        .text()
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RECORDING_FILE)
+    {
+        return Err(too_large(url));
+    }
+    let mut body = Vec::new();
+    let mut response = response;
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .transient(Phase::Probe, &format!("reading {}", redact(url)))
+        .transient(Phase::Probe, &format!("reading {}", redact(url)))?
+    {
+        if body.len() + chunk.len() > MAX_RECORDING_FILE as usize {
+            return Err(too_large(url));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The largest recording file the recorder reads itself (metadata.xml, shapes.svg,
+/// panzooms.xml): a long lecture's shapes.svg is tens of megabytes; anything far larger is a
+/// hostile or broken server, refused before it fills the memory.
+const MAX_RECORDING_FILE: u64 = 256 << 20;
+
+fn too_large(url: &Url) -> RecordError {
+    RecordError::permanent(
+        Phase::Probe,
+        format!(
+            "{} is larger than {} MiB: refused",
+            redact(url),
+            MAX_RECORDING_FILE >> 20
+        ),
+    )
 }
 
 async fn fetch_metadata(

@@ -43,7 +43,15 @@ pub struct MediaClock {
     /// instant is older than `settle` (the player reports every 1/f s while it plays).
     max_extrapolation: WallMicros,
     settle: WallMicros,
+    /// Per reader (the picture pipeline, the sound capture): the instant before which it will ask
+    /// nothing more. Reports are forgotten once every reader is past them, so a long recording's
+    /// clock holds seconds of reports, not hours (about 30 a second).
+    readers: Vec<WallMicros>,
 }
+
+/// One consumer of the clock's answers, registered with [`MediaClock::reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockReader(usize);
 
 impl MediaClock {
     /// `latency_us`: redraw-to-screen delay to subtract from capture instants; `report_interval_us`:
@@ -54,7 +62,31 @@ impl MediaClock {
             latency: latency_us,
             max_extrapolation: report_interval_us * 3 / 2,
             settle: 1_000_000,
+            readers: Vec::new(),
         }
+    }
+
+    /// Register a consumer. Until it calls [`MediaClock::done_before`], nothing is forgotten.
+    pub fn reader(&mut self) -> ClockReader {
+        self.readers.push(WallMicros::MIN);
+        ClockReader(self.readers.len() - 1)
+    }
+
+    /// `reader` will ask about no instant before `wall` any more (grab instants for
+    /// [`MediaClock::media_at`], plain instants for [`MediaClock::media_at_instant`]). Reports
+    /// that no reader can need are forgotten.
+    pub fn done_before(&mut self, reader: ClockReader, wall: WallMicros) {
+        let mark = &mut self.readers[reader.0];
+        *mark = (*mark).max(wall);
+        if let Some(&oldest) = self.readers.iter().min() {
+            self.prune_before(oldest);
+        }
+    }
+
+    /// Number of reports held.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.samples.len()
     }
 
     /// Add a report. Reports whose media time does not increase are dropped (the player repeats
@@ -100,8 +132,12 @@ impl MediaClock {
         }
     }
 
-    /// Forget reports older than `wall` minus a margin (keeps memory flat on long runs).
-    pub fn prune_before(&mut self, wall: WallMicros) {
+    /// Forget reports that no question about an instant at or after `wall` needs, keeping a margin
+    /// of the capture latency plus one second and always the last two reports.
+    fn prune_before(&mut self, wall: WallMicros) {
+        if wall == WallMicros::MIN {
+            return;
+        }
         while self.samples.len() > 2 && self.samples[1].wall < wall - self.latency - 1_000_000 {
             self.samples.pop_front();
         }
@@ -190,6 +226,54 @@ mod tests {
             c.push(ClockSample { wall, media });
         }
         c
+    }
+
+    #[test]
+    fn reports_are_forgotten_once_every_reader_is_past_them() {
+        let mut c = MediaClock::new(40_000, 33_333);
+        let (picture, sound) = (c.reader(), c.reader());
+        // An hour of reports at 30 a second, both readers following 2 s behind.
+        let step = 33_333;
+        for k in 0..108_000i64 {
+            let wall = 1_000_000 + k * step;
+            c.push(ClockSample {
+                wall,
+                media: k as f64 * step as f64 / 1e6,
+            });
+            if k % 30 == 0 && k > 60 {
+                c.done_before(picture, wall - 2_000_000);
+                c.done_before(sound, wall - 2_000_000);
+            }
+        }
+        assert!(c.held() < 200, "{} reports held", c.held());
+        // What the readers may still ask is answered as before pruning.
+        let last = 1_000_000 + 107_999 * step;
+        let ask = last - 2_000_000;
+        match c.media_at(ask, last + 5_000_000) {
+            MediaTime::At(m) => {
+                let exact = (ask - 40_000 - 1_000_000) as f64 / 1e6;
+                assert!((m - exact).abs() < 1e-3, "{m} against {exact}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reader_that_has_not_moved_keeps_every_report() {
+        let mut c = MediaClock::new(0, 33_333);
+        let (picture, _sound) = (c.reader(), c.reader());
+        for k in 0..1000i64 {
+            c.push(ClockSample {
+                wall: 1_000_000 + k * 10_000,
+                media: k as f64 / 100.0,
+            });
+        }
+        c.done_before(picture, 11_000_000);
+        assert_eq!(c.held(), 1000);
+        assert!(matches!(
+            c.media_at(1_005_000, 20_000_000),
+            MediaTime::At(m) if (m - 0.005).abs() < 1e-9
+        ));
     }
 
     #[test]

@@ -142,8 +142,16 @@ fn start_end_content_layout_1080p_webm() {
     assert_eq!(dominant(frame_at(&frames, 0.5), &SLIDES_A), Some("red"));
     assert_eq!(dominant(frame_at(&frames, 1.5), &SLIDES_A), Some("green"));
     assert_eq!(dominant(frame_at(&frames, 6.5), &SLIDES_A), Some("blue"));
-    // Presentation only: the slide fills most of the picture.
-    assert!(share_of(frame_at(&frames, 6.5), BLUE) > 0.4);
+    // Presentation only: the slide fills most of the picture, and the top-left corner, where
+    // every other layout shows the webcam (ffmpeg's testsrc: bars and a counter, 84 % of the
+    // pixels off the corner's main colour at 1080p in the default layout), is plain background.
+    let frame = frame_at(&frames, 6.5);
+    assert!(share_of(frame, BLUE) > 0.4);
+    let corner = spread_in(frame, (0.0, 1.0 / 6.0), (0.0, 0.17));
+    assert!(
+        corner < 0.02,
+        "the webcam's corner is not empty: {corner:.3}"
+    );
     let (rate, samples) = audio_samples(&out);
     let (hz, _) = tone(&samples[rate as usize..rate as usize * 6], rate);
     assert!((hz - 440.0).abs() < 3.0, "{hz} Hz");
@@ -177,6 +185,10 @@ fn audio_only_recording_heard_through_pulseaudio() {
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b.mkv");
+    // The page plays a 1 kHz tone of its own and mutes the media (a sample player knob): what
+    // the browser plays differs from the recording's 660 Hz, so the option cannot go unnoticed.
+    bbb.faults()
+        .set_player_knobs(Some(serde_json::json!({"pageTone": 1000})));
     let url = bbb.presentation_url(SAMPLE_B);
     let result = run(&[&url, "-o", out.to_str().unwrap(), "--audio", "pulse"]);
     assert!(result.status.success());
@@ -188,8 +200,16 @@ fn audio_only_recording_heard_through_pulseaudio() {
         (length - SAMPLE_B_SECONDS).abs() < 0.05,
         "sound lasts {length} s"
     );
-    let share = share_with_tone(&samples, rate, 1.0, 660.0);
-    assert!(share >= 0.75, "660 Hz in {share:.2} of the windows");
+    let share = share_with_tone(&samples, rate, 1.0, 1000.0);
+    assert!(
+        share >= 0.75,
+        "the page's 1 kHz in {share:.2} of the windows"
+    );
+    let source = share_with_tone(&samples, rate, 1.0, 660.0);
+    assert!(
+        source < 0.1,
+        "the recording's own 660 Hz in {source:.2} of the windows"
+    );
     assert!(
         processes_with("bbb-pulse-").is_empty(),
         "PulseAudio is gone"
@@ -265,22 +285,71 @@ fn legacy_link_redirected_to_23() {
     assert_eq!(dominant(frame_at(&frames, 1.5), &SLIDES_A), Some("blue"));
 }
 
+/// Sound and picture of a sample D recording (a 1 kHz beep at 0 s and at every slide change,
+/// every 4 s): the beeps at the output times `beeps` (within 20 ms: the sound is cut and placed
+/// on the media timeline), the picture changes at `changes` (within `tolerance`), and each
+/// change within `tolerance` of its beep.
+fn assert_beeps_and_changes(out: &std::path::Path, beeps: &[f64], changes: &[f64], tolerance: f64) {
+    let (rate, samples) = audio_samples(out);
+    let found = beep_onsets(&samples, rate);
+    assert_eq!(
+        found.len(),
+        beeps.len(),
+        "beeps at {found:?}, expected {beeps:?}"
+    );
+    for (b, e) in found.iter().zip(beeps) {
+        assert!(
+            (b - e).abs() <= 0.02,
+            "a beep at {b:.3} s, expected {e} s: {found:?}"
+        );
+    }
+    let offsets = av_offsets(out, &SAMPLE_D_SLIDES);
+    eprintln!("picture - sound at each change (s): {offsets:?}");
+    assert_eq!(offsets.len(), changes.len(), "changes: {offsets:?}");
+    for ((change, offset), e) in offsets.iter().zip(changes) {
+        assert!(
+            (change - e).abs() <= tolerance,
+            "a change at {change:.3} s, expected {e} s"
+        );
+        assert!(
+            offset.abs() <= tolerance,
+            "the picture changes at {change:.3} s, {:.0} ms from its beep",
+            offset * 1000.0
+        );
+    }
+}
+
+/// A 20 s sample D (a slide change and a 1 kHz beep every 4 s), generated and served: its
+/// directory (keep it alive), the server and its record id.
+fn beeping_sample() -> (tempfile::TempDir, fake_bbb::FakeBbb, String) {
+    let site = tempfile::tempdir().unwrap();
+    let id = generate_sample_d(site.path(), "20s");
+    let bbb = fake_bbb::FakeBbb::builder()
+        .samples_dir(site.path())
+        .start_blocking()
+        .unwrap();
+    (site, bbb, id)
+}
+
 /// A/V sync under stress: the server trickles the media slower than it plays, so the player
-/// stalls; the output still has the right length and slide changes land on their media times.
+/// stalls; the output still has the right length, and at each slide change of a beeping sample
+/// (a 20 s sample D: a change and a beep every 4 s) picture and sound stay together (stated
+/// tolerance: 100 ms, three frames) and both are at their media times.
 #[test]
 fn stalls_do_not_shift_or_truncate_the_picture() {
     let _heavy = heavy();
-    let bbb = server();
+    let (_site, bbb, id) = beeping_sample();
     bbb.faults().set_throttle(Some(fake_bbb::Throttle {
-        // Range requests each start a new response: throttle from the first byte.
-        bytes_per_sec: 9_000,
+        // Range requests each start a new response: throttle from the first byte. Sample D's
+        // media needs about 8 kB/s.
+        bytes_per_sec: 5_000,
         after_bytes: 0,
     }));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stalled.mp4");
     let started = std::time::Instant::now();
     let result = run(&[
-        &bbb.presentation_url(SAMPLE_A),
+        &bbb.presentation_url(&id),
         "-o",
         out.to_str().unwrap(),
         "--progress",
@@ -292,13 +361,49 @@ fn stalls_do_not_shift_or_truncate_the_picture() {
         stdout.contains("\"event\":\"stalled\""),
         "the playback never stalled: the test proves nothing"
     );
-    eprintln!(
-        "took {:?} for a {SAMPLE_A_SECONDS} s playback",
-        started.elapsed()
-    );
+    eprintln!("took {:?} for a 20 s playback", started.elapsed());
     let p = probe(&out);
-    assert!((p.video_duration - SAMPLE_A_SECONDS).abs() <= 1.0 / 30.0 + 0.05);
-    assert!((p.audio_duration - SAMPLE_A_SECONDS).abs() <= 0.05);
-    let frames = frames_rgb(&out);
-    assert_changes_land_within(&frames, 0.1);
+    assert!((p.video_duration - 20.008).abs() <= 1.0 / 30.0 + 0.05);
+    assert!((p.audio_duration - 20.008).abs() <= 0.05);
+    assert_beeps_and_changes(
+        &out,
+        &[0.0, 4.0, 8.0, 12.0, 16.0],
+        &[4.0, 8.0, 12.0, 16.0],
+        0.1,
+    );
+}
+
+/// `--start 6 --end 14` on a beeping sample: the output starts at media time 6 and ends at 14,
+/// and the sound is cut on the same timeline: the beeps of the changes at 8 and 12 s are at 2.0
+/// and 6.0 s of the output (within 20 ms), each with its picture change (within 100 ms).
+#[test]
+fn start_and_end_cut_picture_and_sound_on_the_same_timeline() {
+    let _heavy = heavy();
+    let (_site, bbb, id) = beeping_sample();
+    let dir = tempfile::tempdir().unwrap();
+    // MP4: its edit list hides the AAC encoder's 1024 priming samples, so output time 0 is the
+    // first sample of both tracks (Matroska shifts both tracks 21 ms instead, in sync).
+    let out = dir.path().join("cut.mp4");
+    let result = run(&[
+        &bbb.presentation_url(&id),
+        "-o",
+        out.to_str().unwrap(),
+        "--start",
+        "6",
+        "--end",
+        "14",
+    ]);
+    assert!(result.status.success());
+    let p = probe(&out);
+    assert!(
+        (p.video_duration - 8.0).abs() <= 1.0 / 30.0 + 0.05,
+        "{}",
+        p.video_duration
+    );
+    assert!(
+        (p.audio_duration - 8.0).abs() <= 0.05,
+        "{}",
+        p.audio_duration
+    );
+    assert_beeps_and_changes(&out, &[2.0, 6.0], &[2.0, 6.0], 0.1);
 }

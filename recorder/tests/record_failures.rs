@@ -9,6 +9,81 @@ use common::*;
 
 const MISSING: &str = "0000000000000000000000000000000000000000-1700000000000";
 
+/// A `bbb-record` run in the background with `--progress json`: its stdout lines as they come,
+/// and every process that ran under it.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    reader: std::thread::JoinHandle<()>,
+    watch: ProcessWatch,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = bbb_record()
+            .args(args)
+            .args(["--progress", "json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let watch = ProcessWatch::start(child.id());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            reader,
+            watch,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Blocks until the recorder reports media time past `at` seconds: it is recording then.
+    fn wait_until_recording(&mut self, at: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            self.seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["event"] == "progress"
+                && v["media_time"].as_f64().is_some_and(|m| m >= at)
+            {
+                return;
+            }
+        }
+        panic!("no progress past {at} s within 60 s: {:#?}", self.seen);
+    }
+
+    fn finish(mut self) -> (std::process::ExitStatus, Vec<String>, ProcessWatch) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        (status, self.seen, self.watch)
+    }
+}
+
+/// Nothing that ran under the recorder is left (by ancestry: Xvfb's and Chromium's command lines
+/// name no path of the test), and the watch did see the display server run.
+fn assert_no_process_survives(watch: &mut ProcessWatch) {
+    watch.assert_none_survive("Xvfb", Duration::from_secs(10));
+}
+
 fn assert_clean(dir: &std::path::Path, marker: &str) {
     assert_eq!(
         dir_entries(dir),
@@ -75,45 +150,36 @@ fn server_dying_mid_recording_is_transient_and_clean() {
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("died.mp4");
-    // Media trickles at about the playback's own rate, so it is still needed when the server goes.
+    // Media trickles slower than the playback's own rate (sample A's webcams file is 187 kB for
+    // 15 s), so it is still needed when the server goes, however long the start took.
     bbb.faults().set_throttle(Some(fake_bbb::Throttle {
-        bytes_per_sec: 14_000,
+        bytes_per_sec: 5_000,
         after_bytes: 20_000,
     }));
-    let mut child = bbb_record()
-        .args([
-            &bbb.presentation_url(SAMPLE_A),
-            "-o",
-            out.to_str().unwrap(),
-            "--progress",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            lines.push(line);
-        }
-        lines
-    });
-    // Wait until the recording is under way, then take the server down.
-    std::thread::sleep(Duration::from_secs(9));
+    let mut rec = Running::start(&[&bbb.presentation_url(SAMPLE_A), "-o", out.to_str().unwrap()]);
+    let xauth = xauthority_of(rec.pid());
+    // Once the recording is under way (the media clock moves), take the server down.
+    rec.wait_until_recording(0.1);
+    assert!(
+        xauth.exists(),
+        "the display's auth file {}",
+        xauth.display()
+    );
+    let died = Instant::now();
     bbb.die();
-    let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
+    let (status, lines, mut watch) = rec.finish();
+    eprintln!(
+        "the recorder ended {:?} after the server died",
+        died.elapsed()
+    );
     assert_eq!(status.code(), Some(4), "{lines:#?}");
     assert!(
         lines.iter().any(|l| l.contains("\"class\":\"transient\"")),
         "{lines:#?}"
     );
     assert_clean(dir.path(), dir.path().to_str().unwrap());
+    assert_no_process_survives(&mut watch);
+    assert!(!xauth.exists(), "{} left behind", xauth.display());
 }
 
 /// SIGTERM mid-recording: stops cleanly, non-zero, nothing left behind.
@@ -123,25 +189,19 @@ fn sigterm_mid_recording_is_clean() {
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("term.mp4");
-    let mut child = bbb_record()
-        .args([
-            &bbb.presentation_url(SAMPLE_A),
-            "-o",
-            out.to_str().unwrap(),
-            "--progress",
-            "none",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(7));
+    let mut rec = Running::start(&[&bbb.presentation_url(SAMPLE_A), "-o", out.to_str().unwrap()]);
+    let xauth = xauthority_of(rec.pid());
+    rec.wait_until_recording(1.0);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(rec.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(4));
+    let (status, lines, mut watch) = rec.finish();
+    assert_eq!(status.code(), Some(4), "{lines:#?}");
     assert_clean(dir.path(), dir.path().to_str().unwrap());
+    assert_no_process_survives(&mut watch);
+    assert!(!xauth.exists(), "{} left behind", xauth.display());
 }
 
 /// SIGKILL of the recorder itself: the kernel takes Xvfb and Chromium down with it.
@@ -151,33 +211,19 @@ fn sigkill_of_the_recorder_leaves_no_process() {
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("killed.mp4");
-    let mut child = bbb_record()
-        .args([
-            &bbb.presentation_url(SAMPLE_A),
-            "-o",
-            out.to_str().unwrap(),
-            "--progress",
-            "none",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(7));
+    let mut rec = Running::start(&[&bbb.presentation_url(SAMPLE_A), "-o", out.to_str().unwrap()]);
+    rec.wait_until_recording(1.0);
     assert!(
         !processes_with(dir.path().to_str().unwrap()).is_empty(),
         "Chromium runs with its profile in the work dir"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_with(dir.path().to_str().unwrap());
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "processes left: {left:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    rec.child.kill().unwrap();
+    let (_, _, mut watch) = rec.finish();
+    // The kernel's parent-death signal takes Xvfb and Chromium down (their groups included).
+    assert_no_process_survives(&mut watch);
     assert!(!out.exists());
+    // A SIGKILL leaves the recorder no chance to remove its work directory or its display's auth
+    // file (bbb-migrate removes its partial directories; the auth file is 50 bytes in /tmp).
 }
 
 /// Two recordings at once on one machine: own displays, profiles; both correct.
@@ -228,4 +274,57 @@ fn two_recordings_in_parallel() {
             p.video_duration
         );
     }
+}
+
+/// A URL handed on from a server's answer must not make us record a local file or a script:
+/// only http(s) is recorded without `--allow-file`, refused before any browser starts.
+#[test]
+fn local_file_and_script_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.mp4");
+    for url in [
+        "file:///etc/passwd",
+        "javascript:document.write(1)",
+        "data:text/html,<p>hi</p>",
+        "chrome://version",
+    ] {
+        let started = Instant::now();
+        let result = run(&[url, "-o", out.to_str().unwrap(), "--duration", "2"]);
+        assert_eq!(result.status.code(), Some(3), "{url}");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            stderr.contains("refused") && stderr.contains("http"),
+            "{url}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url}: a browser was started"
+        );
+        assert!(dir_entries(dir.path()).is_empty(), "{url}");
+    }
+    // `-` reads the URL from standard input: an empty one is a usage error.
+    let empty = bbb_record()
+        .args(["-", "-o", out.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("standard input holds no URL"));
+    // And a refused URL read from it is refused as on the command line.
+    let mut child = bbb_record()
+        .args(["-", "-o", out.to_str().unwrap(), "--duration", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"file:///etc/passwd\n")
+        .unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&piped.stderr).contains("\"file\" refused"));
 }

@@ -1,6 +1,6 @@
 //! `bbb-record` on pages that are not BBB playbacks: recorded for `--duration`, or for the length
 //! of the page's media element; an error (exit 3) when neither exists. Their sound comes through
-//! a private PulseAudio server per recording.
+//! a private PulseAudio server per recording. The pages are local files (`--allow-file`).
 
 mod common;
 
@@ -26,6 +26,7 @@ fn generic_page_for_a_duration() {
     let out = dir.path().join("page.mp4");
     let result = run(&[
         &url,
+        "--allow-file",
         "-o",
         out.to_str().unwrap(),
         "--duration",
@@ -78,7 +79,7 @@ fn generic_page_without_duration_is_a_permanent_error() {
     let site = tempfile::tempdir().unwrap();
     let url = page(site.path(), "<html><body>nothing to play</body></html>");
     let out = dir.path().join("none.mp4");
-    let result = run(&[&url, "-o", out.to_str().unwrap()]);
+    let result = run(&[&url, "--allow-file", "-o", out.to_str().unwrap()]);
     assert_eq!(result.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&result.stderr).contains("--duration"));
     assert!(dir_entries(dir.path()).is_empty());
@@ -119,7 +120,14 @@ fn generic_page_sound_is_recorded_through_pulseaudio() {
     let site = tempfile::tempdir().unwrap();
     let url = tone_page(site.path(), 1000);
     let out = dir.path().join("tone.mp4");
-    let result = run(&[&url, "-o", out.to_str().unwrap(), "--duration", "4"]);
+    let result = run(&[
+        &url,
+        "--allow-file",
+        "-o",
+        out.to_str().unwrap(),
+        "--duration",
+        "4",
+    ]);
     assert!(result.status.success());
     assert_eq!(probe(&out).audio_codec.as_deref(), Some("aac"));
     assert_tone(&out, 1000.0, 4.0);
@@ -148,7 +156,14 @@ fn parallel_pages_do_not_hear_each_other() {
     let high_out = dir.path().join("high.mp4");
     let spawn = |url: &str, out: &std::path::Path| {
         bbb_record()
-            .args([url, "-o", out.to_str().unwrap(), "--duration", "4"])
+            .args([
+                url,
+                "--allow-file",
+                "-o",
+                out.to_str().unwrap(),
+                "--duration",
+                "4",
+            ])
             .args(["--audio", "pulse", "--progress", "none"])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -174,6 +189,7 @@ fn generic_page_without_sound_when_asked() {
     let out = dir.path().join("mute.mp4");
     let result = run(&[
         &url,
+        "--allow-file",
         "-o",
         out.to_str().unwrap(),
         "--duration",
@@ -186,6 +202,7 @@ fn generic_page_without_sound_when_asked() {
     // The recording's own sound exists only for BBB playbacks.
     let result = run(&[
         &url,
+        "--allow-file",
         "-o",
         out.to_str().unwrap(),
         "--duration",

@@ -12,6 +12,7 @@
   'use strict';
 
   const R = window.BBBSampleRender;
+  const W = window.BBBSampleWhiteboard;
   const RECORD_ID = /^[a-z0-9]{40}-[0-9]{13}$/;
   const TIME_UPDATE = 'bbbplaybacktimeupdate';
   const DEFAULT_RPS = 10;
@@ -86,8 +87,20 @@
     });
   }
 
-  const names = ['metadata.xml', 'shapes.svg', 'panzooms.xml', 'cursor.xml', 'deskshare.xml', 'slides_new.xml'];
-  Promise.all([Promise.all(names.map(n => R.fetchText(fileUrl(n)))), probeMedia()]).then(([files, media]) => {
+  // Test knobs (whiteboard.js): served only by the project's test server; anything else is none.
+  function fetchKnobs() {
+    return R.fetchText('/playback/presentation/2.3/knobs.json').then(r => {
+      try {
+        const k = r.ok ? JSON.parse(r.text) : null;
+        return k && typeof k === 'object' ? k : {};
+      } catch (e) {
+        return {};
+      }
+    });
+  }
+
+  const names = ['metadata.xml', 'shapes.svg', 'panzooms.xml', 'cursor.xml', 'deskshare.xml', 'slides_new.xml', 'tldraw.json'];
+  Promise.all([Promise.all(names.map(n => R.fetchText(fileUrl(n)))), probeMedia(), fetchKnobs()]).then(([files, media, knobs]) => {
     const byName = {};
     names.forEach((n, i) => { byName[n] = files[i]; });
     // metadata, panzooms and cursor are required (the real player cannot render without them);
@@ -107,6 +120,13 @@
         deskshare: R.parseDeskshare(xml('deskshare.xml')),
         chat: R.parseChat(xml('slides_new.xml')),
       };
+      // BBB 2.6+: the whiteboard is tldraw data (the real player's test: entries, or the
+      // tldraw="true" roots of panzooms.xml / cursor.xml).
+      const entries = W.parse(byName['tldraw.json'].ok ? byName['tldraw.json'].text : null);
+      if (entries.length > 0 || data.panzooms.tldraw || data.cursor.tldraw) {
+        data.whiteboard = new W.Whiteboard({ entries: entries, knobs: knobs });
+      }
+      data.knobs = knobs;
     } catch (e) {
       showError(400);
       return;
@@ -201,6 +221,7 @@
       chat: chat,
       thumbnails: thumbnails,
       onSeek: (t) => { video.currentTime = t; },
+      whiteboard: data.whiteboard,
     });
     renderer.preload();
 
@@ -218,6 +239,7 @@
     root.appendChild(player);
 
     wireClock(video, rps);
+    if (data.knobs.pageTone > 0) wirePageTone(video, data.knobs.pageTone);
     wireControls(video, vjs, bigPlay, playControl, progressHolder, playProgress, currentTimeEl, durationEl, spinner);
     if (ssVideo) wireScreenshare(video, ssVideo);
 
@@ -262,6 +284,24 @@
       off: (type, fn) => video.removeEventListener(type, fn),
       one: (type, fn) => video.addEventListener(type, fn, { once: true }),
     };
+  }
+
+  // Test knob `pageTone`: from the first play on, the page plays a steady tone of its own (Web
+  // Audio) and the media itself is muted, so what the browser plays differs from the recording's
+  // own sound.
+  function wirePageTone(video, hz) {
+    video.muted = true;
+    let ctx = null;
+    video.addEventListener('play', () => {
+      if (ctx) return;
+      ctx = new AudioContext({ sampleRate: 48000 });
+      const osc = ctx.createOscillator();
+      osc.frequency.value = hz;
+      const gain = ctx.createGain();
+      gain.gain.value = 0.125;
+      osc.connect(gain).connect(ctx.destination);
+      osc.start();
+    });
   }
 
   // The media clock: sample currentTime `rps` times a second while playing, once after each seek.

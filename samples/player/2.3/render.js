@@ -112,18 +112,27 @@
       .sort((a, b) => a.timestamp - b.timestamp);
   }
 
+  // BBB 2.6+ marks the roots of panzooms.xml and cursor.xml with tldraw="true" (whiteboard mode).
+  function tldrawRoot(doc) {
+    return !!doc && doc.documentElement.getAttribute('tldraw') === 'true';
+  }
+
   function parsePanzooms(doc) {
-    return parseEvents(doc, e => {
+    const list = parseEvents(doc, e => {
       const v = numbers(childText(e, 'viewBox'));
       return { timestamp: parseFloat(e.getAttribute('timestamp')), x: v[0], y: v[1], width: v[2], height: v[3] };
     });
+    list.tldraw = tldrawRoot(doc);
+    return list;
   }
 
   function parseCursor(doc) {
-    return parseEvents(doc, e => {
+    const list = parseEvents(doc, e => {
       const p = numbers(childText(e, 'cursor'));
       return { timestamp: parseFloat(e.getAttribute('timestamp')), x: p[0], y: p[1] };
     });
+    list.tldraw = tldrawRoot(doc);
+    return list;
   }
 
   function parseDeskshare(doc) {
@@ -205,6 +214,8 @@
    *   presentation: the element that receives the <svg> (class "logo" until the first draw)
    *   chat, thumbnails: optional containers
    *   onSeek(t): optional, called when a thumbnail is clicked
+   *   whiteboard: optional BBBSampleWhiteboard.Whiteboard (BBB 2.6+ recordings): it draws the
+   *     annotations instead of shapes.svg's canvas groups, and may show an error screen instead
    * draw(t) returns {screenshare: bool}; the caller switches the screen-share view.
    */
   class Renderer {
@@ -233,6 +244,11 @@
       this.cursorParent = group;
       this.svg.appendChild(group);
       this.presentation.appendChild(this.svg);
+      this.whiteboard = opts.whiteboard || null;
+      // The whiteboard's error screen (tldraw's ErrorScreen), shown instead of the slide.
+      this.errorScreen = htmlEl('div', 'tl-loading tl-error-screen');
+      this.errorScreen.style.display = 'none';
+      this.presentation.appendChild(this.errorScreen);
 
       this.chatItems = [];
       if (opts.chat) this.buildChat(opts.chat);
@@ -302,12 +318,22 @@
         this.clipRect.setAttribute('width', vb.width);
         this.clipRect.setAttribute('height', vb.height);
       }
-      // The logo stays until there is something to show, like the real player.
-      this.presentation.classList.toggle('logo', !pz);
-
       // Slide.
       const slideIndex = currentIndex(d.shapes.slides, t);
       const slide = d.shapes.slides[slideIndex];
+
+      // The whiteboard of a 2.6+ recording: its error screen replaces everything, and while it
+      // is not ready the logo stays.
+      const board = this.whiteboard ? this.whiteboard.view(t, slide) : null;
+      const errorText = board && board.error ? board.error : '';
+      if (st.error !== errorText) {
+        st.error = errorText;
+        this.errorScreen.textContent = errorText;
+        this.errorScreen.style.display = errorText ? '' : 'none';
+        this.svg.style.display = errorText ? 'none' : '';
+      }
+      // The logo stays until there is something to show, like the real player.
+      this.presentation.classList.toggle('logo', !pz || (board !== null && board.pending));
       const slideKey = slide ? slide.src : '';
       if (st.slide !== slideKey) {
         st.slide = slideKey;
@@ -320,7 +346,14 @@
       }
 
       // Annotations of the current slide.
-      const shapes = slide ? d.shapes.canvases[slide.imageId] || [] : [];
+      if (board) {
+        if (st.canvas !== board.key) {
+          st.canvas = board.key;
+          this.canvasGroup.textContent = '';
+          for (const node of board.nodes()) this.canvasGroup.appendChild(node);
+        }
+      }
+      const shapes = slide && !board ? d.shapes.canvases[slide.imageId] || [] : [];
       const visible = [];
       for (let i = 0; i < shapes.length; i++) {
         const s = shapes[i];
@@ -333,7 +366,7 @@
         visible.push(i);
       }
       const canvasKey = slideKey + '|' + visible.join(',');
-      if (st.canvas !== canvasKey) {
+      if (!board && st.canvas !== canvasKey) {
         st.canvas = canvasKey;
         this.canvasGroup.textContent = '';
         for (const i of visible) {
