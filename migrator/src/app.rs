@@ -2,6 +2,7 @@
 //! settings, runs the library, prints results and the summary, and decides the exit code. The
 //! only part of the crate that writes to stdout.
 
+use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use bbb_migrator::api::{self, ApiClient, ApiSettings, CacheMode, FetchResult};
 use bbb_migrator::config::{self, Config};
 use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{
-    JobRow, JobState, JobStore, NewJob, Progress, Requeue, RetryPolicy, SystemClock, TARGET_FILE,
+    JobRow, JobState, JobStore, NewJob, Progress, Requeue, RetryPolicy, RunningJob, SystemClock,
+    TARGET_FILE,
 };
 use bbb_migrator::place::{ClaimDir, csv, import, moodle, pod, slug};
 use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
@@ -69,6 +71,7 @@ enum Mode {
     },
     Import {
         moodle: bool,
+        wait: bool,
     },
     Cancel,
 }
@@ -96,12 +99,13 @@ fn mode(cli: &Cli) -> Res<Mode> {
     let alias = if cli.use_import_video {
         Some(Mode::Import {
             moodle: cli.use_database_moodle,
+            wait: true,
         })
     } else if cli.use_manual_claim {
         Some(Mode::Claim {
             jobs: None,
             force: false,
-            wait: false,
+            wait: true,
             host: None,
         })
     } else if cli.use_export_csv {
@@ -137,12 +141,15 @@ fn mode(cli: &Cli) -> Res<Mode> {
             } => Mode::Claim {
                 jobs: *jobs,
                 force: *force,
-                wait: *wait,
+                wait: !wait.no_wait,
                 host: host.clone(),
             },
             Command::Status { json } => Mode::Status { json: *json },
             Command::Retry { failed } => Mode::Retry { failed: *failed },
-            Command::Import { moodle } => Mode::Import { moodle: *moodle },
+            Command::Import { moodle, wait } => Mode::Import {
+                moodle: *moodle,
+                wait: !wait.no_wait,
+            },
             Command::Cancel => Mode::Cancel,
         }),
     }
@@ -203,7 +210,7 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         } => app.claim(jobs, force, wait, host).await,
         Mode::Status { json } => app.status(json).await,
         Mode::Retry { failed } => app.retry(failed).await,
-        Mode::Import { moodle } => app.import(moodle).await,
+        Mode::Import { moodle, wait } => app.import(moodle, wait).await,
         Mode::Cancel => app.cancel().await,
     }
 }
@@ -342,7 +349,7 @@ impl App {
     }
 
     fn ledger_url(&self) -> &str {
-        &self.cfg.ledger.url
+        self.cfg.ledger.url.expose_secret()
     }
 
     async fn ledger_read_only(&self) -> Res<AnyLedger> {
@@ -521,13 +528,15 @@ impl App {
     /// Mode 2 (spec 6): one external recording per (recording, owner), each recording a ledger
     /// job whose lease fences every Pod and Moodle write. A dry run connects read-only, takes no
     /// lease and prints what it would create. A failing recording is reported and counted; the
-    /// others go on.
-    async fn import(&self, moodle: bool) -> Res<i32> {
+    /// others go on. Like `claim`, waits for the jobs held by other hosts (taking over those whose
+    /// lease expires) and for retry backoffs, unless `wait` is false (`--no-wait`).
+    async fn import(&self, moodle: bool, wait: bool) -> Res<i32> {
         let url = self
             .cfg
             .pod
             .database_url
-            .as_deref()
+            .as_ref()
+            .map(|u| u.expose_secret())
             .ok_or_else(|| usage("[pod] database_url is not set (or set POD_DATABASE_URL)"))?;
         let msettings = moodle.then(|| self.moodle_settings());
         if let Some(m) = &msettings
@@ -542,7 +551,7 @@ impl App {
             Some(u) => Some(
                 bbb_migrator::place::rest::PodRest::new(
                     u,
-                    p.rest_token.as_deref().unwrap_or(""),
+                    p.rest_token.as_ref().map_or("", |t| t.expose_secret()),
                     Duration::from_secs(60),
                 )
                 .map_err(usage)?,
@@ -558,9 +567,14 @@ impl App {
             admin_id: p.admin_id,
             site_id: p.site_id,
             rewrite_23: self.cfg.bbb.playback_url_23,
+            playback_hosts: self.cfg.playback_hosts().map_err(usage)?,
             dry_run: dry,
             user_defaults: pod::UserDefaults {
-                secret_key: p.secret_key.clone().unwrap_or_default(),
+                secret_key: p
+                    .secret_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .unwrap_or_default(),
                 site_id: p.site_id,
                 auth_type: p.auth_type.clone(),
                 affiliation: p.affiliation.clone(),
@@ -580,6 +594,7 @@ impl App {
         };
         let (mut rows, mut users, mut notices, mut skipped) = (0, 0, 0, 0);
         let mut failures: Vec<String> = Vec::new();
+        let mut unfinished = Unfinished::default();
         if dry {
             let ledger = self.ledger_read_only().await?;
             let done = import_jobs(ledger.jobs().await.map_err(usage)?);
@@ -642,13 +657,30 @@ impl App {
                 .map(|(i, id)| (id.as_str(), i + 1))
                 .collect();
             let mut ran = std::collections::BTreeSet::new();
+            let poll = worker::poll_interval(lease_dur);
             loop {
                 let lease = match ledger
                     .claim_target(&worker, lease_dur, Some(&ids), Some(import::TARGET_IMPORT))
                     .await
                 {
                     Ok(Some(l)) => l,
-                    Ok(None) => break,
+                    Ok(None) if !wait => break,
+                    Ok(None) => {
+                        // Held by another host or waiting for a retry: look again after a
+                        // while, and take over what a dead host's expired lease leaves. A job
+                        // whose holder died with no attempt left goes to dead (sweep), or it
+                        // would be waited for forever.
+                        ledger.sweep().await.map_err(lerr)?;
+                        let left = ledger
+                            .unfinished(Some(&ids), Some(import::TARGET_IMPORT))
+                            .await
+                            .map_err(lerr)?;
+                        if left == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(poll).await;
+                        continue;
+                    }
                     Err(e) => return Err(lerr(e)),
                 };
                 let n = index.get(lease.recording_id.as_str()).copied().unwrap_or(0);
@@ -682,6 +714,8 @@ impl App {
                 }
             }
             let after = import_jobs(ledger.jobs().await.map_err(lerr)?);
+            let running =
+                held_by_target(ledger.running().await.map_err(lerr)?, import::TARGET_IMPORT);
             ledger.close().await;
             for id in &ids {
                 let was_done = before
@@ -693,13 +727,10 @@ impl App {
                             skipped += 1;
                         }
                     }
+                    Some(j) if unfinished.add(j, &running, self.tz) => {}
                     Some(j) => failures.push(format!(
                         "{id} [{}]: {}",
-                        match j.state {
-                            JobState::Running => "running elsewhere",
-                            JobState::Pending if j.last_error.is_some() => "retry scheduled",
-                            st => st.as_str(),
-                        },
+                        j.state.as_str(),
                         j.last_error.as_deref().unwrap_or("not run")
                     )),
                     None => failures.push(format!("{id}: not in the ledger")),
@@ -725,13 +756,15 @@ impl App {
         let mut o = out();
         let _ = writeln!(
             o,
-            "------------------------------\n{} recording(s): {verb} {rows} external recording(s) and {users} user(s), {skipped} skipped (already imported), {} failed",
+            "------------------------------\n{} recording(s): {verb} {rows} external recording(s) and {users} user(s), {skipped} skipped (already imported), {} failed{}",
             recs.len(),
-            failures.len()
+            failures.len(),
+            unfinished.counts()
         );
         for f in &failures {
             let _ = writeln!(o, "  FAILED {f}");
         }
+        unfinished.print(&mut o);
         if notices > 0 {
             let _ = writeln!(
                 o,
@@ -739,11 +772,7 @@ impl App {
                 moodle::PURGE_HINT
             );
         }
-        Ok(if failures.is_empty() {
-            exit::OK
-        } else {
-            exit::FAILED
-        })
+        Ok(unfinished.exit_code(!failures.is_empty(), wait))
     }
 
     fn moodle_settings(&self) -> moodle::MoodleSettings {
@@ -755,7 +784,7 @@ impl App {
             databases: m
                 .databases
                 .iter()
-                .map(|(k, v)| (k.clone(), v.url.clone()))
+                .map(|(k, v)| (k.clone(), v.url.expose_secret().to_owned()))
                 .collect(),
         }
     }
@@ -855,11 +884,18 @@ impl App {
                 timeout_margin_secs: self.cfg.recorder.timeout_margin_secs,
                 default_length_secs: self.cfg.recorder.default_length_secs,
                 grace: Duration::from_secs(self.cfg.recorder.grace_secs),
+                accept_broken: self.cfg.recorder.accept_broken,
             },
             download: DownloadSettings {
                 stall: Duration::from_secs(self.cfg.worker.download_stall_secs.max(1)),
                 retries: self.cfg.worker.download_retries,
                 retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
+                hosts: self.cfg.playback_hosts().map_err(usage)?,
+            },
+            space: worker::space::SpaceSettings {
+                dirs: vec![ctx_claim_dir.temp_dir.clone(), ctx_claim_dir.dir.clone()],
+                margin: self.cfg.worker.free_space_margin_mb.saturating_mul(1 << 20),
+                poll: Duration::from_millis(self.cfg.worker.free_space_poll_ms.max(100)),
             },
             lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
             // Unique per process even when two runs share a host name; `:<n>` per worker task.
@@ -873,6 +909,7 @@ impl App {
             shutdown: shutdown_rx.clone(),
             wait,
             registration: registration.clone(),
+            playback_hosts: self.cfg.playback_hosts().map_err(usage)?,
             adoptable: std::sync::Mutex::new(adoptable),
         });
         let runnable = ids
@@ -893,6 +930,7 @@ impl App {
         clean_partials(&ledger, &ctx_claim_dir).await;
         let rows_after = ledger.jobs().await.map_err(lerr)?;
         let after = by_recording(rows_after);
+        let running = held_by_target(ledger.running().await.map_err(lerr)?, TARGET_FILE);
         ledger.close().await;
         if let Some(r) = &registration {
             r.db.close().await;
@@ -902,18 +940,17 @@ impl App {
         let summary = Summary::build(
             &ids,
             &before,
-            &after,
+            (&after, &running),
             &reports,
             &missing,
             &fetched,
             &self.cli.select.record_id,
+            self.tz,
         );
         summary.print(self.json_progress);
-        Ok(if summary.all_ok() && !interrupted {
-            exit::OK
-        } else {
-            exit::FAILED
-        })
+        Ok(summary
+            .unfinished
+            .exit_code(!summary.failed.is_empty() || interrupted, wait))
     }
 
     /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod and its
@@ -921,7 +958,13 @@ impl App {
     /// warning) must exist under default_recorder_path. Checked before any work; a failure is a
     /// pre-check failure (exit 2) naming the recorder.
     async fn claim_registration(&self) -> Res<Option<worker::ClaimRegistration>> {
-        let Some(url) = self.cfg.pod.database_url.as_deref() else {
+        let Some(url) = self
+            .cfg
+            .pod
+            .database_url
+            .as_ref()
+            .map(|u| u.expose_secret())
+        else {
             return Ok(None);
         };
         let id = self.cfg.pod.recorder_id;
@@ -995,6 +1038,7 @@ impl App {
         ledger.close().await;
         let mut o = out();
         let _ = writeln!(o, "dry run: nothing will be written");
+        let hosts = self.cfg.playback_hosts().map_err(usage)?;
         let ext_p = self.cfg.recorder.format.ext();
         for r in recs {
             let row = rows.get(r.record_id.as_str());
@@ -1029,6 +1073,10 @@ impl App {
                     continue;
                 }
             };
+            if let Err(why) = hosts.check(&url) {
+                let _ = writeln!(o, "{}: would fail (select): {why}", r.record_id);
+                continue;
+            }
             let dest = claim_dir
                 .candidates(&stem, &r.record_id, ext)
                 .into_iter()
@@ -1112,6 +1160,7 @@ impl App {
                 })).collect::<Vec<_>>(),
                 "outputs": rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                     "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
+                    "degraded": r.degraded(),
                 })).collect::<Vec<_>>(),
                 "running": running.iter().map(|r| {
                     let progress = r.progress.as_deref().and_then(Progress::parse);
@@ -1198,6 +1247,9 @@ impl App {
                     r.output_path.as_deref().unwrap_or("?"),
                     r.output_bytes.unwrap_or(0)
                 );
+                for defect in r.degraded() {
+                    let _ = writeln!(o, "    degraded: {defect}");
+                }
             }
         }
         Ok(exit::OK)
@@ -1406,11 +1458,136 @@ struct Failure {
     error: String,
 }
 
+/// The selected jobs a run ends with that are neither succeeded nor failed for good: held under
+/// another worker's lease, or waiting for their retry backoff. What `--no-wait` leaves behind and
+/// reports with exit 4; a waiting run only ends with some when it was interrupted or lost the
+/// ledger, and then they are failures of the run (exit 1).
+#[derive(Default)]
+struct Unfinished {
+    /// (record id, holder, lease expiry as text)
+    held: Vec<(String, String, String)>,
+    /// (record id, "retry scheduled (...)", last error)
+    retrying: Vec<(String, String, String)>,
+}
+
+impl Unfinished {
+    /// Takes `j` if it is unfinished (running, or pending after a failed attempt); false for
+    /// every other state. `running`: the ledger's running jobs of this target, by recording.
+    fn add(&mut self, j: &JobRow, running: &BTreeMap<String, RunningJob>, tz: Tz) -> bool {
+        match j.state {
+            JobState::Running => {
+                let r = running.get(&j.recording_id);
+                let holder = r
+                    .and_then(|r| r.owner.clone())
+                    .unwrap_or_else(|| "?".into());
+                let until = match r.and_then(|r| r.lease_expires_ms) {
+                    Some(ms) if r.is_some_and(|r| r.expired) => format!(
+                        "lease expired at {} (the next run takes it over)",
+                        local_time(ms, tz)
+                    ),
+                    Some(ms) => format!("lease until {}", local_time(ms, tz)),
+                    None => "lease expiry unknown".into(),
+                };
+                self.held.push((j.recording_id.clone(), holder, until));
+                true
+            }
+            JobState::Pending if j.last_error.is_some() => {
+                self.retrying.push((
+                    j.recording_id.clone(),
+                    format!(
+                        "retry scheduled ({}/{} attempts), not before {}",
+                        j.attempts,
+                        j.max_attempts,
+                        local_time(j.run_after_ms, tz)
+                    ),
+                    j.last_error.clone().unwrap_or_default(),
+                ));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.retrying.is_empty()
+    }
+
+    /// The end of the summary line: nothing when there is nothing unfinished.
+    fn counts(&self) -> String {
+        let mut t = String::new();
+        if !self.held.is_empty() {
+            t += &format!(", {} held by other hosts", self.held.len());
+        }
+        if !self.retrying.is_empty() {
+            t += &format!(", {} waiting for a retry", self.retrying.len());
+        }
+        t
+    }
+
+    fn print(&self, o: &mut impl Write) {
+        for (id, holder, until) in &self.held {
+            let _ = writeln!(o, "  HELD {id} by {holder}, {until}");
+        }
+        for (id, state, error) in &self.retrying {
+            let _ = writeln!(o, "  RETRY {id} [{state}]: {error}");
+        }
+    }
+
+    fn json(&self) -> (serde_json::Value, serde_json::Value) {
+        let held = self
+            .held
+            .iter()
+            .map(|(id, h, u)| serde_json::json!({"record_id": id, "holder": h, "lease": u}))
+            .collect();
+        let retrying = self
+            .retrying
+            .iter()
+            .map(|(id, st, e)| serde_json::json!({"record_id": id, "state": st, "error": e}))
+            .collect();
+        (held, retrying)
+    }
+
+    /// FAILED when something failed (it wins over the rest); then, with jobs left unfinished,
+    /// HELD for a `--no-wait` run and FAILED for a waiting one (it should have finished them).
+    fn exit_code(&self, failed: bool, wait: bool) -> i32 {
+        if failed {
+            exit::FAILED
+        } else if self.is_empty() {
+            exit::OK
+        } else if wait {
+            exit::FAILED
+        } else {
+            exit::HELD
+        }
+    }
+}
+
+/// The running jobs of `target`, by recording.
+fn held_by_target(running: Vec<RunningJob>, target: &str) -> BTreeMap<String, RunningJob> {
+    running
+        .into_iter()
+        .filter(|r| r.target == target)
+        .map(|r| (r.recording_id.clone(), r))
+        .collect()
+}
+
+/// A ledger time (unix ms) in the configured time zone.
+fn local_time(ms: i64, tz: Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 struct Summary {
     selected: usize,
     done: Vec<(String, String, u64)>,
     skipped: usize,
     failed: Vec<Failure>,
+    unfinished: Unfinished,
     bytes: u64,
     machine: Duration,
     malformed: usize,
@@ -1418,20 +1595,25 @@ struct Summary {
 }
 
 impl Summary {
+    /// `after`: the ledger's rows once the workers are done, with its running jobs.
+    #[allow(clippy::too_many_arguments)]
     fn build(
         ids: &[String],
         before: &BTreeMap<String, JobRow>,
-        after: &BTreeMap<String, JobRow>,
+        after: (&BTreeMap<String, JobRow>, &BTreeMap<String, RunningJob>),
         reports: &[worker::JobReport],
         missing: &[RecordId],
         fetched: &FetchResult,
         explicit_ids: &[String],
+        tz: Tz,
     ) -> Summary {
+        let (after, running) = after;
         let mut s = Summary {
             selected: ids.len(),
             done: Vec::new(),
             skipped: 0,
             failed: Vec::new(),
+            unfinished: Unfinished::default(),
             bytes: 0,
             machine: reports.iter().map(|r| r.elapsed).sum(),
             malformed: fetched.malformed.len(),
@@ -1457,18 +1639,10 @@ impl Summary {
                         s.skipped += 1;
                     }
                 }
+                Some(j) if s.unfinished.add(j, running, tz) => {}
                 Some(j) => s.failed.push(Failure {
                     record_id: id.clone(),
-                    state: match j.state {
-                        JobState::Pending if j.last_error.is_some() => format!(
-                            "retry scheduled ({}/{} attempts)",
-                            j.attempts, j.max_attempts
-                        ),
-                        JobState::Running => {
-                            "running elsewhere (its lease has not expired)".to_owned()
-                        }
-                        st => st.as_str().to_owned(),
-                    },
+                    state: j.state.as_str().to_owned(),
                     error: j.last_error.clone().unwrap_or_else(|| "not run".into()),
                 }),
                 None => s.failed.push(Failure {
@@ -1500,19 +1674,18 @@ impl Summary {
         s
     }
 
-    fn all_ok(&self) -> bool {
-        self.failed.is_empty()
-    }
-
     fn print(&self, json: bool) {
         let mut o = out();
         if json {
+            let (held, retrying) = self.unfinished.json();
             let v = serde_json::json!({
                 "event": "summary",
                 "selected": self.selected,
                 "done": self.done.iter().map(|(id, p, b)| serde_json::json!({"record_id": id, "path": p, "bytes": b})).collect::<Vec<_>>(),
                 "skipped": self.skipped,
                 "failed": self.failed.iter().map(|f| serde_json::json!({"record_id": f.record_id, "state": f.state, "error": f.error})).collect::<Vec<_>>(),
+                "held": held,
+                "retrying": retrying,
                 "malformed": self.malformed,
                 "bytes_placed": self.bytes,
                 "machine_time_secs": self.machine.as_secs_f64(),
@@ -1522,11 +1695,12 @@ impl Summary {
         }
         let _ = writeln!(
             o,
-            "summary: {} selected, {} done, {} skipped (already done), {} failed, {} bytes placed, machine time {}",
+            "summary: {} selected, {} done, {} skipped (already done), {} failed{}, {} bytes placed, machine time {}",
             self.selected,
             self.done.len(),
             self.skipped,
             self.failed.len(),
+            self.unfinished.counts(),
             self.bytes,
             human_secs(self.machine.as_secs() as i64)
         );
@@ -1536,6 +1710,7 @@ impl Summary {
         for f in &self.failed {
             let _ = writeln!(o, "  FAILED {} [{}]: {}", f.record_id, f.state, f.error);
         }
+        self.unfinished.print(&mut o);
         if self.malformed > 0 && !self.count_malformed {
             let _ = writeln!(
                 o,

@@ -16,6 +16,11 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The recording list could not be fetched.
     pub const FETCH: i32 = 3;
+    /// `--no-wait`: nothing failed, but some selected jobs are not finished: held by other hosts
+    /// (or other runs) under a live lease, or waiting for their retry backoff. The summary lists
+    /// them; a later run (or the holder) finishes them. Not "failed": a batch on several hosts
+    /// is not in trouble because one host ended first. FAILED wins when both apply.
+    pub const HELD: i32 = 4;
 }
 
 #[derive(Debug, Parser)]
@@ -23,7 +28,7 @@ pub mod exit {
     name = "bbb-migrate",
     version,
     about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
-    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched."
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed)."
 )]
 pub struct Cli {
     /// Configuration file (TOML).
@@ -146,10 +151,8 @@ pub enum Command {
         /// Redo recordings already done (the earlier file is never overwritten).
         #[arg(long)]
         force: bool,
-        /// When nothing can be claimed yet, wait (polling the ledger) until every selected job is
-        /// finished: jobs held by other hosts and jobs waiting for their retry backoff.
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Name of this host in the ledger's lease owners (`status`); default: the hostname.
         /// Env: BBB_MIGRATE_HOST.
         #[arg(long, value_name = "NAME")]
@@ -162,6 +165,8 @@ pub enum Command {
         /// Look owners up in Moodle's database when no Pod meeting matches ([moodle] section).
         #[arg(long)]
         moodle: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Counts per state, failures with their last error, outputs placed.
     Status {
@@ -177,4 +182,19 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
+}
+
+/// Whether `claim` and `import` wait for the jobs they cannot take yet. By default a run keeps
+/// working until every selected job is succeeded or dead, so that on several hosts each run ends
+/// with the batch's real outcome and a dead host's jobs are taken over without an administrator.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct WaitArgs {
+    /// Do not wait for jobs held by other hosts (or waiting for their retry backoff): end as soon
+    /// as nothing can be taken, listing what other hosts still hold (exit 4 if nothing failed).
+    /// Waiting is the default; the former `--wait` is still accepted and changes nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub no_wait: bool,
+    /// Accepted for compatibility and ignored: waiting is the default now (see --no-wait).
+    #[arg(long, hide = true)]
+    pub wait: bool,
 }

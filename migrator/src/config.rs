@@ -1,10 +1,12 @@
 //! The configuration file (TOML) and its environment overrides. Owns the key names (fixed by the
 //! issue and by spec 17.1), the defaults, the rejection of unknown keys, the `init-config`
-//! template, and validation into ready-built settings. The secret never reaches `Debug` output.
+//! template, and validation into ready-built settings. Secrets (the BBB secret, database URLs,
+//! Pod's key and token) are `SecretString`s: never in `Debug` output or logs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::api::{ChecksumAlgo, FetchStrategy};
@@ -54,24 +56,18 @@ impl Default for MoodleConfig {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoodleDatabase {
     /// postgres:// or mysql://; may hold a password, so never printed.
-    pub url: String,
+    pub url: SecretString,
 }
 
-impl std::fmt::Debug for MoodleDatabase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MoodleDatabase { url: <redacted> }")
-    }
-}
-
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BbbConfig {
     pub base_url: Option<String>,
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     pub checksum: ChecksumAlgo,
     pub playback_url_23: bool,
     pub fetch: FetchStrategy,
@@ -79,6 +75,8 @@ pub struct BbbConfig {
     pub retries: u32,
     pub retry_delay_ms: u64,
     pub cache_dir: PathBuf,
+    /// Host names, besides `base_url`'s, that playback URLs may point at (`playback_hosts`).
+    pub playback_hosts: Vec<String>,
 }
 
 impl Default for BbbConfig {
@@ -93,23 +91,12 @@ impl Default for BbbConfig {
             retries: 4,
             retry_delay_ms: 2000,
             cache_dir: PathBuf::from("bbb-migrate-cache"),
+            playback_hosts: Vec::new(),
         }
     }
 }
 
-impl std::fmt::Debug for BbbConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BbbConfig")
-            .field("base_url", &self.base_url)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("checksum", &self.checksum)
-            .field("playback_url_23", &self.playback_url_23)
-            .field("fetch", &self.fetch)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PodConfig {
     pub time_zone: String,
@@ -119,51 +106,24 @@ pub struct PodConfig {
     pub temp_dir: Option<PathBuf>,
     /// Pod's database (postgres:// or mysql://), for `import`. Env: POD_DATABASE_URL. May hold a
     /// password: never printed.
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
     /// Pod's SITE_ID: the site of rows made for the admin and for Moodle owners.
     pub site_id: i32,
     /// The `auth_user.id` that receives recordings nobody else owns (Python SCRIPT_ADMIN_ID).
     pub admin_id: i32,
     /// Pod's SECRET_KEY, only to create users by SQL (owner hashkey). Env: POD_SECRET_KEY.
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
     /// Pod's REST root (`https://pod.example.org/rest/`): when set, missing users are created
     /// with `POST users/` (Pod's signals write their rows) instead of by SQL.
     #[serde(alias = "rest_base_url")]
     pub rest_url: Option<String>,
     /// A staff user's REST token. Env: POD_REST_TOKEN. Never printed or logged.
-    pub rest_token: Option<String>,
+    pub rest_token: Option<SecretString>,
     /// Values of Pod's settings copied into a new user's owner row and Favorites playlist.
     pub auth_type: String,
     pub affiliation: String,
     pub establishment: String,
     pub favorites_description: String,
-}
-
-impl std::fmt::Debug for PodConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PodConfig")
-            .field("time_zone", &self.time_zone)
-            .field("default_recorder_path", &self.default_recorder_path)
-            .field("recorder_directory", &self.recorder_directory)
-            .field("recorder_id", &self.recorder_id)
-            .field("temp_dir", &self.temp_dir)
-            .field(
-                "database_url",
-                &self.database_url.as_ref().map(|_| "<redacted>"),
-            )
-            .field("site_id", &self.site_id)
-            .field("admin_id", &self.admin_id)
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("rest_url", &self.rest_url)
-            .field(
-                "rest_token",
-                &self.rest_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for PodConfig {
@@ -216,6 +176,9 @@ pub struct RecorderConfig {
     pub timeout_margin_secs: u64,
     pub default_length_secs: u64,
     pub grace_secs: u64,
+    /// Record presentations whose picture is broken (`bbb-record --accept-broken`), keeping the
+    /// list of defects with the output, instead of failing them.
+    pub accept_broken: bool,
 }
 
 impl Default for RecorderConfig {
@@ -228,6 +191,7 @@ impl Default for RecorderConfig {
             timeout_margin_secs: 600,
             default_length_secs: 4 * 3600,
             grace_secs: 10,
+            accept_broken: false,
         }
     }
 }
@@ -235,7 +199,8 @@ impl Default for RecorderConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
-    pub url: String,
+    /// sqlite:// or postgres://; a PostgreSQL URL may hold a password, so never printed.
+    pub url: SecretString,
     pub lease_secs: u64,
     pub max_attempts: i64,
     pub retry_base_secs: u64,
@@ -244,7 +209,7 @@ pub struct LedgerConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            url: "sqlite://bbb-migrate.db".into(),
+            url: SecretString::from("sqlite://bbb-migrate.db"),
             lease_secs: 90,
             max_attempts: 5,
             retry_base_secs: 30,
@@ -259,6 +224,10 @@ pub struct WorkerConfig {
     pub jobs: usize,
     pub download_stall_secs: u64,
     pub download_retries: u32,
+    /// Free space kept in the temp and claim directories on top of a job's expected size.
+    pub free_space_margin_mb: u64,
+    /// How often a worker waiting for free space looks again.
+    pub free_space_poll_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -267,6 +236,8 @@ impl Default for WorkerConfig {
             jobs: 0,
             download_stall_secs: 120,
             download_retries: 5,
+            free_space_margin_mb: 1024,
+            free_space_poll_ms: 30_000,
         }
     }
 }
@@ -319,19 +290,19 @@ impl Config {
             self.bbb.base_url = Some(v);
         }
         if let Some(v) = get("BBB_SECRET") {
-            self.bbb.secret = Some(v);
+            self.bbb.secret = Some(v.into());
         }
         if let Some(v) = get("BBB_MIGRATE_LEDGER") {
-            self.ledger.url = v;
+            self.ledger.url = v.into();
         }
         if let Some(v) = get("POD_DATABASE_URL") {
-            self.pod.database_url = Some(v);
+            self.pod.database_url = Some(v.into());
         }
         if let Some(v) = get("POD_SECRET_KEY") {
-            self.pod.secret_key = Some(v);
+            self.pod.secret_key = Some(v.into());
         }
         if let Some(v) = get("POD_REST_TOKEN") {
-            self.pod.rest_token = Some(v);
+            self.pod.rest_token = Some(v.into());
         }
     }
 
@@ -349,10 +320,20 @@ impl Config {
         Ok(url)
     }
 
+    /// Where playback URLs may point: `base_url`'s host and `[bbb] playback_hosts`.
+    pub fn playback_hosts(&self) -> Result<crate::playback_hosts::PlaybackHosts, ConfigError> {
+        crate::playback_hosts::PlaybackHosts::new(
+            self.bbb.base_url.as_deref(),
+            &self.bbb.playback_hosts,
+        )
+        .map_err(ConfigError::Invalid)
+    }
+
     pub fn secret(&self) -> Result<&str, ConfigError> {
         self.bbb
             .secret
-            .as_deref()
+            .as_ref()
+            .map(|s| s.expose_secret())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 ConfigError::Invalid("[bbb] secret is not set (or set BBB_SECRET)".into())
@@ -419,6 +400,11 @@ fetch = "prefix"
 timeout_secs = 300
 retries = 4
 retry_delay_ms = 2000
+# Playback URLs are fetched, recorded or handed to Pod only when they are http(s) on base_url's
+# host name or on one listed here (host names, any port): a Scalelite whose playbacks live on its
+# BBB servers lists them. Any other URL (file:, javascript:, a foreign host, a redirect to one)
+# fails its recording as permanent in phase "select".
+playback_hosts = []
 # Raw getRecordings responses are kept here; --use-cache reads them instead of the server.
 cache_dir = "bbb-migrate-cache"
 
@@ -480,6 +466,10 @@ timeout_factor = 1.5
 timeout_margin_secs = 600
 default_length_secs = 14400
 grace_secs = 10
+# A presentation whose picture is broken (a slide or whiteboard asset the server does not serve,
+# the player's error screen) fails permanently, phase render. true: record it anyway; `status`
+# lists its defects ("degraded"). For damaged recordings whose best copy this will be.
+accept_broken = false
 
 [ledger]
 # Job ledger: sqlite://FILE on one machine, or postgres://USER@HOST/DB shared by several hosts
@@ -498,6 +488,11 @@ jobs = 0
 # A download that receives nothing for this long is retried (resuming with Range).
 download_stall_secs = 120
 download_retries = 5
+# A job starts writing only when the temp and claim directories have its expected size (a
+# download's announced size; a recording's length x 4 Mbit/s) plus this margin free; until then
+# the worker waits, looking again every free_space_poll_ms.
+free_space_margin_mb = 1024
+free_space_poll_ms = 30000
 "#;
 
 #[cfg(test)]
@@ -530,7 +525,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.moodle.table_prefix, "mdl_");
-        assert_eq!(c.moodle.databases["default"].url, "mysql://u:moodlepw@h/m");
+        assert_eq!(
+            c.moodle.databases["default"].url.expose_secret(),
+            "mysql://u:moodlepw@h/m"
+        );
         assert!(!format!("{c:?}").contains("moodlepw"));
         let e = Config::parse("[bbb]\nchecksum = \"md5\"\n").unwrap_err();
         assert!(e.contains("md5"), "{e}");
@@ -545,12 +543,15 @@ mod tests {
             _ => None,
         });
         assert_eq!(c.base_url().unwrap(), "https://env.example/");
-        assert_eq!(c.ledger.url, "sqlite://x.db");
+        assert_eq!(c.ledger.url.expose_secret(), "sqlite://x.db");
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        // A PostgreSQL ledger's password never prints either.
+        c.apply_env(|k| (k == "BBB_MIGRATE_LEDGER").then(|| "postgres://u:ledgerpw@h/l".into()));
+        assert!(!format!("{c:?}").contains("ledgerpw"));
         let mut c = Config::parse("[pod]\nsecret_key = \"pod-key-value\"\n").unwrap();
         c.apply_env(|k| (k == "POD_DATABASE_URL").then(|| "mysql://u:dbpass@h/pod".into()));
         assert_eq!(
-            c.pod.database_url.as_deref(),
+            c.pod.database_url.as_ref().map(|u| u.expose_secret()),
             Some("mysql://u:dbpass@h/pod")
         );
         let dbg = format!("{c:?}");
@@ -560,7 +561,10 @@ mod tests {
         );
         let mut c = Config::parse("[pod]\nrest_url = \"https://pod.example/rest/\"\n").unwrap();
         c.apply_env(|k| (k == "POD_REST_TOKEN").then(|| "rest-token-value".into()));
-        assert_eq!(c.pod.rest_token.as_deref(), Some("rest-token-value"));
+        assert_eq!(
+            c.pod.rest_token.as_ref().map(|t| t.expose_secret()),
+            Some("rest-token-value")
+        );
         assert!(!format!("{c:?}").contains("rest-token-value"));
         let c = Config::parse("[pod]\nrest_base_url = \"https://pod.example/rest/\"\n").unwrap();
         assert_eq!(c.pod.rest_url.as_deref(), Some("https://pod.example/rest/"));

@@ -25,6 +25,8 @@ impl ErrorClass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Fetch,
+    /// The playback URL refused by the host policy (`crate::playback_hosts`).
+    Select,
     Parse,
     Download,
     Record,
@@ -36,6 +38,7 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Phase::Fetch => "fetch",
+            Phase::Select => "select",
             Phase::Parse => "parse",
             Phase::Download => "download",
             Phase::Record => "record",

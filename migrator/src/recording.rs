@@ -115,6 +115,14 @@ pub enum Playback {
     Presentation(String),
 }
 
+impl Playback {
+    pub fn url(&self) -> &str {
+        match self {
+            Playback::Video(u) | Playback::Presentation(u) => u,
+        }
+    }
+}
+
 impl Recording {
     pub fn meta(&self, key: &str) -> &str {
         self.metadata.get(key).map(String::as_str).unwrap_or("")

@@ -119,6 +119,28 @@ pub struct ApiClient {
     base: String,
 }
 
+/// The largest getRecordings answer read: a server's whole list (10 000 recordings) is tens of
+/// megabytes; anything far larger is refused before it fills the memory.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The body of `resp`, or `Err(None)` once it passes [`MAX_ANSWER_BYTES`].
+async fn read_bounded(mut resp: reqwest::Response) -> Result<String, Option<reqwest::Error>> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 enum Attempt {
     Done(String),
     Retry(FetchError),
@@ -181,13 +203,23 @@ impl ApiClient {
             }
         };
         let status = resp.status();
-        let body = match resp.text().await {
+        let body = match read_bounded(resp).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(Some(e)) => {
                 return Attempt::Retry(FetchError::Http {
                     what,
                     attempts: attempt,
                     message: error_chain(&e.without_url()),
+                });
+            }
+            Err(None) => {
+                return Attempt::Fatal(FetchError::Http {
+                    what,
+                    attempts: attempt,
+                    message: format!(
+                        "the answer is larger than {} MiB: refused",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
                 });
             }
         };
@@ -420,18 +452,86 @@ mod tests {
             checksum(ChecksumAlgo::Sha1, "getRecordings", "recordID=0", SECRET),
             "7acc2bbbe0d0c3130ef3e59916b547a3749b6022"
         );
-        assert_eq!(
-            checksum(ChecksumAlgo::Sha256, "getRecordings", "", SECRET).len(),
-            64
-        );
-        assert_eq!(
-            checksum(ChecksumAlgo::Sha384, "getRecordings", "", SECRET).len(),
-            96
-        );
-        assert_eq!(
-            checksum(ChecksumAlgo::Sha512, "getRecordings", "", SECRET).len(),
-            128
-        );
+    }
+
+    /// Known values, computed outside this code with coreutils, BBB's rule
+    /// hex(HASH(call name + query string + secret)):
+    /// `printf %s 'getRecordings<query><SECRET>' | sha256sum` (sha1sum, sha384sum, sha512sum).
+    const KNOWN: [(ChecksumAlgo, &str, &str); 8] = [
+        (
+            ChecksumAlgo::Sha256,
+            "",
+            "ff87a566827fe603090c7ec37bc5c14c38d9e104219b57becbdcd3ed9e99dcd3",
+        ),
+        (
+            ChecksumAlgo::Sha256,
+            "offset=0&limit=100",
+            "72b6518292432d29c7a00f362f60f7b5235565eddeab363657acfce2ca15da63",
+        ),
+        (
+            ChecksumAlgo::Sha384,
+            "",
+            "c10f091ba8a3bc710630f67f692f0776f3c2cc087d9931569100e92b3439948144b1e40a740d5952b37a0ef1987a11e2",
+        ),
+        (
+            ChecksumAlgo::Sha384,
+            "offset=0&limit=100",
+            "98c22e9dc8b0b8b9d62587920d4f9e8d8e799b2f4aeb8214e010d3a1c96b211113add674823eb2761dbb02eb119d6347",
+        ),
+        (
+            ChecksumAlgo::Sha512,
+            "",
+            "b153adb97c531d6c8cc804e4870aa3e9a59276f98881a94b17917e62e2aa67ec5233b5fc0a636a0ad2c3202c300f8fbeda00eccba97821580877fd283844be8f",
+        ),
+        (
+            ChecksumAlgo::Sha512,
+            "offset=0&limit=100",
+            "dc85138bf47cf7b7dff18f1243a68c1fd572615100234e7f0e8c8011c6329c4e5609833b9c18765116d64e37912c1ecb768a5e09f0ded5a811a217e50156775c",
+        ),
+        (
+            ChecksumAlgo::Sha1,
+            "meetingID=a%20b+c&state=any",
+            "70074331b7dd11a871dcabca9d3ab616c7b1ebde",
+        ),
+        (
+            ChecksumAlgo::Sha256,
+            "meetingID=a%20b+c&state=any",
+            "9f64d2430d90e5dcadaac1c44c15c510fe1a508d86c0cfcac0464b30c6be9cd9",
+        ),
+    ];
+
+    #[test]
+    fn checksum_known_vectors_of_every_algorithm() {
+        for (algo, query, sum) in KNOWN {
+            assert_eq!(
+                checksum(algo, "getRecordings", query, SECRET),
+                sum,
+                "{algo:?} {query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_carry_the_configured_algorithms_checksum() {
+        for (algo, query, sum) in KNOWN {
+            let c = ApiClient::new(ApiSettings {
+                base_url: "https://bbb.example.org".into(),
+                secret: SECRET.into(),
+                checksum: algo,
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                retry_delay: Duration::from_millis(1),
+            })
+            .unwrap();
+            let sep = if query.is_empty() { "" } else { "&" };
+            assert_eq!(
+                c.call_url("getRecordings", query),
+                format!(
+                    "https://bbb.example.org/bigbluebutton/api/getRecordings?{query}{sep}checksum={sum}"
+                ),
+                "{algo:?}"
+            );
+        }
     }
 
     #[test]

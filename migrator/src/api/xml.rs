@@ -79,6 +79,10 @@ fn head(body: &str) -> String {
     body.chars().take(120).collect()
 }
 
+/// getRecordings nests 6 levels (response, recordings, recording, playback, format, preview...);
+/// a deeper answer is hostile, and its tree would overflow the stack when dropped.
+const MAX_DEPTH: usize = 64;
+
 fn parse_tree(body: &str) -> Result<Element, String> {
     let mut reader = Reader::from_str(body);
     reader.config_mut().check_end_names = true;
@@ -88,6 +92,12 @@ fn parse_tree(body: &str) -> Result<Element, String> {
             .read_event()
             .map_err(|e| format!("{e} at byte {}", reader.buffer_position()))?;
         match ev {
+            Event::Start(_) if stack.len() > MAX_DEPTH => {
+                return Err(format!(
+                    "elements nested deeper than {MAX_DEPTH} at byte {}: refused",
+                    reader.buffer_position()
+                ));
+            }
             Event::Start(s) => stack.push(Element {
                 name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
                 ..Default::default()

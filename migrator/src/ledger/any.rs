@@ -126,8 +126,8 @@ impl JobStore for AnyLedger {
     async fn sweep(&self) -> LedgerResult<u64> {
         forward!(self, l => l.sweep())
     }
-    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
-        forward!(self, l => l.unfinished(only))
+    async fn unfinished(&self, only: Option<&[String]>, target: Option<&str>) -> LedgerResult<u64> {
+        forward!(self, l => l.unfinished(only, target))
     }
     async fn running(&self) -> LedgerResult<Vec<RunningJob>> {
         forward!(self, l => l.running())

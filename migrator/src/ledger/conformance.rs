@@ -23,8 +23,10 @@ struct Fixture {
     store: Arc<AnyLedger>,
     clock: Arc<SimulatedClock>,
     lease: Duration,
+    /// The retry policy's base delay.
+    retry_base: Duration,
     _dir: tempfile::TempDir,
-    _pg: Option<Postgres>,
+    pg: Option<Postgres>,
 }
 
 impl Fixture {
@@ -39,13 +41,15 @@ impl Fixture {
                     base: Duration::from_secs(10),
                     cap: Duration::from_secs(600),
                 };
+                let policy_base = policy.base;
                 let store = AnyLedger::open(&url, clock.clone(), policy).await.unwrap();
                 Fixture {
                     store: Arc::new(store),
                     clock,
                     lease: Duration::from_secs(90),
+                    retry_base: policy_base,
                     _dir: dir,
-                    _pg: None,
+                    pg: None,
                 }
             }
             Backend::Postgres => {
@@ -61,6 +65,7 @@ impl Fixture {
                     base: Duration::from_millis(300),
                     cap: Duration::from_secs(5),
                 };
+                let policy_base = policy.base;
                 let store = AnyLedger::open(&pg.url("ledger"), clock.clone(), policy)
                     .await
                     .unwrap();
@@ -69,8 +74,9 @@ impl Fixture {
                     store: Arc::new(store),
                     clock,
                     lease: Duration::from_secs(3),
+                    retry_base: policy_base,
                     _dir: dir,
-                    _pg: Some(pg),
+                    pg: Some(pg),
                 }
             }
         }
@@ -81,6 +87,25 @@ impl Fixture {
         match &*self.store {
             AnyLedger::Sqlite(_) => self.clock.advance(d),
             AnyLedger::Postgres(_) => tokio::time::sleep(d).await,
+        }
+    }
+
+    /// The backoff the ledger gave `recording_id` at its last failure: `run_after` less the time
+    /// of that failure on the ledger's clock (SQLite: the injected clock, which has not moved
+    /// since; PostgreSQL: the `updated_at` the failure wrote in the same statement).
+    async fn backoff_ms(&self, recording_id: &str, run_after_ms: i64) -> i64 {
+        match &self.pg {
+            None => run_after_ms - self.clock.now_ms(),
+            Some(pg) => pg
+                .psql(
+                    "ledger",
+                    &format!(
+                        "SELECT round(extract(epoch FROM run_after - updated_at) * 1000)::bigint FROM job WHERE recording_id = '{recording_id}'"
+                    ),
+                )
+                .unwrap()
+                .parse()
+                .unwrap(),
         }
     }
 
@@ -204,6 +229,14 @@ async fn claim_target_takes_only_jobs_of_that_target(b: Backend) {
             .unwrap()
             .is_none()
     );
+    // What each command waits for is its own target's jobs: the finished import leaves the
+    // recording's file job, which an `import` run must not wait for (nor `claim` for the pod one).
+    let unfinished = |t| s.unfinished(Some(&only), t);
+    assert_eq!(unfinished(None).await.unwrap(), 2);
+    assert_eq!(unfinished(Some("pod")).await.unwrap(), 1);
+    s.complete(&l, "{}", 1).await.unwrap();
+    assert_eq!(unfinished(Some("pod")).await.unwrap(), 0);
+    assert_eq!(unfinished(Some(TARGET_FILE)).await.unwrap(), 1);
     let l = s
         .claim_target("w", f.lease, None, Some(TARGET_FILE))
         .await
@@ -227,24 +260,32 @@ async fn claim_target_takes_only_jobs_of_that_target(b: Backend) {
     );
 }
 
+/// On PostgreSQL real time passes, so no check may depend on how fast the machine answers: a
+/// "still leased" check is made where the lease has seconds left (at once after the claim, or
+/// against a lease renewed for three times its length), and a "taken over" check only after
+/// the lease has run out, which a slow machine only makes more certain.
 async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) {
     let f = Fixture::new(b, 5).await;
     let (s, lease) = (&f.store, f.lease);
-    s.enqueue(&jobs(1)).await.unwrap();
+    s.enqueue(&jobs(2)).await.unwrap();
+    let kept = s.claim("w1", lease, None).await.unwrap().unwrap();
     let old = s.claim("w1", lease, None).await.unwrap().unwrap();
-    assert_eq!(old.epoch, 1);
-    // Still leased: nobody else gets it.
-    f.pass(lease * 2 / 3).await;
+    assert_eq!((kept.epoch, old.epoch), (1, 1));
+    // Still leased: nobody else gets either.
     assert!(s.claim("w2", lease, None).await.unwrap().is_none());
-    // A heartbeat extends it past its first expiry.
-    assert!(!s.heartbeat(&old, lease, None).await.unwrap());
-    f.pass(lease * 2 / 3).await;
-    assert!(s.claim("w2", lease, None).await.unwrap().is_none());
-    // Silence past the lease: takeover with a new epoch.
-    f.pass(lease / 3 + lease / 10).await;
+    // A heartbeat extends `kept` past its first expiry.
+    f.pass(lease / 3).await;
+    assert!(!s.heartbeat(&kept, lease * 3, None).await.unwrap());
+    // Silence past the lease: `old` is taken over with a new epoch; `kept` is not.
+    f.pass(lease * 2 / 3 + lease / 10).await;
     let new = s.claim("w2", lease, None).await.unwrap().unwrap();
+    assert_eq!(new.recording_id, old.recording_id);
     assert_eq!(new.epoch, 2);
     assert_eq!(new.attempts, 2);
+    assert!(
+        s.claim("w2", lease, None).await.unwrap().is_none(),
+        "the renewed lease still holds"
+    );
     // Every write of the stale holder affects nothing.
     assert!(lost(s.heartbeat(&old, lease, None).await));
     assert!(lost(s.checkpoint(&old, "{}").await));
@@ -252,20 +293,25 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     assert!(lost(s.complete(&old, "{}", 1).await));
     assert!(lost(s.fail(&old, ErrorClass::Transient, "x").await));
     assert!(lost(s.release(&old).await));
-    let rows = s.jobs().await.unwrap();
-    assert_eq!(rows[0].state, JobState::Running);
-    assert_eq!(rows[0].lease_epoch, 2);
-    assert_eq!(
-        rows[0].output_path, None,
-        "the stale reservation was refused"
-    );
+    let row = |rows: &[JobRow]| {
+        rows.iter()
+            .find(|r| r.recording_id == old.recording_id)
+            .unwrap()
+            .clone()
+    };
+    let r = row(&s.jobs().await.unwrap());
+    assert_eq!(r.state, JobState::Running);
+    assert_eq!(r.lease_epoch, 2);
+    assert_eq!(r.output_path, None, "the stale reservation was refused");
     // The new holder is unaffected.
     s.checkpoint(&new, "{\"k\":1}").await.unwrap();
     s.complete(&new, "{}", 7).await.unwrap();
-    let rows = s.jobs().await.unwrap();
-    assert_eq!(rows[0].state, JobState::Succeeded);
-    assert_eq!(rows[0].output_bytes, Some(7));
-    assert_eq!(rows[0].last_error, None);
+    let r = row(&s.jobs().await.unwrap());
+    assert_eq!(r.state, JobState::Succeeded);
+    assert_eq!(r.output_bytes, Some(7));
+    assert_eq!(r.last_error, None);
+    // Neither is the holder of the renewed lease.
+    s.complete(&kept, "{}", 3).await.unwrap();
 }
 
 async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Backend) {
@@ -273,35 +319,67 @@ async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Back
     let (s, lease) = (&f.store, f.lease);
     s.enqueue(&jobs(2)).await.unwrap();
     let only = vec!["rec000".to_owned()];
-    let mut last_delay = 0;
-    for attempt in 1..=3 {
-        let l = s.claim("w", lease, Some(&only)).await.unwrap().unwrap();
-        assert_eq!(l.attempts, attempt);
-        let st = s.fail(&l, ErrorClass::Transient, "HTTP 503").await.unwrap();
-        let now = f.now_ms().await;
-        let row = s
-            .jobs()
+    let row = || async {
+        s.jobs()
             .await
             .unwrap()
             .into_iter()
             .find(|r| r.recording_id == "rec000")
-            .unwrap();
-        if attempt < 3 {
-            assert_eq!(st, JobState::Pending);
-            assert!(row.run_after_ms > now, "backoff in the future");
-            let delay = row.run_after_ms - now;
-            assert!(delay > last_delay, "backoff grows: {delay} > {last_delay}");
-            last_delay = delay;
-            assert!(
-                s.claim("w", lease, Some(&only)).await.unwrap().is_none(),
-                "not before run_after"
-            );
-            f.pass(Duration::from_millis(delay as u64 + 1)).await;
-        } else {
+            .unwrap()
+    };
+    let mut last_delay = 0;
+    let mut next = None;
+    for attempt in 1..=3 {
+        let l = match next.take() {
+            Some(l) => l,
+            None => s.claim("w", lease, Some(&only)).await.unwrap().unwrap(),
+        };
+        assert_eq!(l.attempts, attempt);
+        let before = f.now_ms().await;
+        let st = s.fail(&l, ErrorClass::Transient, "HTTP 503").await.unwrap();
+        // At once: a claim before run_after gets nothing.
+        let early = s.claim("w", lease, Some(&only)).await.unwrap();
+        let after = f.now_ms().await;
+        let row = row().await;
+        if attempt == 3 {
             assert_eq!(st, JobState::Dead);
+            assert!(early.is_none(), "a dead job is never claimed");
             assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
             assert!(row.finished_at_ms.is_some());
+            break;
         }
+        assert_eq!(st, JobState::Pending);
+        // base * 2^(n-1) with ±25 % jitter; the failure happened between `before` and `after`.
+        let nominal = f.retry_base.as_millis() as i64 * (1 << (attempt - 1));
+        let (min, max) = (nominal * 3 / 4 - 1, nominal * 5 / 4 + 1);
+        assert!(
+            row.run_after_ms - before >= min && row.run_after_ms - after <= max,
+            "attempt {attempt}: run_after {} ms after the failure, not {nominal} ms ±25 %",
+            row.run_after_ms - after
+        );
+        if let Some(l) = early {
+            // Only a machine too slow to claim within the backoff may get it, after run_after.
+            assert!(
+                after >= row.run_after_ms,
+                "claimed {} ms before run_after",
+                row.run_after_ms - after
+            );
+            next = Some(l);
+            continue;
+        }
+        // The backoff given, exactly (the failure's time on the ledger's clock): in its window,
+        // so it grows from one attempt to the next.
+        let delay = f.backoff_ms("rec000", row.run_after_ms).await;
+        assert!(
+            delay >= min && delay <= max,
+            "attempt {attempt}: backoff {delay} ms, not {nominal} ms ±25 %"
+        );
+        assert!(delay > last_delay, "backoff grows: {delay} > {last_delay}");
+        last_delay = delay;
+        f.pass(Duration::from_millis(
+            (row.run_after_ms - after).max(0) as u64 + 1,
+        ))
+        .await;
     }
     let l = s.claim("w", lease, None).await.unwrap().unwrap();
     assert_eq!(l.recording_id, "rec001");
@@ -380,14 +458,14 @@ async fn output_names_have_one_owner_and_release_keeps_the_attempt(b: Backend) {
 }
 
 /// Progress goes in with the heartbeat, under the same fence; `running` shows it with the
-/// holder, and a new claim starts from none. `unfinished` counts what a `--wait` run waits for.
+/// holder, and a new claim starts from none. `unfinished` counts what a `claim` run waits for.
 async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Backend) {
     let f = Fixture::new(b, 5).await;
     let (s, lease) = (&f.store, f.lease);
     s.enqueue(&jobs(2)).await.unwrap();
-    assert_eq!(s.unfinished(None).await.unwrap(), 2);
+    assert_eq!(s.unfinished(None, None).await.unwrap(), 2);
     let only = vec!["rec001".to_owned()];
-    assert_eq!(s.unfinished(Some(&only)).await.unwrap(), 1);
+    assert_eq!(s.unfinished(Some(&only), None).await.unwrap(), 1);
     let old = s.claim("host-a:1:x:0", lease, None).await.unwrap().unwrap();
     let p = Progress {
         unit: ProgressUnit::Seconds,
@@ -404,6 +482,8 @@ async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Ba
     assert_eq!(r.owner.as_deref(), Some("host-a:1:x:0"));
     assert_eq!(r.epoch, old.epoch);
     assert!(r.since_ms.is_some() && r.heartbeat_ms.is_some() && !r.expired);
+    // The expiry a `--no-wait` run prints for a job held elsewhere: after the last renewal.
+    assert!(r.lease_expires_ms > r.heartbeat_ms, "{r:?}");
     let shown = Progress::parse(r.progress.as_deref().expect("progress stored")).unwrap();
     assert_eq!(shown, p);
     assert_eq!(shown.percent(), Some(50.0));
@@ -418,9 +498,9 @@ async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Ba
     assert_eq!(running[0].progress, None);
     s.complete(&new, "{}", 1).await.unwrap();
     assert!(s.running().await.unwrap().is_empty());
-    assert_eq!(s.unfinished(None).await.unwrap(), 1);
+    assert_eq!(s.unfinished(None, None).await.unwrap(), 1);
     assert_eq!(
-        s.unfinished(Some(std::slice::from_ref(&new.recording_id)))
+        s.unfinished(Some(std::slice::from_ref(&new.recording_id)), None)
             .await
             .unwrap(),
         0

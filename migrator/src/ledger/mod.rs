@@ -118,10 +118,30 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub error_class: Option<String>,
     pub output_path: Option<String>,
+    /// What the worker recorded of the placed output (JSON: path, bytes, kind, source, and
+    /// `degraded`, the picture's defects when it was recorded with `accept_broken`).
+    pub output: Option<String>,
     pub output_bytes: Option<i64>,
     pub finished_at_ms: Option<i64>,
     /// Sum of the durations of all attempts (machine time).
     pub busy_ms: i64,
+}
+
+impl JobRow {
+    /// The defects of a placed recording made with `accept_broken` (empty otherwise).
+    pub fn degraded(&self) -> Vec<String> {
+        self.output
+            .as_deref()
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+            .and_then(|v| {
+                v.get("degraded")?.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// A job held by some worker on some host, as `status` shows it.
@@ -136,6 +156,9 @@ pub struct RunningJob {
     pub progress: Option<String>,
     pub since_ms: Option<i64>,
     pub heartbeat_ms: Option<i64>,
+    /// When the lease runs out unless renewed (unix ms, the ledger's clock): when another host
+    /// may take the job over if its holder is dead.
+    pub lease_expires_ms: Option<i64>,
     /// The lease has run out: the holder is presumed dead and the job will be taken over.
     pub expired: bool,
 }
@@ -338,10 +361,14 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> impl Future<Output = LedgerResult<bool>> + Send;
     /// Moves to `dead` the expired running jobs that have no attempt left.
     fn sweep(&self) -> impl Future<Output = LedgerResult<u64>> + Send;
-    /// How many jobs of the selection `only` (all when `None`) are not finished yet (`pending` or
-    /// `running`): what a `claim --wait` run waits for.
-    fn unfinished(&self, only: Option<&[String]>)
-    -> impl Future<Output = LedgerResult<u64>> + Send;
+    /// How many jobs of the selection `only` (all when `None`) and of `target` (every target
+    /// when `None`) are not finished yet (`pending` or `running`): what a `claim` or `import` run
+    /// waits for. The target matters: a recording's `pod` job must not keep a `claim` run waiting.
+    fn unfinished(
+        &self,
+        only: Option<&[String]>,
+        target: Option<&str>,
+    ) -> impl Future<Output = LedgerResult<u64>> + Send;
     /// The running jobs of every worker on every host, for `status`.
     fn running(&self) -> impl Future<Output = LedgerResult<Vec<RunningJob>>> + Send;
     fn requeue(&self, what: &Requeue) -> impl Future<Output = LedgerResult<u64>> + Send;

@@ -413,7 +413,9 @@ impl JobStore for PgLedger {
             ms!("a.started_at"),
             " AS since_ms, ",
             ms!("j.heartbeat_at"),
-            " AS heartbeat_ms, (j.lease_expires_at < now()) AS expired
+            " AS heartbeat_ms, ",
+            ms!("j.lease_expires_at"),
+            " AS lease_expires_ms, (j.lease_expires_at < now()) AS expired
              FROM job j LEFT JOIN job_attempt a ON a.job_id=j.id AND a.epoch=j.lease_epoch
              WHERE j.state='running' ORDER BY lease_owner, recording_id"
         ))
@@ -430,21 +432,24 @@ impl JobStore for PgLedger {
                     progress: r.try_get("progress")?,
                     since_ms: r.try_get("since_ms")?,
                     heartbeat_ms: r.try_get("heartbeat_ms")?,
+                    lease_expires_ms: r.try_get("lease_expires_ms")?,
                     expired: r.try_get("expired")?,
                 })
             })
             .collect()
     }
 
-    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
+    async fn unfinished(&self, only: Option<&[String]>, target: Option<&str>) -> LedgerResult<u64> {
         if !self.schema_exists().await? {
             return Ok(0);
         }
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM job WHERE state IN ('pending','running')
-               AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))",
+               AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))
+               AND ($2::text IS NULL OR target = $2)",
         )
         .bind(only)
+        .bind(target)
         .fetch_one(&self.pool)
         .await?;
         Ok(n.max(0) as u64)
@@ -483,7 +488,7 @@ impl JobStore for PgLedger {
             "SELECT j.id, j.recording_id, j.target, j.state, j.attempts, j.max_attempts, ",
             ms!("j.run_after"),
             " AS run_after_ms, j.lease_epoch, j.last_error, j.error_class, j.output_path,
-                    j.output_bytes, ",
+                    j.output, j.output_bytes, ",
             ms!("j.finished_at"),
             " AS finished_at_ms,
                     COALESCE((SELECT SUM(",
@@ -511,6 +516,7 @@ impl JobStore for PgLedger {
                     last_error: r.try_get("last_error")?,
                     error_class: r.try_get("error_class")?,
                     output_path: r.try_get("output_path")?,
+                    output: r.try_get("output")?,
                     output_bytes: r.try_get("output_bytes")?,
                     finished_at_ms: r.try_get("finished_at_ms")?,
                     busy_ms: r.try_get("busy_ms")?,

@@ -458,7 +458,7 @@ impl JobStore for SqliteLedger {
         let rows = sqlx::query(
             "SELECT j.recording_id, j.target, j.lease_owner, j.lease_epoch, j.checkpoint,
                     j.progress, a.started_at AS since_ms, j.heartbeat_at AS heartbeat_ms,
-                    (j.lease_expires_at < ?1) AS expired
+                    j.lease_expires_at AS lease_expires_ms, (j.lease_expires_at < ?1) AS expired
              FROM job j LEFT JOIN job_attempt a ON a.job_id=j.id AND a.epoch=j.lease_epoch
              WHERE j.state='running' ORDER BY j.lease_owner, j.recording_id",
         )
@@ -476,18 +476,21 @@ impl JobStore for SqliteLedger {
                     progress: r.try_get("progress")?,
                     since_ms: r.try_get("since_ms")?,
                     heartbeat_ms: r.try_get("heartbeat_ms")?,
+                    lease_expires_ms: r.try_get("lease_expires_ms")?,
                     expired: r.try_get::<Option<bool>, _>("expired")?.unwrap_or(false),
                 })
             })
             .collect()
     }
 
-    async fn unfinished(&self, only: Option<&[String]>) -> LedgerResult<u64> {
+    async fn unfinished(&self, only: Option<&[String]>, target: Option<&str>) -> LedgerResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM job WHERE state IN ('pending','running')
-               AND (?1 IS NULL OR recording_id IN (SELECT value FROM json_each(?1)))",
+               AND (?1 IS NULL OR recording_id IN (SELECT value FROM json_each(?1)))
+               AND (?2 IS NULL OR target = ?2)",
         )
         .bind(ids_json(only))
+        .bind(target)
         .fetch_one(&self.pool)
         .await?;
         Ok(n.max(0) as u64)
@@ -526,7 +529,7 @@ impl JobStore for SqliteLedger {
     async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
         let rows = sqlx::query(
             "SELECT j.id, j.recording_id, j.target, j.state, j.attempts, j.max_attempts, j.run_after, j.lease_epoch,
-                    j.last_error, j.error_class, j.output_path, j.output_bytes, j.finished_at,
+                    j.last_error, j.error_class, j.output_path, j.output, j.output_bytes, j.finished_at,
                     COALESCE((SELECT SUM(COALESCE(a.ended_at, a.started_at) - a.started_at)
                               FROM job_attempt a WHERE a.job_id=j.id), 0) AS busy_ms
              FROM job j ORDER BY j.id",
@@ -549,6 +552,7 @@ impl JobStore for SqliteLedger {
                     last_error: r.try_get("last_error")?,
                     error_class: r.try_get("error_class")?,
                     output_path: r.try_get("output_path")?,
+                    output: r.try_get("output")?,
                     output_bytes: r.try_get("output_bytes")?,
                     finished_at_ms: r.try_get("finished_at")?,
                     busy_ms: r.try_get("busy_ms")?,

@@ -667,6 +667,8 @@ pub struct ImportSettings {
     pub user_defaults: UserDefaults,
     /// Create missing users through Pod's REST API instead of SQL.
     pub rest: Option<crate::place::rest::PodRest>,
+    /// Pod fetches the playback URL we hand it: it must pass the same host policy as ours.
+    pub playback_hosts: crate::playback_hosts::PlaybackHosts,
 }
 
 /// Spec 6.1 for one recording, without Moodle: the Pod meeting's owner, else the admin; then
@@ -700,6 +702,13 @@ pub async fn import_recording_fenced(
         )],
         ..Default::default()
     };
+    // No playback at all gets no row (below); any URL given to Pod must pass.
+    let source = rec.source_url(s.rewrite_23);
+    if !source.is_empty() {
+        s.playback_hosts
+            .check(&source)
+            .map_err(|why| PodError::Invalid(format!("select: {why}")))?;
+    }
     let mut targets: Vec<(PodUser, i32, String)> = Vec::new();
     if let Some((owner_id, site_id)) = db.meeting_owner(&rec.meeting_id).await? {
         let user = db.user_by_id(owner_id).await?.ok_or_else(|| {
@@ -809,7 +818,11 @@ mod tests {
 
     #[test]
     fn hashkey_and_truncation() {
-        assert_eq!(hashkey("k", "jdoe"), hex::encode(Sha256::digest(b"kjdoe")));
+        // Computed outside this code: `printf %s 'kjdoe' | sha256sum`.
+        assert_eq!(
+            hashkey("k", "jdoe"),
+            "18138519e66ff4195fc367e39f3017ed503435c39aea971f164383e279bdc0e0"
+        );
         assert_eq!(truncate_chars("ééé", 2), "éé");
         assert_eq!(truncate_chars("ab", 5), "ab");
         let s = "é".repeat(300);

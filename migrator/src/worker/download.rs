@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 use crate::api::error_chain;
 use crate::error::{ErrorClass, JobError, Phase};
+use crate::playback_hosts::{self, PlaybackHosts};
+use crate::worker::space::{SpaceSettings, is_no_space};
 
 /// Pod's `VIDEO_ALLOWED_EXTENSIONS` that a BBB video page may name.
 const VIDEO_EXTENSIONS: &[&str] = &[
@@ -120,6 +122,15 @@ fn is_video_url(u: &url::Url) -> bool {
     u.path().contains('.') && VIDEO_EXTENSIONS.contains(&ext.as_str())
 }
 
+/// A redirect our policy refused stays refused; any other failure to get an answer may pass.
+fn send_error_class(e: &reqwest::Error) -> ErrorClass {
+    if e.is_redirect() {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Transient
+    }
+}
+
 fn status_class(s: StatusCode) -> ErrorClass {
     // A playback that is gone stays gone; anything else may pass on a later try.
     if matches!(s.as_u16(), 400 | 404 | 410) {
@@ -134,15 +145,29 @@ pub struct DownloadSettings {
     pub stall: Duration,
     pub retries: u32,
     pub retry_delay: Duration,
+    /// Every redirect hop and the video file the page names must pass it, as the page did.
+    pub hosts: PlaybackHosts,
+}
+
+/// What one request of the download loop ended with.
+enum Step {
+    Done,
+    /// The server announced `needed` more bytes than the disks have room for: wait, then ask
+    /// again (the answer is dropped rather than held open for as long as that takes).
+    NeedSpace(u64),
 }
 
 /// Downloads the video playback at `page_url` into `dest`. `progress(done, total)` is called as
-/// bytes arrive. Resolves to the byte count, or stops early when `cancel` turns true.
+/// bytes arrive. Resolves to the byte count, or stops early when `cancel` turns true. No byte of
+/// the body is written before `space` has room for what the server announced; a full disk
+/// (ENOSPC, EDQUOT) while writing ends the download at once (transient), since retrying into a
+/// full disk cannot help.
 pub async fn download_video(
     record_id: &str,
     page_url: &str,
     dest: &Path,
     settings: &DownloadSettings,
+    space: &SpaceSettings,
     mut cancel: watch::Receiver<bool>,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<u64, JobError> {
@@ -155,7 +180,21 @@ pub async fn download_video(
     })?;
     let shown = redact(page_url);
     // A fresh jar per job: token cookies of one recording must not leak to another.
+    let hosts = settings.hosts.clone();
     let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                attempt.error("more than 10 redirects")
+            } else if hosts.allows(attempt.url()) {
+                attempt.follow()
+            } else {
+                let why = format!(
+                    "a redirect to {} (not an allowed playback host)",
+                    playback_hosts::redact(attempt.url().as_str())
+                );
+                attempt.error(why)
+            }
+        }))
         .cookie_store(true)
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("bbb-migrate/", env!("CARGO_PKG_VERSION")))
@@ -172,7 +211,7 @@ pub async fn download_video(
             .await
             .map_err(|e| {
                 err(
-                    ErrorClass::Transient,
+                    send_error_class(&e),
                     format!("video page {shown}: {}", error_chain(&e.without_url())),
                 )
             })?;
@@ -215,6 +254,16 @@ pub async fn download_video(
         }
     };
 
+    // The page (untrusted HTML) names the file: it must point where the page itself may.
+    if !settings.hosts.allows(&file) {
+        return Err(err(
+            ErrorClass::Permanent,
+            format!(
+                "video page {shown} names {}, which is not on an allowed playback host",
+                playback_hosts::redact(file.as_str())
+            ),
+        ));
+    }
     let mut out = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -249,9 +298,11 @@ pub async fn download_video(
     let mut total: Option<u64> = None;
     let mut delay = settings.retry_delay;
     let mut attempt = 0;
+    // Set by a write that failed because the disk is full.
+    let mut disk_full = false;
     loop {
         attempt += 1;
-        let result: Result<(), JobError> = async {
+        let result: Result<Step, JobError> = async {
             let mut req = client.get(file.clone());
             if have > 0 {
                 req = req.header(RANGE, format!("bytes={have}-"));
@@ -262,7 +313,7 @@ pub async fn download_video(
             let resp = req
                 .send()
                 .await
-                .map_err(|e| err(ErrorClass::Transient, format!("{file}: {}", error_chain(&e.without_url()))))?;
+                .map_err(|e| err(send_error_class(&e), format!("{file}: {}", error_chain(&e.without_url()))))?;
             let status = resp.status();
             match status {
                 StatusCode::PARTIAL_CONTENT => {
@@ -289,8 +340,13 @@ pub async fn download_video(
                     };
                     saved.map_err(|e| err(ErrorClass::Transient, format!("{}: {e}", validator_path.display())))?;
                 }
-                StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(()),
+                StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(Step::Done),
                 s => return Err(err(status_class(s), format!("{file}: HTTP {s}"))),
+            }
+            // Unknown size (chunked): at least the margin must be free.
+            let needed = total.map_or(0, |t| t.saturating_sub(have));
+            if !space.has_room(needed) {
+                return Ok(Step::NeedSpace(needed));
             }
             progress(have, total);
             let mut body = resp.bytes_stream();
@@ -308,30 +364,47 @@ pub async fn download_video(
                         return Err(err(ErrorClass::Transient, format!("{file}: {}", error_chain(&e.without_url()))));
                     }
                     Ok(Some(Ok(chunk))) => {
-                        out.write_all(&chunk)
-                            .await
-                            .map_err(|e| err(ErrorClass::Transient, format!("temp file {}: {e}", dest.display())))?;
+                        if let Err(e) = out.write_all(&chunk).await {
+                            disk_full = is_no_space(&e);
+                            // Which bytes reached the file is unknown (tokio reports a failed
+                            // write on the next one, and part of a chunk may be in): start over
+                            // rather than resume at a byte that may be wrong.
+                            let _ = out.set_len(0).await;
+                            let at = std::mem::take(&mut have);
+                            return Err(err(ErrorClass::Transient, format!("writing the temp file {} at byte {at}: {e}", dest.display())));
+                        }
                         have += chunk.len() as u64;
                         progress(have, total);
                     }
                 }
             }
-            out.flush().await.map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
+            if let Err(e) = out.flush().await {
+                disk_full = is_no_space(&e);
+                return Err(err(ErrorClass::Transient, format!("writing the temp file {}: {e}", dest.display())));
+            }
             match total {
                 Some(t) if t != have => Err(err(
                     ErrorClass::Transient,
                     format!("{file}: the server announced {t} bytes, {have} arrived"),
                 )),
-                _ => Ok(()),
+                _ => Ok(Step::Done),
             }
         }
         .await;
         match result {
-            Ok(()) if have == 0 => {
+            Ok(Step::NeedSpace(needed)) => {
+                // Not an attempt: nothing went wrong with the server.
+                attempt -= 1;
+                space
+                    .wait(record_id, Phase::Download, needed, &mut cancel)
+                    .await?;
+            }
+            Ok(Step::Done) if have == 0 => {
                 return Err(err(ErrorClass::Transient, format!("{file}: empty file")));
             }
-            Ok(()) => return Ok(have),
+            Ok(Step::Done) => return Ok(have),
             Err(e) if *cancel.borrow() => return Err(e),
+            Err(e) if disk_full => return Err(e),
             Err(e) if e.class == ErrorClass::Permanent || attempt > settings.retries => {
                 return Err(e);
             }

@@ -6,6 +6,7 @@
 pub mod download;
 pub mod owner;
 pub mod recorder;
+pub mod space;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,12 @@ use crate::config::OutputFormat;
 use crate::error::{ErrorClass, JobError, Phase};
 use crate::ledger::{JobState, JobStore, Lease, LedgerError, Progress, ProgressUnit, TARGET_FILE};
 use crate::place::{ClaimDir, PlaceError, slug};
+use crate::playback_hosts::PlaybackHosts;
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, Recording};
 use download::DownloadSettings;
-use recorder::RecorderCommand;
+use recorder::{RecordOutput, RecorderCommand};
+use space::SpaceSettings;
 
 #[derive(Debug, Clone)]
 pub struct RecorderSettings {
@@ -32,6 +35,8 @@ pub struct RecorderSettings {
     pub timeout_margin_secs: u64,
     pub default_length_secs: u64,
     pub grace: Duration,
+    /// Pass `--accept-broken` to bbb-record ([recorder] accept_broken).
+    pub accept_broken: bool,
 }
 
 pub struct WorkerContext<S> {
@@ -41,6 +46,8 @@ pub struct WorkerContext<S> {
     pub rewrite_23: bool,
     pub recorder: RecorderSettings,
     pub download: DownloadSettings,
+    /// Free space needed in the temp and claim directories before a job writes.
+    pub space: SpaceSettings,
     pub lease: Duration,
     pub worker_name: String,
     pub reporter: Arc<dyn Reporter>,
@@ -49,11 +56,15 @@ pub struct WorkerContext<S> {
     pub api: Option<crate::api::ApiClient>,
     /// Turns true on Ctrl-C: running jobs stop and give their lease back.
     pub shutdown: watch::Receiver<bool>,
-    /// `claim --wait`: when nothing is claimable, poll until every selected job is finished
-    /// (held by another host, or waiting for its retry backoff) instead of returning.
+    /// When nothing is claimable, poll until every selected job is finished (held by another
+    /// host, whose lease this run takes over if it expires, or waiting for its retry backoff).
+    /// False with `--no-wait`: return at once, leaving those jobs to their holders or a later
+    /// run.
     pub wait: bool,
     /// With Pod's database: each placed file is registered for manual claim.
     pub registration: Option<ClaimRegistration>,
+    /// Where playback URLs may point (`crate::playback_hosts`).
+    pub playback_hosts: PlaybackHosts,
     /// Jobs whose previous holder was a process of this machine found dead at the start of the
     /// run (record id -> its lease epoch): their partial downloads are taken over and resumed.
     pub adoptable: Mutex<std::collections::HashMap<String, i64>>,
@@ -144,8 +155,8 @@ enum StopReason {
     Shutdown,
 }
 
-/// Runs `jobs` workers until nothing claimable is left in the selection `only` (with
-/// `ctx.wait`: until every job of the selection is finished).
+/// Runs `jobs` workers until every job of the selection `only` is finished (without `ctx.wait`:
+/// until nothing claimable is left).
 pub async fn run_pool<S: JobStore>(
     ctx: Arc<WorkerContext<S>>,
     jobs: usize,
@@ -177,8 +188,9 @@ fn ledger_patience(lease: Duration) -> Duration {
     (lease * 2).max(Duration::from_secs(30))
 }
 
-/// The pause between two looks at the ledger when there is nothing to claim yet.
-fn poll_interval(lease: Duration) -> Duration {
+/// The pause between two looks at the ledger when there is nothing to claim yet: a third of the
+/// lease, so that a dead host's job is taken over soon after its lease runs out.
+pub fn poll_interval(lease: Duration) -> Duration {
     (lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10))
 }
 
@@ -213,7 +225,7 @@ async fn worker_loop<S: JobStore>(
                 // A job whose holder died with no attempt left would otherwise be waited for
                 // forever.
                 let left = match ctx.store.sweep().await {
-                    Ok(_) => ctx.store.unfinished(Some(only)).await,
+                    Ok(_) => ctx.store.unfinished(Some(only), Some(TARGET_FILE)).await,
                     Err(e) => Err(e),
                 };
                 match left {
@@ -431,6 +443,9 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
         );
         return fail(ctx, lease, e).await;
     };
+    if let Err(why) = ctx.playback_hosts.check(playback.url()) {
+        return fail(ctx, lease, JobError::permanent(rid, Phase::Select, why)).await;
+    }
 
     // A crash between placement and completion leaves the reserved file in place: just close.
     if let Some(p) = &lease.output_path {
@@ -442,7 +457,8 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
                 Err(None) => return JobOutcome::LeaseLost,
                 Err(Some(e)) => return fail(ctx, lease, e).await,
             }
-            let output = output_json(&path, bytes, &playback);
+            // The defects of that earlier recording died with its worker; the file is kept.
+            let output = output_json(&path, bytes, &playback, &[]);
             return match ctx.store.complete(lease, &output, bytes).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
                 Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
@@ -517,11 +533,14 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
             }
         };
     }
-    if let Err(e) = work {
-        ctx.claim_dir.discard(&rec.record_id, lease.epoch);
-        return fail(ctx, lease, e).await;
-    }
-    let placed = place(ctx, lease, &rec, &playback, &temp, ext).await;
+    let degraded = match work {
+        Ok(degraded) => degraded,
+        Err(e) => {
+            ctx.claim_dir.discard(&rec.record_id, lease.epoch);
+            return fail(ctx, lease, e).await;
+        }
+    };
+    let placed = place(ctx, lease, &rec, &playback, &temp, ext, &degraded).await;
     // Placed or not, this lease's directory has nothing left worth keeping.
     ctx.claim_dir.discard(&rec.record_id, lease.epoch);
     match placed {
@@ -534,12 +553,18 @@ fn has_token(u: &str) -> bool {
     url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token"))
 }
 
-fn output_json(path: &Path, bytes: u64, playback: &Playback) -> String {
+/// The ledger's record of a placed output. `degraded`: the picture's defects when the recorder
+/// recorded a broken playback anyway (`accept_broken`); empty otherwise.
+fn output_json(path: &Path, bytes: u64, playback: &Playback, degraded: &[String]) -> String {
     let (kind, source) = match playback {
-        Playback::Video(u) => ("video", u),
-        Playback::Presentation(u) => ("presentation", u),
+        Playback::Video(u) => ("video", download::redact(u)),
+        Playback::Presentation(u) => ("presentation", download::redact(u)),
     };
-    serde_json::json!({ "path": path, "bytes": bytes, "kind": kind, "source": source }).to_string()
+    let mut v = serde_json::json!({ "path": path, "bytes": bytes, "kind": kind, "source": source });
+    if !degraded.is_empty() {
+        v["degraded"] = serde_json::json!(degraded);
+    }
+    v.to_string()
 }
 
 /// Rate limit for progress events (a download delivers thousands of chunks).
@@ -563,7 +588,7 @@ async fn produce<S: JobStore>(
     temp: &Path,
     cancel: watch::Receiver<bool>,
     latest: &Mutex<Option<Progress>>,
-) -> Result<(), JobError> {
+) -> Result<Vec<String>, JobError> {
     let rid = rec.record_id.as_str();
     // The job directory is fresh (`prepare`); a download in it can only be one taken over from
     // a killed run, which resumes.
@@ -590,16 +615,33 @@ async fn produce<S: JobStore>(
                     });
                 }
             };
-            download::download_video(rid, url, temp, &ctx.download, cancel, &progress).await?;
+            download::download_video(rid, url, temp, &ctx.download, &ctx.space, cancel, &progress)
+                .await?;
+            verify_length(rid, Phase::Download, temp, rec, playback, None)?;
         }
         Playback::Presentation(url) => {
             let program = ctx.recorder.program.clone().ok_or_else(|| {
                 JobError::transient(rid, Phase::Record, "bbb-record not found: set [recorder] command or install it next to bbb-migrate")
             })?;
+            // Its size is known only at the end: estimated from the length (rounded up to the
+            // next whole minute of getRecordings' `<length>`) and a generous bitrate.
+            let secs = playback_minutes(rec, playback)
+                .map(|m| (m + 1) * 60)
+                .or(rec.length_secs())
+                .unwrap_or(ctx.recorder.default_length_secs);
+            let mut waiting = cancel.clone();
+            ctx.space
+                .wait(
+                    rid,
+                    Phase::Record,
+                    secs.saturating_mul(space::RECORDING_BYTES_PER_SEC),
+                    &mut waiting,
+                )
+                .await?;
             ctx.reporter.event(Event::Started {
                 record_id: rid.into(),
                 action: "record",
-                url: url.clone(),
+                url: download::redact(url),
             });
             let cmd = RecorderCommand {
                 program,
@@ -610,6 +652,8 @@ async fn produce<S: JobStore>(
                     ctx.recorder.default_length_secs,
                 ),
                 grace: ctx.recorder.grace,
+                accept_broken: ctx.recorder.accept_broken,
+                allow_hosts: ctx.playback_hosts.hosts().to_vec(),
             };
             let progress = |p: recorder::RecordProgress| {
                 let total = p.duration_secs.or(rec.length_secs().map(|s| s as f64));
@@ -627,10 +671,86 @@ async fn produce<S: JobStore>(
                     });
                 }
             };
-            cmd.run(rid, url, temp, cancel, &progress).await?;
+            let said = cmd
+                .run(rid, url, temp, cancel, &progress, &|| ctx.space.full_note())
+                .await?;
+            verify_length(rid, Phase::Record, temp, rec, playback, Some(&said))?;
+            return Ok(said.degraded);
         }
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// getRecordings' `<length>` (whole minutes) of the playback being converted.
+fn playback_minutes(rec: &Recording, playback: &Playback) -> Option<u64> {
+    let kind = match playback {
+        Playback::Video(_) => "video",
+        Playback::Presentation(_) => "presentation",
+    };
+    rec.formats
+        .iter()
+        .rev()
+        .find(|f| f.kind == kind && !f.url.is_empty())
+        .and_then(|f| f.length_minutes)
+}
+
+/// The output is whole and as long as the recording, else the job fails (transient: retried,
+/// then dead once its attempts are used up, as the ledger's policy says). Its duration, read
+/// from the file's container ([`crate::media::duration`]), must match within
+/// [`crate::media::tolerance`] (max(2 s, 1 %)):
+/// - for a recording, the length bbb-record set out to record (its started event: the
+///   playback's `<playback><duration>` from metadata.xml, in ms) and the length it says it wrote
+///   (its done event);
+/// - for every output, getRecordings' `<length>`, which only gives whole minutes: the window
+///   of [`crate::media::minutes_window`].
+fn verify_length(
+    rid: &str,
+    phase: Phase,
+    path: &Path,
+    rec: &Recording,
+    playback: &Playback,
+    said: Option<&RecordOutput>,
+) -> Result<f64, JobError> {
+    let fail = |m: String| JobError::transient(rid, phase, m);
+    let file = crate::media::duration(path).map_err(|e| {
+        fail(format!(
+            "the output {} is not a whole video file: {e}",
+            path.display()
+        ))
+    })?;
+    let exact = said.into_iter().flat_map(|s| {
+        [
+            s.planned_secs.map(|d| {
+                (
+                    d,
+                    "the recording's length (its metadata, as bbb-record read it)",
+                )
+            }),
+            s.done_secs
+                .map(|d| (d, "the length bbb-record reported writing")),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for (expected, what) in exact {
+        if !crate::media::matches(expected, file) {
+            return Err(fail(format!(
+                "the output lasts {file:.3} s (read from the file), but {what} is {expected:.3} s: \
+                 more than the tolerance of {:.3} s (max(2 s, 1 %)) apart",
+                crate::media::tolerance(expected)
+            )));
+        }
+    }
+    if let Some(m) = playback_minutes(rec, playback) {
+        let (lo, hi) = crate::media::minutes_window(m);
+        if file < lo || file > hi {
+            return Err(fail(format!(
+                "the output lasts {file:.3} s (read from the file), but getRecordings gives the \
+                 recording's length as {m} min (whole minutes: {lo:.0} to {hi:.0} s accepted)"
+            )));
+        }
+    }
+    Ok(file)
 }
 
 async fn place<S: JobStore>(
@@ -640,6 +760,7 @@ async fn place<S: JobStore>(
     playback: &Playback,
     temp: &Path,
     ext: &str,
+    degraded: &[String],
 ) -> Result<JobOutcome, JobError> {
     let rid = rec.record_id.as_str();
     let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
@@ -680,7 +801,7 @@ async fn place<S: JobStore>(
                 let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
                     JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
                 })?;
-                let output = output_json(&p, bytes, playback);
+                let output = output_json(&p, bytes, playback, degraded);
                 return match ctx.store.complete(lease, &output, bytes).await {
                     Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
                     Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
@@ -704,7 +825,7 @@ async fn place<S: JobStore>(
             Err(None) => return Ok(JobOutcome::LeaseLost),
             Err(Some(e)) => return Err(e),
         }
-        let output = output_json(&dest, bytes, playback);
+        let output = output_json(&dest, bytes, playback, degraded);
         return match ctx.store.complete(lease, &output, bytes).await {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
             Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
@@ -756,10 +877,10 @@ mod tests {
             start_time_ms: 1530718721124,
             end_time_ms: None,
             metadata: BTreeMap::new(),
-            // The stand-in takes its mode from the URL argument.
+            // The stand-in takes its mode from the URL's last segment.
             formats: vec![PlaybackFormat {
                 kind: "presentation".into(),
-                url: "hang".into(),
+                url: "http://bbb.test/hang".into(),
                 length_minutes: Some(60),
             }],
         };
@@ -790,11 +911,19 @@ mod tests {
                 timeout_margin_secs: 600,
                 default_length_secs: 60,
                 grace: Duration::from_millis(300),
+                accept_broken: false,
             },
             download: DownloadSettings {
                 stall: Duration::from_secs(5),
                 retries: 0,
                 retry_delay: Duration::from_millis(10),
+                hosts: PlaybackHosts::default(),
+            },
+            // Not about disk space: no directory is measured, whatever this machine has free.
+            space: SpaceSettings {
+                dirs: Vec::new(),
+                margin: 0,
+                poll: Duration::from_millis(100),
             },
             lease: Duration::from_millis(600),
             worker_name: "w1".into(),
@@ -803,6 +932,7 @@ mod tests {
             shutdown,
             wait: false,
             registration: None,
+            playback_hosts: PlaybackHosts::new(Some("http://bbb.test/"), &[]).unwrap(),
             adoptable: Mutex::new(Default::default()),
         });
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -30,6 +30,11 @@ pub struct RecorderCommand {
     pub program: PathBuf,
     pub timeout: Duration,
     pub grace: Duration,
+    /// Record a broken picture anyway (`--accept-broken`); its defects come back from `run`.
+    pub accept_broken: bool,
+    /// Host names the playback may load from besides its own (`--allow-host`: `[bbb]
+    /// playback_hosts` and the server's).
+    pub allow_hosts: Vec<String>,
 }
 
 /// Why the child was stopped by us.
@@ -90,6 +95,49 @@ fn read_progress(line: &str) -> Option<RecordProgress> {
     })
 }
 
+/// What bbb-record said about its output, from its JSON events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordOutput {
+    /// The defects of a broken picture recorded anyway (the done event's `degraded`; empty
+    /// without `accept_broken`).
+    pub degraded: Vec<String>,
+    /// The length it set out to record (the started event's `duration`): for a BBB playback
+    /// the recording's own `<playback><duration>` from its metadata.xml, to the millisecond.
+    pub planned_secs: Option<f64>,
+    /// The length it says it wrote (the done event's `duration`).
+    pub done_secs: Option<f64>,
+}
+
+/// The `duration` of the recorder's started event, if `line` is that event.
+fn read_started(line: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("event")?.as_str()? != "started" {
+        return None;
+    }
+    v.get("duration")?.as_f64()
+}
+
+/// The `degraded` list and `duration` of the recorder's done event, if `line` is that event.
+fn read_done(line: &str) -> Option<(Vec<String>, Option<f64>)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("event")?.as_str()? != "done" {
+        return None;
+    }
+    let degraded = v
+        .get("degraded")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((
+        degraded,
+        v.get("duration").and_then(serde_json::Value::as_f64),
+    ))
+}
+
 fn kill_group(pgid: Pid, sig: Signal) {
     // ESRCH (group already gone) is the normal case after a clean exit.
     let _ = killpg(pgid, sig);
@@ -113,7 +161,10 @@ fn ended(pid: Pid) -> tokio::sync::oneshot::Receiver<()> {
 
 impl RecorderCommand {
     /// Runs the recorder for `url` into `output`. Returns when the child and its whole process
-    /// group are gone.
+    /// group are gone, with what its events said about the output (the defects of a broken
+    /// picture recorded anyway, the planned and the written length). `full_disk` is asked after a
+    /// failure: its note (a directory is full) makes the failure transient whatever the exit code
+    /// said, since the recorder cannot tell us ENOSPC in a form we could classify.
     pub async fn run(
         &self,
         record_id: &str,
@@ -121,15 +172,41 @@ impl RecorderCommand {
         output: &Path,
         mut cancel: watch::Receiver<bool>,
         progress: &(dyn Fn(RecordProgress) + Send + Sync),
-    ) -> Result<(), JobError> {
+        full_disk: &(dyn Fn() -> Option<String> + Send + Sync),
+    ) -> Result<RecordOutput, JobError> {
+        self.run_child(record_id, url, output, &mut cancel, progress)
+            .await
+            .map_err(|mut e| {
+                if e.message != "cancelled"
+                    && let Some(note) = full_disk()
+                {
+                    e.class = ErrorClass::Transient;
+                    e.message.push_str(&note);
+                }
+                e
+            })
+    }
+
+    async fn run_child(
+        &self,
+        record_id: &str,
+        url: &str,
+        output: &Path,
+        cancel: &mut watch::Receiver<bool>,
+        progress: &(dyn Fn(RecordProgress) + Send + Sync),
+    ) -> Result<RecordOutput, JobError> {
         let err = |class, msg: String| JobError::new(record_id, Phase::Record, class, msg);
         let mut cmd = Command::new(&self.program);
-        cmd.arg(url)
+        // The URL goes through a pipe, never the command line: a protected recording's token
+        // would be in every process list (`ps`, /proc/PID/cmdline) for hours.
+        cmd.arg("-")
             .arg("-o")
             .arg(output)
             .arg("--progress")
             .arg("json")
-            .stdin(Stdio::null())
+            .args(self.accept_broken.then_some("--accept-broken"))
+            .args(self.allow_hosts.iter().flat_map(|h| ["--allow-host", h]))
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -150,6 +227,11 @@ impl RecorderCommand {
             )
         })?;
         let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
+        if let Some(mut stdin) = child.stdin.take() {
+            // One line, then end of file. A recorder that exits without reading it is seen below.
+            let _ = stdin.write_all(format!("{url}\n").as_bytes()).await;
+            drop(stdin);
+        }
 
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let stderr = child.stderr.take().expect("piped");
@@ -171,11 +253,22 @@ impl RecorderCommand {
         tokio::pin!(deadline);
         let mut exited = ended(pgid);
         let mut stdout_open = true;
+        let mut said = RecordOutput::default();
+        let mut read_line = |l: &str| {
+            if let Some(p) = read_progress(l) {
+                progress(p);
+            } else if let Some(d) = read_started(l) {
+                said.planned_secs = Some(d);
+            } else if let Some((degraded, d)) = read_done(l) {
+                said.degraded = degraded;
+                said.done_secs = d;
+            }
+        };
         let stop = loop {
             tokio::select! {
                 _ = &mut exited => break Ok(()),
                 line = stdout.next_line(), if stdout_open => match line {
-                    Ok(Some(l)) => { if let Some(p) = read_progress(&l) { progress(p) } }
+                    Ok(Some(l)) => read_line(&l),
                     _ => stdout_open = false,
                 },
                 _ = &mut deadline => break Err(Stop::Timeout),
@@ -218,11 +311,7 @@ impl RecorderCommand {
         let drain = async {
             while stdout_open {
                 match stdout.next_line().await {
-                    Ok(Some(l)) => {
-                        if let Some(p) = read_progress(&l) {
-                            progress(p)
-                        }
-                    }
+                    Ok(Some(l)) => read_line(&l),
                     _ => stdout_open = false,
                 }
             }
@@ -250,7 +339,7 @@ impl RecorderCommand {
                         ),
                     ))
                 } else {
-                    Ok(())
+                    Ok(said)
                 }
             }
             (Some(EXIT_PERMANENT), _) => Err(err(
@@ -320,6 +409,21 @@ pub fn record_timeout(
 pub(crate) mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_broken_playback_is_recorded_only_when_accepted_and_its_defects_come_back() {
+        let (r, _, _) = run("broken-refused", Duration::from_secs(10), None).await;
+        assert_eq!(r.unwrap_err().class, ErrorClass::Permanent);
+        let (r, out, _) = run("broken-accepted", Duration::from_secs(10), None).await;
+        let said = r.unwrap();
+        assert_eq!(said.degraded, vec!["slide-2.png is missing".to_string()]);
+        assert_eq!(said.done_secs, Some(3.0));
+        assert!(out.is_file());
+        let (r, _, _) = run("ok", Duration::from_secs(10), None).await;
+        let said = r.unwrap();
+        assert!(said.degraded.is_empty());
+        assert_eq!((said.planned_secs, said.done_secs), (Some(3.0), None));
+    }
+
     #[test]
     fn progress_lines() {
         let p = read_progress(r#"{"event":"progress","media_time":12.5,"duration":60}"#).unwrap();
@@ -332,8 +436,13 @@ pub(crate) mod tests {
     /// classes, timeout, process-group kill). It records nothing; recording itself is tested
     /// end to end with the real `bbb-record` in tests/tests/migrate_claim.rs.
     const STAND_IN: &str = r#"#!/bin/sh
-case "$1" in
-  ok) echo '{"event":"progress","media_time":1.5,"duration":3}'; printf data > "$3"; exit 0 ;;
+read -r url
+case "${url##*/}" in
+  ok) echo '{"event":"started","kind":"bbb-2.3","duration":3}'
+    echo '{"event":"progress","media_time":1.5,"duration":3}'; printf data > "$3"; exit 0 ;;
+  broken-*) [ "$6" = --accept-broken ] || { echo "render: slide-2.png is missing" >&2; exit 3; }
+    echo '{"event":"warning","message":"recorded anyway"}'; printf data > "$3"
+    echo '{"event":"done","output":"x","duration":3,"frames":90,"degraded":["slide-2.png is missing"]}'; exit 0 ;;
   no-output) echo "all fine" >&2; exit 0 ;;
   permanent) echo "recording not found (404)" >&2; exit 3 ;;
   transient) echo "browser crashed" >&2; exit 4 ;;
@@ -356,12 +465,14 @@ esac
         mode: &str,
         timeout: Duration,
         cancel_after: Option<Duration>,
-    ) -> (Result<(), JobError>, PathBuf, Vec<RecordProgress>) {
+    ) -> (Result<RecordOutput, JobError>, PathBuf, Vec<RecordProgress>) {
         let dir = tempfile::tempdir().unwrap().keep();
         let cmd = RecorderCommand {
             program: stand_in(&dir),
             timeout,
             grace: Duration::from_millis(300),
+            accept_broken: mode == "broken-accepted",
+            allow_hosts: Vec::new(),
         };
         let out = dir.join("out.mp4");
         let (tx, rx) = watch::channel(false);
@@ -375,7 +486,14 @@ esac
         }
         let seen = Mutex::new(Vec::new());
         let r = cmd
-            .run("rec-1", mode, &out, rx, &|p| seen.lock().unwrap().push(p))
+            .run(
+                "rec-1",
+                mode,
+                &out,
+                rx,
+                &|p| seen.lock().unwrap().push(p),
+                &|| None,
+            )
             .await;
         (r, out, seen.into_inner().unwrap())
     }
