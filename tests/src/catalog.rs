@@ -306,19 +306,38 @@ pub(crate) fn read_metadata(record_id: &str, xml: &str) -> Result<ApiRecording, 
 }
 
 /// Scans `<samples>/recordings/{presentation,video}/<recordId>/metadata.xml` and merges the
-/// formats of each record id into one recording (presentation first). Unreadable or malformed
-/// files are skipped with a warning, as bbb-web skips them.
-pub(crate) fn scan_samples(samples: &Path) -> BTreeMap<String, ApiRecording> {
+/// formats of each record id into one recording (presentation first). A tree may lack one of the
+/// two format folders, and entries that are not record ids are not recordings (never listed nor
+/// served). Anything else is a broken test set-up, never skipped: no `recordings/` folder (a
+/// wrong samples path), neither format folder, an unreadable folder, or a `metadata.xml` that is
+/// missing or does not parse. The error names the path.
+pub(crate) fn scan_samples(samples: &Path) -> Result<BTreeMap<String, ApiRecording>, String> {
+    let recordings = samples.join("recordings");
+    if !recordings.is_dir() {
+        return Err(format!(
+            "samples directory {}: no recordings/ folder in it (wrong path, or samples/generate.sh not run)",
+            samples.display()
+        ));
+    }
     let mut out: BTreeMap<String, ApiRecording> = BTreeMap::new();
+    let mut formats = 0;
     for format_dir in ["presentation", "video"] {
-        let dir = samples.join("recordings").join(format_dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let dir = recordings.join(format_dir);
+        if !dir.exists() {
             continue;
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+        }
+        formats += 1;
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+            match e.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(name) => {
+                    tracing::debug!(dir = %dir.display(), ?name, "skipping non-recording entry")
+                }
+            }
+        }
         names.sort();
         for id in names {
             // Directory names become URL parts and path parts: only well-formed ids count.
@@ -327,16 +346,10 @@ pub(crate) fn scan_samples(samples: &Path) -> BTreeMap<String, ApiRecording> {
                 continue;
             }
             let path = dir.join(&id).join("metadata.xml");
-            let rec = match std::fs::read_to_string(&path)
+            let rec = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|xml| read_metadata(&id, &xml))
-            {
-                Ok(rec) => rec,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping metadata.xml");
-                    continue;
-                }
-            };
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             match out.get_mut(&id) {
                 Some(existing) => existing.playbacks.extend(rec.playbacks),
                 None => {
@@ -345,7 +358,13 @@ pub(crate) fn scan_samples(samples: &Path) -> BTreeMap<String, ApiRecording> {
             }
         }
     }
-    out
+    if formats == 0 {
+        return Err(format!(
+            "samples directory {}: neither recordings/presentation/ nor recordings/video/",
+            samples.display()
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -123,6 +123,25 @@ mod tests {
     }
 
     #[test]
+    fn known_vectors_of_sha2() {
+        // Computed outside this code with coreutils:
+        // `printf %s 'getRecordingsrecordID=0<SECRET>' | sha256sum` (sha384sum, sha512sum).
+        let c = |a| checksum(a, "getRecordings", "recordID=0", SECRET);
+        assert_eq!(
+            c(ChecksumAlgorithm::Sha256),
+            "9b8d60b6731fe91d147bda1292804f78cb3c3471c4e1dc47832da57f91fde2d8"
+        );
+        assert_eq!(
+            c(ChecksumAlgorithm::Sha384),
+            "9a2ee38fbae4fc8a2beec03f33ea83bea57e5266733183575697c3b2061ac3b755e45ed3c104cae07ca7850901ccd68e"
+        );
+        assert_eq!(
+            c(ChecksumAlgorithm::Sha512),
+            "15324a1fd6a46e0913cc76b2d90157d6f0c60318d7958e19f7bddc46cc35292ff601d3d5364224c67012e2404115c5a4c49126aab569e4ce651f5451cbc6295f"
+        );
+    }
+
+    #[test]
     fn split_keeps_other_pairs_raw() {
         let (q, c) = split_checksum("a=%20b&checksum=abc&c=d+e");
         assert_eq!(q, "a=%20b&c=d+e");

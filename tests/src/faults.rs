@@ -32,10 +32,14 @@ struct State {
     fail_500: Option<CountedPrefix>,
     api_html_404: u64,
     drop_media: u64,
+    short_ranges: u64,
+    truncated_media: u64,
     redirect_20: bool,
     protected: bool,
     api_20_urls: bool,
     files_changed: u64,
+    hidden_files: Vec<String>,
+    player_knobs: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +95,22 @@ impl Faults {
         self.with(|s| s.drop_media = n);
     }
 
+    /// For the next `n` media answers to a Range request (206), announce the rest of the file in
+    /// Content-Range but send only half of it and end the body cleanly (chunked): a server or
+    /// proxy that delivers fewer bytes than it announced, which only a size check can notice.
+    /// A request that takes a pending drop (`drop_media_next`) is not shortened as well.
+    pub fn short_ranges_next(&self, n: u64) {
+        self.with(|s| s.short_ranges = n);
+    }
+
+    /// For the next `n` whole media answers (200, not Range), send no Content-Length, only half
+    /// of the file, and end the body cleanly (chunked): a server or proxy that cuts a file
+    /// without saying how long it is, which no size check can notice, only a look at the file.
+    /// A request that takes a pending drop (`drop_media_next`) is not shortened as well.
+    pub fn truncate_media_next(&self, n: u64) {
+        self.with(|s| s.truncated_media = n);
+    }
+
     /// Redirect `/playback/presentation/2.0/playback.html?meetingId=ID` to the 2.3 player with
     /// 301, as servers upgraded to BBB 2.3+ do.
     pub fn set_redirect_20(&self, on: bool) {
@@ -118,6 +138,28 @@ impl Faults {
 
     pub(crate) fn files_changed(&self) -> u64 {
         self.with(|s| s.files_changed)
+    }
+
+    /// Answer 404 for every recording file whose path inside its recording ends with one of
+    /// `suffixes` (e.g. `svgs/slide2.svg`), as a server that lost that file would. Replaces any
+    /// previous list; an empty list serves everything again.
+    pub fn hide_files(&self, suffixes: &[&str]) {
+        self.with(|s| s.hidden_files = suffixes.iter().map(|x| (*x).to_owned()).collect());
+    }
+
+    pub(crate) fn is_hidden(&self, file: &str) -> bool {
+        self.with(|s| s.hidden_files.iter().any(|h| file.ends_with(h.as_str())))
+    }
+
+    /// Test knobs of the sample 2.3 player (samples/player/2.3/whiteboard.js), served as
+    /// `/playback/presentation/2.3/knobs.json`: e.g. `{"extraFont": "NotBundled-Regular"}` or
+    /// `{"failAt": 5.0, "failText": "Something went wrong"}`. `None` serves no knobs (404).
+    pub fn set_player_knobs(&self, knobs: Option<serde_json::Value>) {
+        self.with(|s| s.player_knobs = knobs.map(|k| k.to_string()));
+    }
+
+    pub(crate) fn player_knobs(&self) -> Option<String> {
+        self.with(|s| s.player_knobs.clone())
     }
 
     /// Clear every fault and switch, back to a healthy plain server.
@@ -152,6 +194,14 @@ impl Faults {
 
     pub(crate) fn take_drop_media(&self) -> bool {
         self.with(|s| take_one(&mut s.drop_media))
+    }
+
+    pub(crate) fn take_short_range(&self) -> bool {
+        self.with(|s| take_one(&mut s.short_ranges))
+    }
+
+    pub(crate) fn take_truncated_media(&self) -> bool {
+        self.with(|s| take_one(&mut s.truncated_media))
     }
 
     pub(crate) fn redirect_20(&self) -> bool {

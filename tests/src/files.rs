@@ -136,6 +136,10 @@ pub(crate) struct BodyFaults {
     pub throttle: Option<Throttle>,
     /// Send this many bytes, then fail the body so that the connection is dropped.
     pub drop_after: Option<u64>,
+    /// Send this many bytes, then end the body cleanly: fewer than the response announced (its
+    /// Content-Range; a whole answer announces no length), sent chunked since a Content-Length
+    /// cannot lie over HTTP/1.1.
+    pub end_after: Option<u64>,
 }
 
 /// Whether the faults for media bodies apply to this Content-Type.
@@ -152,7 +156,7 @@ pub(crate) async fn serve_file(
     headers: &HeaderMap,
     head_only: bool,
     version: u64,
-    faults: impl FnOnce(u64) -> BodyFaults,
+    faults: impl FnOnce(u64, bool) -> BodyFaults,
 ) -> Response {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
@@ -193,24 +197,26 @@ pub(crate) async fn serve_file(
         }
     };
     let body_len = end.map_or(0, |e| e - start + 1);
+    let faults = if !head_only && body_len > 0 && is_media(ctype) {
+        faults(body_len, status == StatusCode::PARTIAL_CONTENT)
+    } else {
+        BodyFaults::default()
+    };
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, ctype)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, body_len)
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, &last_modified);
+    if faults.end_after.is_none() {
+        builder = builder.header(header::CONTENT_LENGTH, body_len);
+    }
     if let (StatusCode::PARTIAL_CONTENT, Some(e)) = (status, end) {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{e}/{len}"));
     }
     if head_only || body_len == 0 {
         return builder.body(Body::empty()).unwrap_or_else(|_| internal());
     }
-    let faults = if is_media(ctype) {
-        faults(body_len)
-    } else {
-        BodyFaults::default()
-    };
     if file.seek(SeekFrom::Start(start)).await.is_err() {
         return internal();
     }
@@ -238,7 +244,7 @@ fn body_stream(
         faults,
     };
     futures::stream::unfold(state, |mut st| async move {
-        if st.remaining == 0 {
+        if st.remaining == 0 || st.faults.end_after.is_some_and(|e| st.sent >= e) {
             return None;
         }
         if st.faults.drop_after.is_some_and(|d| st.sent >= d) {
@@ -256,7 +262,7 @@ fn body_stream(
             64 * 1024
         };
         chunk = chunk.min(st.remaining);
-        if let Some(d) = st.faults.drop_after {
+        if let Some(d) = st.faults.drop_after.or(st.faults.end_after) {
             chunk = chunk.min(d - st.sent).max(1);
         }
         let mut buf = vec![0u8; chunk as usize];

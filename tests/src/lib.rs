@@ -81,7 +81,10 @@ impl Default for Builder {
 
 impl Builder {
     /// The samples directory (layout in the crate docs). Without one, only recordings added with
-    /// [`FakeBbb::add_recording`] exist and every file is a 404.
+    /// [`FakeBbb::add_recording`] exist and every file is a 404. The server does not start
+    /// when this folder cannot be listed: no `recordings/` in it, or a `metadata.xml` that is
+    /// missing or malformed (the error names it); if that happens later, getRecordings answers
+    /// HTTP 500 with the same message.
     pub fn samples_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.samples = Some(dir.into());
         self
@@ -115,6 +118,10 @@ impl Builder {
     }
 
     async fn bind(self) -> std::io::Result<(TcpListener, Arc<Shared>, ChecksumAlgorithm)> {
+        // A samples tree the server cannot list is an error now, not an empty listing later.
+        if let Some(samples) = &self.samples {
+            catalog::scan_samples(samples).map_err(std::io::Error::other)?;
+        }
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {

@@ -305,8 +305,10 @@ impl MariaDb {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// Stops the server now (Drop does the same).
-    pub fn stop(&mut self) {
+    /// Stops the server now (Drop does the same): SIGTERM, SIGKILL if it is still running after
+    /// 15 s. An error when the server could not be stopped (it may still be running); the data
+    /// directory is removed only once it has stopped.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             // SAFETY: the pid is our own child, not yet reaped, so it cannot name another process.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -318,19 +320,36 @@ impl MariaDb {
                         std::thread::sleep(Duration::from_millis(50))
                     }
                     _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
+                        let pid = child.id();
+                        child
+                            .kill()
+                            .with_context(|| format!("SIGKILL to mariadbd {pid}"))?;
+                        child
+                            .wait()
+                            .with_context(|| format!("waiting for mariadbd {pid}"))?;
                         break;
                     }
                 }
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
     }
 }
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
-        self.stop();
+        if let Err(e) = self.stop() {
+            let msg = format!(
+                "the test MariaDB server in {} did not stop: {e:#}",
+                self.dir.display()
+            );
+            // A second panic while a test is already failing would abort the whole binary.
+            if std::thread::panicking() {
+                tracing::error!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
     }
 }

@@ -231,9 +231,16 @@ impl Postgres {
             return Ok(());
         }
         let _ = Command::new("kill").args(["-KILL", &pid]).status()?;
-        let proc = PathBuf::from(format!("/proc/{pid}"));
+        // Gone, or a zombie waiting for whoever adopted it (pg_ctl's daemon is not our child).
+        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+        let dead = || {
+            std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        };
         for _ in 0..100 {
-            if !proc.exists() {
+            if dead() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -251,9 +258,22 @@ impl Postgres {
 }
 
 impl Drop for Postgres {
+    /// Stops the server, and fails the test when it cannot: a server left running would hold
+    /// its port and memory for the rest of the run and hide a broken harness. Its directory is
+    /// kept then (the server log is in it).
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            tracing::warn!(error = %e, "stopping the test PostgreSQL server");
+            let msg = format!(
+                "the test PostgreSQL server in {} did not stop: {e}",
+                self.root.display()
+            );
+            // A second panic while a test is already failing would abort the whole binary.
+            if std::thread::panicking() {
+                tracing::error!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+            return;
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }

@@ -172,6 +172,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(rest) = path.strip_prefix("/recording/") {
         return redeem_token(&shared, rest, &query);
     }
+    // `/moved/<anything>?to=<URL>`: a 302 to any URL, as a compromised or misconfigured server
+    // could answer (tests of the migrator's redirect policy).
+    if path.starts_with("/moved/")
+        && let Some((_, to)) =
+            url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "to")
+    {
+        return redirect(StatusCode::FOUND, &to);
+    }
     files::not_found()
 }
 
@@ -208,11 +216,19 @@ fn api_call(shared: &Shared, path: &str, query: &str) -> Response {
             if !checksum::verify(&shared.accepted, call, query, &shared.secret) {
                 return xml(StatusCode::OK, api::checksum_error());
             }
-            let mut all = shared
-                .samples
-                .as_deref()
-                .map(catalog::scan_samples)
-                .unwrap_or_default();
+            let mut all = match shared.samples.as_deref().map(catalog::scan_samples) {
+                None => Default::default(),
+                Some(Ok(all)) => all,
+                // The samples broke after the start: a loud answer, never a shorter listing.
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "the samples cannot be listed");
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("fake BBB server: {e}\n"),
+                    )
+                        .into_response();
+                }
+            };
             // Recordings added by the test win over samples with the same id.
             all.extend(lock(&shared.added).clone());
             let body = api::get_recordings(&all, &api::Query::parse(query), shared);
@@ -225,12 +241,21 @@ fn api_call(shared: &Shared, path: &str, query: &str) -> Response {
     }
 }
 
-/// Faults for a media body of `len` bytes: the throttle, and a drop at half the body when one is
-/// pending.
-fn body_faults(shared: &Shared, len: u64) -> BodyFaults {
+/// Faults for a media body of `len` bytes (`partial`: an answer to a Range request): the
+/// throttle, a drop at half the body when one is pending, and a clean end at half the body when
+/// a short range (partial) or a truncation (whole) is pending.
+fn body_faults(shared: &Shared, len: u64, partial: bool) -> BodyFaults {
+    let drop_after = shared.faults.take_drop_media().then_some(len / 2);
+    let cut = if partial {
+        shared.faults.take_short_range()
+    } else {
+        shared.faults.take_truncated_media()
+    };
+    let end_after = (drop_after.is_none() && cut).then_some(len / 2);
     BodyFaults {
         throttle: shared.faults.throttle(),
-        drop_after: shared.faults.take_drop_media().then_some(len / 2),
+        drop_after,
+        end_after,
     }
 }
 
@@ -243,8 +268,8 @@ async fn serve_under(
 ) -> Option<Response> {
     let path = files::resolve(&root?, rel)?;
     let version = shared.faults.files_changed();
-    let response = files::serve_file(&path, headers, head_only, version, |len| {
-        body_faults(shared, len)
+    let response = files::serve_file(&path, headers, head_only, version, |len, partial| {
+        body_faults(shared, len, partial)
     })
     .await;
     let start = response
@@ -265,6 +290,17 @@ async fn serve_under(
 /// `/playback/presentation/2.3/<x>`: a file of the player when one has that path, else the
 /// player page for any single segment (the page itself reports bad ids).
 async fn player_23(shared: &Shared, rest: &str, headers: &HeaderMap, head_only: bool) -> Response {
+    if rest == "knobs.json" {
+        return match shared.faults.player_knobs() {
+            Some(json) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json,
+            )
+                .into_response(),
+            None => files::not_found(),
+        };
+    }
     let root = shared
         .samples
         .as_ref()
@@ -322,7 +358,7 @@ async fn recording_file(
     headers: &HeaderMap,
     head_only: bool,
 ) -> Response {
-    if !is_record_id(id) {
+    if !is_record_id(id) || shared.faults.is_hidden(file) {
         return files::not_found();
     }
     if shared.faults.protected() {

@@ -6,24 +6,139 @@ mod fake_bbb_common;
 use fake_bbb::{ApiPlayback, ApiRecording, ChecksumAlgorithm, FakeBbb, PlaybackUrl, checksum};
 use fake_bbb_common::*;
 
+/// Known checksums with the BBB example secret (the library default), one per algorithm and query.
+/// SHA-1 values are those of pod-migration-spec.md §3.1; all were computed outside this code, with
+/// coreutils: `printf %s 'getRecordings<query><secret>' | sha256sum` (sha1sum, sha384sum,
+/// sha512sum), BBB's rule hex(HASH(call name + query string + secret)).
+const KNOWN_VECTORS: [(ChecksumAlgorithm, &str, &str); 12] = [
+    (
+        ChecksumAlgorithm::Sha1,
+        "",
+        "2d8ec9f1d49ac91a5068c0914bb414a9d83142c6",
+    ),
+    (
+        ChecksumAlgorithm::Sha1,
+        "offset=0&limit=100",
+        "195c230d70c9dc7bdf4e4ca9f63fd32e16c41409",
+    ),
+    (
+        ChecksumAlgorithm::Sha1,
+        "recordID=0",
+        "7acc2bbbe0d0c3130ef3e59916b547a3749b6022",
+    ),
+    (
+        ChecksumAlgorithm::Sha256,
+        "",
+        "ff87a566827fe603090c7ec37bc5c14c38d9e104219b57becbdcd3ed9e99dcd3",
+    ),
+    (
+        ChecksumAlgorithm::Sha256,
+        "offset=0&limit=100",
+        "72b6518292432d29c7a00f362f60f7b5235565eddeab363657acfce2ca15da63",
+    ),
+    (
+        ChecksumAlgorithm::Sha256,
+        "recordID=0",
+        "9b8d60b6731fe91d147bda1292804f78cb3c3471c4e1dc47832da57f91fde2d8",
+    ),
+    (
+        ChecksumAlgorithm::Sha384,
+        "",
+        "c10f091ba8a3bc710630f67f692f0776f3c2cc087d9931569100e92b3439948144b1e40a740d5952b37a0ef1987a11e2",
+    ),
+    (
+        ChecksumAlgorithm::Sha384,
+        "offset=0&limit=100",
+        "98c22e9dc8b0b8b9d62587920d4f9e8d8e799b2f4aeb8214e010d3a1c96b211113add674823eb2761dbb02eb119d6347",
+    ),
+    (
+        ChecksumAlgorithm::Sha384,
+        "recordID=0",
+        "9a2ee38fbae4fc8a2beec03f33ea83bea57e5266733183575697c3b2061ac3b755e45ed3c104cae07ca7850901ccd68e",
+    ),
+    (
+        ChecksumAlgorithm::Sha512,
+        "",
+        "b153adb97c531d6c8cc804e4870aa3e9a59276f98881a94b17917e62e2aa67ec5233b5fc0a636a0ad2c3202c300f8fbeda00eccba97821580877fd283844be8f",
+    ),
+    (
+        ChecksumAlgorithm::Sha512,
+        "offset=0&limit=100",
+        "dc85138bf47cf7b7dff18f1243a68c1fd572615100234e7f0e8c8011c6329c4e5609833b9c18765116d64e37912c1ecb768a5e09f0ded5a811a217e50156775c",
+    ),
+    (
+        ChecksumAlgorithm::Sha512,
+        "recordID=0",
+        "15324a1fd6a46e0913cc76b2d90157d6f0c60318d7958e19f7bddc46cc35292ff601d3d5364224c67012e2404115c5a4c49126aab569e4ce651f5451cbc6295f",
+    ),
+];
+
 #[tokio::test]
-async fn spec_vectors_are_accepted() {
-    // pod-migration-spec.md §3.1, with the BBB example secret (the library default).
+async fn known_vectors_of_every_algorithm_are_accepted() {
     let bbb = FakeBbb::builder().start().await.unwrap();
     let api = bbb.api_url();
-    for (query, sum) in [
-        ("", "2d8ec9f1d49ac91a5068c0914bb414a9d83142c6"),
-        (
-            "offset=0&limit=100",
-            "195c230d70c9dc7bdf4e4ca9f63fd32e16c41409",
-        ),
-        ("recordID=0", "7acc2bbbe0d0c3130ef3e59916b547a3749b6022"),
-    ] {
+    for (alg, query, sum) in KNOWN_VECTORS {
         let sep = if query.is_empty() { "" } else { "&" };
         let (status, body) =
             get_text(&format!("{api}getRecordings?{query}{sep}checksum={sum}")).await;
         assert_eq!(status, 200);
-        assert_eq!(texts(&body, "returncode"), ["SUCCESS"], "{query}: {body}");
+        assert_eq!(
+            texts(&body, "returncode"),
+            ["SUCCESS"],
+            "{alg:?} {query:?}: {body}"
+        );
+        // The server signs with the same rule.
+        assert_eq!(
+            checksum(alg, "getRecordings", query, bbb.secret()),
+            sum,
+            "{alg:?} {query:?}"
+        );
+        // One digit off is refused: the server really compares with this value.
+        let last = if sum.ends_with('0') { '1' } else { '0' };
+        let off = format!("{}{last}", &sum[..sum.len() - 1]);
+        let (_, body) = get_text(&format!("{api}getRecordings?{query}{sep}checksum={off}")).await;
+        assert_eq!(
+            texts(&body, "messageKey"),
+            ["checksumError"],
+            "{alg:?} {query:?}"
+        );
+    }
+}
+
+/// A query with escapes and a plus sign, signed as sent (coreutils, as above, secret "s3cret").
+#[tokio::test]
+async fn known_vectors_of_an_escaped_query_are_accepted() {
+    let bbb = FakeBbb::builder().secret("s3cret").start().await.unwrap();
+    let query = "meetingID=a%20b+c&state=any";
+    for (alg, sum) in [
+        (
+            ChecksumAlgorithm::Sha1,
+            "1c452691d7760b4edd2b5c5c6d6a64481378d239",
+        ),
+        (
+            ChecksumAlgorithm::Sha256,
+            "34f8f8c07edeb300e0a0255cde984c66f033b748f1549095972f84d77d7b77ec",
+        ),
+        (
+            ChecksumAlgorithm::Sha384,
+            "cdb2deec71e917fc5f1d13a0ad030c0410c4843ad186f09bc2695197b80f12eb13f4c7d089a30cfb4ed14150a082d0dd",
+        ),
+        (
+            ChecksumAlgorithm::Sha512,
+            "e0e8835f434c71f54ced47213210ef04e909e11a7af91e317157ba64393ce1723613f137bb7c615a4d998efa300a1c3a3e1f73846dbf45e3cf3a9b60896b6b3a",
+        ),
+    ] {
+        assert_eq!(
+            checksum(alg, "getRecordings", query, "s3cret"),
+            sum,
+            "{alg:?}"
+        );
+        let (_, body) = get_text(&format!(
+            "{}getRecordings?{query}&checksum={sum}",
+            bbb.api_url()
+        ))
+        .await;
+        assert_eq!(texts(&body, "returncode"), ["SUCCESS"], "{alg:?}: {body}");
     }
 }
 
@@ -88,7 +203,8 @@ async fn accepted_checksums_can_be_restricted() {
         .unwrap();
     let url = bbb.get_recordings_url("state=any");
     assert!(url.ends_with(&bbb.sign("getRecordings", "state=any")));
-    assert_eq!(bbb.sign("getRecordings", "").len(), 64);
+    // The server signs with the algorithm it was given: the known SHA-256 value.
+    assert_eq!(bbb.sign("getRecordings", ""), KNOWN_VECTORS[3].2);
     let (_, body) = get_text(&url).await;
     assert_eq!(texts(&body, "returncode"), ["SUCCESS"]);
     let sha1 = checksum(ChecksumAlgorithm::Sha1, "getRecordings", "", bbb.secret());
@@ -328,4 +444,73 @@ fn usable_from_synchronous_code() {
         rt.block_on(client().get(&base).send()).is_err(),
         "port closed"
     );
+}
+
+/// A samples tree the server cannot list is a broken set-up: it stops the start with the path,
+/// and a tree broken after the start makes getRecordings fail loudly, never list fewer
+/// recordings. Entries that are not record ids stay outside the listing (see make_samples).
+#[tokio::test]
+async fn a_samples_tree_that_cannot_be_listed_is_an_error() {
+    let samples = make_samples();
+    // A wrong samples path.
+    let wrong = samples.root.join("no-such-dir");
+    let e = FakeBbb::builder()
+        .samples_dir(&wrong)
+        .start()
+        .await
+        .expect_err("started on a missing samples folder");
+    assert!(
+        e.to_string().contains(&wrong.display().to_string())
+            && e.to_string().contains("recordings/"),
+        "{e}"
+    );
+    // A folder without either format.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("recordings")).unwrap();
+    let e = FakeBbb::builder()
+        .samples_dir(empty.path())
+        .start()
+        .await
+        .expect_err("started without recordings");
+    assert!(e.to_string().contains("neither"), "{e}");
+    // One format only is a usable tree.
+    std::fs::create_dir(empty.path().join("recordings/video")).unwrap();
+    FakeBbb::builder()
+        .samples_dir(empty.path())
+        .start()
+        .await
+        .expect("one format folder is enough");
+
+    // A malformed metadata.xml.
+    let meta = samples
+        .root
+        .join("recordings/presentation")
+        .join(ID_AUDIO)
+        .join("metadata.xml");
+    let good = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, "<recording><id>").unwrap();
+    let e = FakeBbb::builder()
+        .samples_dir(&samples.root)
+        .start()
+        .await
+        .expect_err("started with a malformed metadata.xml");
+    assert!(e.to_string().contains(&meta.display().to_string()), "{e}");
+    // A recording folder without one.
+    std::fs::remove_file(&meta).unwrap();
+    let e = FakeBbb::builder()
+        .samples_dir(&samples.root)
+        .start()
+        .await
+        .expect_err("started with a recording without metadata.xml");
+    assert!(e.to_string().contains(&meta.display().to_string()), "{e}");
+
+    // Broken after the start: HTTP 500 naming the file.
+    std::fs::write(&meta, &good).unwrap();
+    let bbb = start(&samples).await;
+    let (status, _) = get_text(&bbb.get_recordings_url("")).await;
+    assert_eq!(status, 200);
+    std::fs::write(&meta, "not xml").unwrap();
+    let (status, body) = get_text(&bbb.get_recordings_url("")).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains(&meta.display().to_string()), "{body}");
 }

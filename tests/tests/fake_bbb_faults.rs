@@ -28,18 +28,26 @@ async fn delay_applies_to_every_request() {
     bbb.faults().set_delay(Duration::ZERO);
     bbb.faults().set_api_delay(Duration::from_millis(300));
     let t = Instant::now();
-    get_text(&format!(
-        "{}/presentation/{ID_BOTH}/shapes.svg",
-        bbb.base_url()
-    ))
-    .await;
-    assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "files are not delayed"
-    );
-    let t = Instant::now();
     get_text(&bbb.get_recordings_url("")).await;
     assert!(t.elapsed() >= Duration::from_millis(300), "the API is");
+    // Files are not delayed: with a one-minute API delay, a file request sent after an API call
+    // is answered while that call still waits (no bound on how fast a loaded machine answers).
+    bbb.faults().set_api_delay(Duration::from_secs(60));
+    let api_url = bbb.get_recordings_url("");
+    let api = tokio::spawn(async move { get_text(&api_url).await });
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        get_text(&format!(
+            "{}/presentation/{ID_BOTH}/shapes.svg",
+            bbb.base_url()
+        )),
+    )
+    .await
+    .expect("files are not delayed");
+    assert_eq!(status, 200);
+    assert!(!api.is_finished(), "the API call is still delayed");
+    api.abort();
+    bbb.faults().set_api_delay(Duration::from_millis(300));
     // A client with a short timeout gives up.
     let quick = reqwest::Client::builder()
         .timeout(Duration::from_millis(100))
@@ -79,25 +87,33 @@ async fn throttle_slows_media_after_the_first_bytes() {
     assert_eq!(body, bytes(300_000, 1), "throttled bytes are intact");
     assert!(took >= Duration::from_millis(450), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    // Non-media files are never throttled.
-    let t = Instant::now();
-    get_text(&format!(
-        "{}/presentation/{ID_BOTH}/metadata.xml",
-        bbb.base_url()
-    ))
-    .await;
-    assert!(t.elapsed() < Duration::from_millis(400));
+    // Non-media files are never throttled: at 10 bytes per second from the first byte, the
+    // metadata.xml (about 1.5 kB) would take minutes; it arrives within a generous bound.
+    bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: 10,
+        after_bytes: 0,
+    }));
+    let meta = format!("{}/presentation/{ID_BOTH}/metadata.xml", bbb.base_url());
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), get_text(&meta))
+        .await
+        .expect("metadata.xml is not throttled");
+    assert_eq!(status, 200);
+    assert!(body.len() > 1000, "{}", body.len());
+    // Removed, the throttle no longer applies to media (300 000 bytes at 10 B/s: 8 hours).
     bbb.faults().set_throttle(None);
-    let t = Instant::now();
-    client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(t.elapsed() < Duration::from_millis(400));
+    let body = tokio::time::timeout(Duration::from_secs(30), async {
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("media are no longer throttled");
+    assert_eq!(body.len(), 300_000);
 }
 
 #[tokio::test]
@@ -168,6 +184,51 @@ async fn drop_media_cuts_the_body() {
     assert!(!complete);
     assert!(!head.is_empty() && head.len() < 300_000, "{}", head.len());
     assert_eq!(head, bytes(300_000, 1)[..head.len()]);
+}
+
+#[tokio::test]
+async fn short_ranges_end_cleanly_before_what_they_announce() {
+    use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+    let samples = make_samples();
+    let bbb = start(&samples).await;
+    let url = format!(
+        "{}/presentation/{ID_BOTH}/video/webcams.webm",
+        bbb.base_url()
+    );
+    bbb.faults().short_ranges_next(1);
+    // A request without Range is not shortened and does not use up the fault.
+    let whole = client().get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await.unwrap(), bytes(300_000, 1));
+    let r = client()
+        .get(&url)
+        .header(RANGE, "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[CONTENT_RANGE], "bytes 100000-299999/300000");
+    assert!(!r.headers().contains_key(CONTENT_LENGTH), "sent chunked");
+    // The body ends without an error, at half of the announced range.
+    let body = r.bytes().await.expect("a clean end");
+    assert_eq!(body, bytes(300_000, 1)[100_000..200_000]);
+    // Only the next N: the same request is whole again.
+    let r = client()
+        .get(&url)
+        .header(RANGE, "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[CONTENT_LENGTH], "200000");
+    assert_eq!(r.bytes().await.unwrap(), bytes(300_000, 1)[100_000..]);
+    assert_eq!(
+        bbb.served("video/webcams.webm"),
+        vec![
+            (200, 0, false),
+            (206, 100_000, false),
+            (206, 100_000, false)
+        ]
+    );
 }
 
 /// Reads a response body by hand until the connection closes: (body bytes, complete?).

@@ -26,14 +26,14 @@ fn add_synthetic(env: &Env, n: u64) {
 
 #[test]
 fn each_fetch_strategy_lists_every_recording() {
-    // 3 sample recordings (one with two formats, merged) + 230 synthetic ones.
+    // The sample recordings (one with two formats, merged) + 230 synthetic ones.
     for (fetch, requests) in [("single", 1), ("prefix", 16), ("paged", 3)] {
         let env = setup(fetch, "");
         add_synthetic(&env, 230);
         let o = env.run(&["list", "--json"]);
         expect_code(&o, 0);
         let recs = listed(&o);
-        assert_eq!(recs.len(), 233, "{fetch}");
+        assert_eq!(recs.len(), SAMPLE_RECORDINGS + 230, "{fetch}");
         let two = recs
             .iter()
             .find(|r| r["record_id"] == VIDEO_ID)
@@ -51,7 +51,7 @@ fn each_fetch_strategy_lists_every_recording() {
             starts.windows(2).all(|w| w[0] >= w[1]),
             "{fetch}: sorted by start time desc"
         );
-        // paged: 233 recordings at 100 a page is 3 calls, and no 4th past totalElements.
+        // paged: 235 recordings at 100 a page is 3 calls, and no 4th past totalElements.
         assert_eq!(env.bbb.request_count(API), requests, "{fetch}: API calls");
     }
 }
@@ -84,7 +84,7 @@ fn html_404_and_500_are_retried() {
     env.bbb.faults().api_html_404_next(2);
     let o = env.run(&["list", "--json"]);
     expect_code(&o, 0);
-    assert_eq!(listed(&o).len(), 3);
+    assert_eq!(listed(&o).len(), SAMPLE_RECORDINGS);
     assert_eq!(
         env.bbb.request_count(API),
         3,
@@ -124,8 +124,8 @@ fn malformed_recordings_are_reported_and_skipped() {
     let recs = listed(&o);
     assert_eq!(
         recs.len(),
-        5,
-        "3 samples + the two recordings that are fine"
+        SAMPLE_RECORDINGS + 2,
+        "the samples + the two recordings that are fine"
     );
     let err = text(&o.stderr);
     assert!(
@@ -138,8 +138,8 @@ fn malformed_recordings_are_reported_and_skipped() {
     expect_code(&o, 1);
     assert_eq!(
         text(&o.stdout).matches("\r\n").count(),
-        6,
-        "header + 5 rows"
+        1 + SAMPLE_RECORDINGS + 2,
+        "header + a row for each recording that is fine"
     );
     assert!(
         text(&o.stderr).contains(&ApiRecording::synthetic_id(1))
@@ -158,7 +158,7 @@ fn malformed_recordings_are_reported_and_skipped() {
 #[test]
 fn pagination_stops_at_total_elements() {
     let env = setup("paged", "");
-    add_synthetic(&env, 97); // 100 in all: exactly one full page
+    add_synthetic(&env, 100 - SAMPLE_RECORDINGS as u64); // 100 in all: exactly one full page
     let o = env.run(&["list", "--json"]);
     expect_code(&o, 0);
     assert_eq!(listed(&o).len(), 100);
@@ -182,14 +182,23 @@ fn export_csv_writes_python_compatible_rows_and_the_cache_serves_a_rerun() {
         lines.next().unwrap(),
         "meeting_name;recording_name;start_date;origin;origin_server_name;origin_version;origin_context;origin_id;origin_label;description;published;state;source_url"
     );
+    // Newest first: sample G (16:00, a Greenlight 3 origin), ..., sample C (12:00).
     let first = lines.next().unwrap();
     assert!(
-        first.starts_with("Sample two formats;Sample two formats;2026-01-01;Moodle;"),
+        first.starts_with("Sample whiteboard 3.0;Sample whiteboard 3.0;2026-01-01;greenlight;"),
         "{first}"
     );
+    let two_formats = lines
+        .clone()
+        .find(|l| l.starts_with("Sample two formats;"))
+        .expect("sample C's row");
     assert!(
-        first.ends_with(&format!("/playback/video/{VIDEO_ID}/")),
-        "{first}"
+        two_formats.starts_with("Sample two formats;Sample two formats;2026-01-01;Moodle;"),
+        "{two_formats}"
+    );
+    assert!(
+        two_formats.ends_with(&format!("/playback/video/{VIDEO_ID}/")),
+        "{two_formats}"
     );
     assert!(csv.ends_with("\r\n"));
     // --use-cache answers without the server.
@@ -270,7 +279,7 @@ fn sha256_checksums_and_slow_servers() {
     .unwrap();
     let o = env.run(&["list", "--json"]);
     expect_code(&o, 0);
-    assert_eq!(listed(&o).len(), 3);
+    assert_eq!(listed(&o).len(), SAMPLE_RECORDINGS);
     // Slower than the per-request timeout every time: retried, then exit 3.
     strict.reset_request_counts();
     strict

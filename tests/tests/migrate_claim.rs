@@ -1,12 +1,13 @@
 //! End-to-end tests of `bbb-migrate claim` (mode 1) against the fake BBB server: video playbacks
 //! downloaded into the Pod claim directory, reruns, a playback that 404s, --dry-run, --jobs 2,
-//! a dropped connection resumed, protected token URLs, and kill -9 in the middle of a job.
+//! a dropped connection resumed, protected token URLs, kill -9 in the middle of a job, and
+//! playback URLs that point where they must not (local files, scripts, other hosts).
 
 mod migrate_support;
 
 use std::time::{Duration, Instant};
 
-use fake_bbb::{ApiPlayback, ApiRecording, Throttle};
+use fake_bbb::{ApiPlayback, ApiRecording, PlaybackUrl, Throttle};
 use migrate_support::*;
 
 const VIDEO_FILE: &str = "sample-two-formats-2026-01-01.m4v";
@@ -97,6 +98,114 @@ fn a_playback_that_404s_ends_dead_with_exit_1_and_the_others_succeed() {
         text(&o.stdout).contains("re-queued 1"),
         "{}",
         text(&o.stdout)
+    );
+}
+
+/// Every URL of a getRecordings answer is untrusted: `file:`, `javascript:`, another host name
+/// (`localhost` is this very server under a name that is not the configured one, so a fetch
+/// would show in its log) and a redirect from the server to another host. Each such recording is
+/// dead in phase select (or download, for the redirect) with a permanent reason that names it;
+/// the good one succeeds; nothing of the refused ones is fetched and bbb-record never runs.
+#[test]
+fn playback_urls_off_the_servers_hosts_are_refused_and_never_fetched() {
+    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let env = setup(
+        "prefix",
+        &format!("[recorder]\ncommand = \"{}\"\n", recorder.display()),
+    );
+    let base = url::Url::parse(env.bbb.base_url()).unwrap();
+    let port = base.port().unwrap();
+    let foreign = |n: u64| ApiRecording::synthetic_id(100 + n);
+    let cases = [
+        (
+            "presentation",
+            "file:///etc/passwd".to_owned(),
+            "scheme \"file\"",
+        ),
+        (
+            "presentation",
+            "javascript:fetch('/x')".to_owned(),
+            "scheme \"javascript\"",
+        ),
+        (
+            "video",
+            format!("http://localhost:{port}/playback/video/{}/", foreign(2)),
+            "host \"localhost\"",
+        ),
+        (
+            "video",
+            format!(
+                "http://127.0.0.1:{port}/moved/x?to=http%3A%2F%2Flocalhost%3A{port}%2Fplayback%2Fvideo%2F{}%2F",
+                foreign(3)
+            ),
+            "not an allowed playback host",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (n, (format, url, _)) in cases.iter().enumerate() {
+        let mut r = ApiRecording::new(foreign(n as u64));
+        r.playbacks = vec![ApiPlayback {
+            url: PlaybackUrl::Absolute(url.clone()),
+            ..ApiPlayback::served(format, 1)
+        }];
+        ids.push(r.record_id.clone());
+        env.bbb.add_recording(r);
+    }
+    // The dry run already says which would fail, and why.
+    let mut args = vec!["claim", "--record-id", VIDEO_ID];
+    for id in &ids {
+        args.extend(["--record-id", id.as_str()]);
+    }
+    let o = env.run(&[&["--dry-run"], &args[..]].concat());
+    expect_code(&o, 0);
+    let plan = text(&o.stdout);
+    for (id, (_, _, why)) in ids.iter().zip(&cases).take(3) {
+        assert!(
+            plan.lines().any(|l| l.starts_with(id.as_str())
+                && l.contains("would fail (select)")
+                && l.contains(why)),
+            "{id}: {plan}"
+        );
+    }
+
+    let o = env.run(&args);
+    expect_code(&o, 1);
+    let out = text(&o.stdout);
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()], "{out}");
+    let s = status_json(&env);
+    assert_eq!(s["counts"]["dead"], 4, "{s}");
+    assert_eq!(s["counts"]["succeeded"], 1, "{s}");
+    for (id, (_, _, why)) in ids.iter().zip(&cases) {
+        let f = s["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["record_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not failed: {s}"));
+        assert_eq!(f["error_class"], "permanent", "{f}");
+        let error = f["last_error"].as_str().unwrap();
+        assert!(error.contains(why), "{id}: {error}");
+        assert!(out.contains(&format!("FAILED {id} [dead]")), "{out}");
+    }
+    // Nothing of theirs was asked for, but the redirect itself; a dead recording is not retried.
+    for n in 0..4 {
+        assert_eq!(
+            env.bbb
+                .request_count(&format!("/playback/video/{}", foreign(n))),
+            0
+        );
+    }
+    assert_eq!(env.bbb.request_count("/moved/"), 1);
+    let asked: Vec<String> = env
+        .bbb
+        .request_counts()
+        .into_keys()
+        .filter(|p| !p.starts_with("/bigbluebutton/api") && !p.starts_with("/moved/"))
+        .filter(|p| !p.contains(VIDEO_ID))
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "fetched besides the good recording: {asked:?}"
     );
 }
 
@@ -205,15 +314,83 @@ fn two_jobs_run_at_once() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// The bytes at which the migrator said it resumed a download ("resuming at byte N").
+fn resumed_at(o: &std::process::Output) -> Vec<u64> {
+    text(&o.stderr)
+        .lines()
+        .filter_map(|l| l.split("resuming at byte ").nth(1))
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn a_dropped_connection_is_resumed_and_the_size_checked() {
     let env = setup("prefix", "");
+    let len = sample_video().len() as u64;
     env.bbb.faults().drop_media_next(2);
     let o = env.run(&["claim", "--record-id", VIDEO_ID]);
     expect_code(&o, 0);
     assert_eq!(
         std::fs::read(env.claim.join(VIDEO_FILE)).unwrap(),
         sample_video()
+    );
+    // The server's side: the whole file asked, cut at half; then twice a Range request from the
+    // byte the migrator had reached, answered 206 (If-Range: only from the same file), the
+    // first cut again at half of what it asked.
+    let at = resumed_at(&o);
+    assert_eq!(at.len(), 2, "{}", text(&o.stderr));
+    let served = env.bbb.served("video-0.m4v");
+    assert_eq!(
+        served,
+        vec![(200, 0, false), (206, at[0], true), (206, at[1], true)],
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(0 < at[0] && at[0] <= len / 2, "{at:?} of {len}");
+    assert!(
+        at[0] < at[1] && at[1] <= at[0] + (len - at[0]) / 2,
+        "{at:?} of {len}"
+    );
+}
+
+/// A server that ends a body cleanly before the size it announced (Content-Range): the short
+/// file is not taken for the whole; the size check makes the download resume from there.
+#[test]
+fn a_body_shorter_than_announced_is_not_accepted() {
+    let env = setup("prefix", "");
+    let len = sample_video().len() as u64;
+    // The first answer is cut (so that the next one is a Range answer), the second is short.
+    env.bbb.faults().drop_media_next(1);
+    env.bbb.faults().short_ranges_next(1);
+    let o = env.run(&["claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let placed = std::fs::read(env.claim.join(VIDEO_FILE)).unwrap();
+    assert_eq!(placed.len() as u64, len, "the placed file is not whole");
+    assert!(
+        placed == sample_video(),
+        "the placed file is not the server's"
+    );
+    let at = resumed_at(&o);
+    assert_eq!(at.len(), 2, "{}", text(&o.stderr));
+    // The short answer sent exactly half of the rest, then ended without an error.
+    assert_eq!(at[1], at[0] + (len - at[0]) / 2, "{at:?} of {len}");
+    assert!(
+        text(&o.stderr).contains(&format!(
+            "the server announced {len} bytes, {} arrived",
+            at[1]
+        )),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        env.bbb.served("video-0.m4v"),
+        vec![(200, 0, false), (206, at[0], true), (206, at[1], true)]
     );
 }
 
@@ -271,14 +448,27 @@ fn same_name_same_day_gets_a_distinct_name_never_an_overwrite() {
 fn kill_9_during_a_download_then_rerun_places_exactly_one_file() {
     let env = setup("prefix", "");
     let tmp = start_and_kill_a_download(&env);
-    // Another host cannot know the worker is dead: it waits for the lease (exit 1, not done).
-    let o = env.run(&["claim", "--record-id", VIDEO_ID, "--host", "elsewhere"]);
-    expect_code(&o, 1);
+    // Another host cannot know the worker is dead: it would wait for the lease (600 s). With
+    // --no-wait it ends at once, exit 4 (held elsewhere, nothing failed), naming the holder.
+    let killed = status_json(&env)["running"][0]["owner"]
+        .as_str()
+        .expect("the killed run's lease")
+        .to_owned();
+    let o = env.run(&[
+        "claim",
+        "--record-id",
+        VIDEO_ID,
+        "--host",
+        "elsewhere",
+        "--no-wait",
+    ]);
+    expect_code(&o, 4);
+    let out = text(&o.stdout);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("running elsewhere")
-            || String::from_utf8_lossy(&o.stderr).contains("running elsewhere"),
-        "{o:?}"
+        out.contains(&format!("  HELD {VIDEO_ID} by {killed}, lease until ")),
+        "the held job with its holder and lease expiry: {out}"
     );
+    assert!(out.contains("0 failed, 1 held by other hosts"), "{out}");
     assert!(env.claimed().is_empty());
     // This host sees that the process holding the lease is gone: the rerun takes the job over
     // at once and resumes the download where it stopped (If-Range: same file).
@@ -405,6 +595,25 @@ fn ctrl_c_gives_the_job_back_and_a_rerun_finishes_it() {
     assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
 }
 
+/// Whether `key` is set in `[section]` of a TOML text, or shown there commented out: a line
+/// `key = ...` or `# key = ...` between that section's header and the next header. Headers of
+/// sub-tables (`[moodle.databases.x]`, commented or not) end the section.
+fn template_has_key(text: &str, section: &str, key: &str) -> bool {
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let bare = line.strip_prefix('#').map_or(line, str::trim_start);
+        if let Some(header) = bare.strip_prefix('[') {
+            current = header.split(']').next().map(str::trim);
+            continue;
+        }
+        if current == Some(section) && bare.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return true;
+        }
+    }
+    false
+}
+
 #[test]
 fn init_config_template_works_with_env_overrides() {
     let env = setup("prefix", "");
@@ -412,24 +621,40 @@ fn init_config_template_works_with_env_overrides() {
     expect_code(&o, 0);
     let fresh = env.dir.path().join("fresh.toml");
     let text_cfg = std::fs::read_to_string(&fresh).unwrap();
-    for key in [
-        "base_url",
-        "secret",
-        "checksum",
-        "playback_url_23",
-        "fetch",
-        "time_zone",
-        "default_recorder_path",
-        "recorder_directory",
-        "recorder_id",
-        "command",
-        "format",
-        "url",
-        "jobs",
-        "timeout_secs",
+    for (section, key) in [
+        ("bbb", "base_url"),
+        ("bbb", "secret"),
+        ("bbb", "checksum"),
+        ("bbb", "playback_url_23"),
+        ("bbb", "fetch"),
+        ("bbb", "timeout_secs"),
+        ("pod", "time_zone"),
+        ("pod", "default_recorder_path"),
+        ("pod", "recorder_directory"),
+        ("pod", "recorder_id"),
+        ("recorder", "command"),
+        ("recorder", "format"),
+        ("ledger", "url"),
+        ("worker", "jobs"),
     ] {
-        assert!(text_cfg.contains(key), "template lacks {key}");
+        assert!(
+            template_has_key(&text_cfg, section, key),
+            "template lacks {key} in [{section}]:\n{text_cfg}"
+        );
     }
+    // The check itself: a key is a key, not a part of another, and only in its own section.
+    assert!(!template_has_key("[bbb]\nbase_url = 1\n", "bbb", "url"));
+    assert!(!template_has_key("[pod]\nurl = 1\n", "ledger", "url"));
+    assert!(!template_has_key(
+        "[ledger]\n# the url = is here\n",
+        "ledger",
+        "url"
+    ));
+    assert!(template_has_key(
+        "[ledger]\n#  url = \"x\"\n",
+        "ledger",
+        "url"
+    ));
     // Refuses to overwrite.
     expect_code(&env.run(&["init-config", "-o", "fresh.toml"]), 2);
     // The template plus BBB_URL / BBB_SECRET / BBB_MIGRATE_LEDGER reaches the server.
@@ -446,7 +671,7 @@ fn init_config_template_works_with_env_overrides() {
         .unwrap();
     expect_code(&o, 0);
     let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v.len(), 3);
+    assert_eq!(v.len(), SAMPLE_RECORDINGS);
     assert!(!text(&o.stderr).contains(env.bbb.secret()));
 }
 
@@ -457,8 +682,9 @@ fn malformed_recordings_make_a_claim_run_exit_1_and_are_named() {
     let mut bad = ApiRecording::new(&id);
     bad.start_time = "not-a-time".into();
     env.bbb.add_recording(bad);
-    // Newest first: --limit 1 selects the sample with a video playback.
-    let o = env.run(&["claim", "--limit", "1"]);
+    // Newest first: before the whiteboard samples (15:00, 16:00), --limit 1 selects the sample
+    // with a video playback (12:00).
+    let o = env.run(&["claim", "--until", "2026-01-01T12:30:00Z", "--limit", "1"]);
     expect_code(&o, 1);
     let out = text(&o.stdout);
     assert!(out.contains(&format!("FAILED {id} [malformed]")), "{out}");
@@ -502,4 +728,21 @@ fn force_redoes_a_done_recording_without_overwriting_the_first_file() {
     let mut expected = vec![second, third, fourth, VIDEO_FILE.to_owned()];
     expected.sort();
     assert_eq!(env.claimed(), expected);
+}
+
+/// The stale-binary check looks at everything the binaries are compiled from, the workspace
+/// crates they depend on included (a change in xvfb/src makes bbb-record stale).
+#[test]
+fn the_stale_binary_check_covers_the_crates_a_binary_is_built_from() {
+    let root = workspace();
+    let rec = build_inputs("recorder");
+    for want in ["recorder/src", "recorder/assets", "xvfb/src"] {
+        assert!(rec.contains(&root.join(want)), "{want} missing: {rec:?}");
+    }
+    assert!(!rec.iter().any(|p| p.ends_with("tests")), "{rec:?}");
+    let mig = build_inputs("migrator");
+    for want in ["migrator/src", "migrator/migrations", "migrator/build.rs"] {
+        assert!(mig.contains(&root.join(want)), "{want} missing: {mig:?}");
+    }
+    assert!(!mig.contains(&root.join("xvfb/src")), "{mig:?}");
 }

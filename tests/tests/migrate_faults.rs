@@ -4,18 +4,21 @@
 //! the fake BBB server's throttle; presentations are recorded by the real `bbb-record` (Xvfb +
 //! Chromium). Covered: kill -9 of a worker mid-job, SIGSTOP of a worker past its lease, a
 //! PostgreSQL restart mid-batch, Chromium killed under a running recorder (as by the OOM killer),
-//! and `status` showing every host's running jobs with their media progress. Each test ends by
+//! `status` showing every host's running jobs with their media progress, a batch on two hosts
+//! that the survivor of a kill -9 finishes (exit 0, no `--wait` needed), and `--no-wait` listing
+//! the jobs held by another host (exit 4). Each test ends by
 //! checking that no process it started (found by an environment marker every child inherits:
 //! bbb-migrate, bbb-record, Xvfb, Chromium) is left running.
 
 mod migrate_support;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fake_bbb::media::SAMPLE_A_SECONDS;
 use fake_bbb::postgres::Postgres;
 use fake_bbb::{ApiPlayback, ApiRecording, Throttle};
 use migrate_support::*;
@@ -306,11 +309,6 @@ fn recorder_of(c: &Cluster, record_id: &str, epoch: i64) -> Option<i32> {
         .find(|&p| cmdline(p).contains("bbb-record"))
 }
 
-fn is_mp4(path: &Path) -> bool {
-    let data = std::fs::read(path).unwrap_or_default();
-    data.len() > 1000 && &data[4..8] == b"ftyp"
-}
-
 fn partials(c: &Cluster) -> Vec<String> {
     list(&c.tmp())
 }
@@ -344,6 +342,53 @@ fn download_started(c: &Cluster, record_id: &str, epoch: i64) -> bool {
     .is_ok_and(|m| m.len() > 0)
 }
 
+/// (lease epoch, lease expiry) of the job of `record_id`, on the database clock (seconds).
+fn lease_of(c: &Cluster, record_id: &str) -> (i64, f64) {
+    let row = c.psql(&format!(
+        "SELECT lease_epoch || ' ' || extract(epoch FROM lease_expires_at) FROM job
+         WHERE recording_id = '{record_id}'"
+    ));
+    let (epoch, expires) = row.split_once(' ').unwrap_or_else(|| panic!("{row}"));
+    (epoch.parse().unwrap(), expires.parse().unwrap())
+}
+
+/// Watches the lease of `record_id`, held at epoch 1, until its holder has renewed it, checking
+/// that `other` (a running worker of another host) does not take it from its live holder
+/// meanwhile. Returns the latest expiry seen: the earliest moment another host may take it over.
+/// (A holder renews its 3 s lease every second: it is only taken for dead after 2 s in which it
+/// could not renew, thousands of round trips to the ledger.)
+fn renewed_lease(c: &Cluster, record_id: &str, other: &Worker) -> f64 {
+    let (epoch, first) = lease_of(c, record_id);
+    assert_eq!(epoch, 1, "{}", other.logs());
+    let mut expiry = first;
+    wait_for(
+        "the holder to renew its lease",
+        Duration::from_secs(30),
+        || {
+            let (epoch, expires) = lease_of(c, record_id);
+            assert_eq!(
+                epoch,
+                1,
+                "the job was taken from a live holder\n{}",
+                other.logs()
+            );
+            expiry = expiry.max(expires);
+            (expires > first).then_some(())
+        },
+    );
+    expiry
+}
+
+/// When attempt `epoch` of `record_id` started, on the database clock (seconds).
+fn attempt_started(c: &Cluster, record_id: &str, epoch: i64) -> f64 {
+    c.psql(&format!(
+        "SELECT extract(epoch FROM a.started_at) FROM job_attempt a JOIN job j ON j.id = a.job_id
+         WHERE j.recording_id = '{record_id}' AND a.epoch = {epoch}"
+    ))
+    .parse()
+    .unwrap()
+}
+
 #[test]
 fn kill_9_of_a_worker_mid_job_lets_another_host_take_it_after_the_lease() {
     let _serial = serial();
@@ -358,26 +403,27 @@ fn kill_9_of_a_worker_mid_job_lets_another_host_take_it_after_the_lease() {
     wait_for("host a's download", Duration::from_secs(30), || {
         download_started(&c, VIDEO_ID, 1).then_some(())
     });
+    // `--wait` is the default now; the former opt-in is still accepted (and changes nothing).
     let mut b = c.worker("b", &["--wait", "--record-id", VIDEO_ID]);
-    // While a's lease is renewed, b only waits.
-    std::thread::sleep(Duration::from_millis(2500));
+    // While a renews its lease, b only waits: a's lease is seen renewed (its expiry moves on)
+    // and still a's. The latest expiry seen of a's lease is the earliest b may take it over.
+    let mut a_expiry = renewed_lease(&c, VIDEO_ID, &b);
     assert!(b.running(), "b gave up early\n{}", b.logs());
-    assert_eq!(c.psql("SELECT lease_epoch FROM job"), "1", "{}", b.logs());
     a.signal(Signal::SIGKILL);
-    let killed_at = c.psql("SELECT now()");
     assert_eq!(a.wait(Duration::from_secs(10)), None, "a died of SIGKILL");
+    let (epoch, expires) = lease_of(&c, VIDEO_ID);
+    assert_eq!(epoch, 1, "the job was a's when it was killed\n{}", b.logs());
+    a_expiry = a_expiry.max(expires);
     c.env.bbb.faults().set_throttle(None);
     b.expect_exit(0, Duration::from_secs(60));
-    // a renewed its 3 s lease every second until the kill, so b could take the job over no
-    // sooner than 2 s after it (on the database clock).
-    let waited: f64 = c
-        .psql(&format!(
-            "SELECT extract(epoch FROM started_at - '{killed_at}'::timestamptz)
-             FROM job_attempt WHERE epoch = 2"
-        ))
-        .parse()
-        .unwrap();
-    assert!(waited >= 1.8, "taken over {waited} s after the kill");
+    // b took the job over only once a's lease had run out, on the database clock: a fact of the
+    // ledger, whatever the machine's speed (a renewal that came late only moves it later).
+    let taken = attempt_started(&c, VIDEO_ID, 2);
+    assert!(
+        taken >= a_expiry,
+        "taken over {:.3} s before a's lease ran out",
+        a_expiry - taken
+    );
     assert_eq!(c.env.claimed(), vec![VIDEO_FILE.to_owned()]);
     assert_eq!(
         std::fs::read(c.env.claim.join(VIDEO_FILE)).unwrap(),
@@ -392,6 +438,156 @@ fn kill_9_of_a_worker_mid_job_lets_another_host_take_it_after_the_lease() {
         vec!["1 a lease-expired", "2 b succeeded"]
     );
     assert!(partials(&c).is_empty(), "temp left: {:?}", partials(&c));
+    c.assert_no_process_left();
+}
+
+/// The batch of the issue: two hosts run the same selection without `--wait`, one job each. Host
+/// b finishes its own job while a is still downloading, and keeps waiting (it used to exit 1,
+/// listing a's job as "running elsewhere"); a is killed -9 mid-download; b takes a's job over once
+/// a's lease has run out and exits 0, the batch done. Exactly one file per recording.
+#[test]
+fn a_host_killed_mid_batch_leaves_its_job_to_the_survivor_which_exits_0() {
+    let _serial = serial();
+    let c = cluster("survivor", false);
+    let mut ids = vec![VIDEO_ID.to_owned()];
+    ids.extend(add_videos(&c, &[61]));
+    let size = sample_video().len() as u64;
+    // The throttle in force when a download starts holds for all of it: a's download would take
+    // 20 s (it is killed long before), b's own 2 s.
+    c.env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size / 20,
+        after_bytes: 0,
+    }));
+    let mut args = vec!["--jobs", "1"];
+    for id in &ids {
+        args.extend(["--record-id", id.as_str()]);
+    }
+    let mut a = c.worker("a", &args);
+    let a_job = wait_for("host a's download", Duration::from_secs(30), || {
+        ids.iter().find(|id| download_started(&c, id, 1)).cloned()
+    });
+    let b_job = ids.iter().find(|id| **id != a_job).unwrap().clone();
+    c.env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size / 2,
+        after_bytes: 0,
+    }));
+    let mut b = c.worker("b", &args);
+    wait_for(
+        "host b's own job to succeed",
+        Duration::from_secs(30),
+        || {
+            let row = c.psql(&format!(
+                "SELECT state FROM job WHERE recording_id = '{b_job}'"
+            ));
+            (row == "succeeded").then_some(())
+        },
+    );
+    assert_eq!(c.attempts(&b_job), vec!["1 b succeeded"]);
+    // b, done with its own job, waits for a's while a lives and renews its lease.
+    let mut a_expiry = renewed_lease(&c, &a_job, &b);
+    assert!(b.running(), "b ended with a's job unfinished\n{}", b.logs());
+    a.signal(Signal::SIGKILL);
+    assert_eq!(a.wait(Duration::from_secs(10)), None, "a died of SIGKILL");
+    let (epoch, expires) = lease_of(&c, &a_job);
+    assert_eq!(epoch, 1, "the job was a's when it was killed\n{}", b.logs());
+    a_expiry = a_expiry.max(expires);
+    c.env.bbb.faults().set_throttle(None);
+    b.expect_exit(0, Duration::from_secs(60));
+    let taken = attempt_started(&c, &a_job, 2);
+    assert!(
+        taken >= a_expiry,
+        "taken over {:.3} s before a's lease ran out",
+        a_expiry - taken
+    );
+    assert_eq!(
+        c.attempts(&a_job),
+        vec!["1 a lease-expired", "2 b succeeded"]
+    );
+    let summary = std::fs::read_to_string(&b.out).unwrap();
+    assert!(
+        summary.contains("2 selected, 2 done, 0 skipped (already done), 0 failed,")
+            && !summary.contains("FAILED")
+            && !summary.contains("HELD"),
+        "{}",
+        b.logs()
+    );
+    let claimed = c.env.claimed();
+    assert_eq!(claimed.len(), 2, "one file per recording: {claimed:?}");
+    for name in &claimed {
+        assert_eq!(
+            std::fs::read(c.env.claim.join(name)).unwrap(),
+            sample_video(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        c.psql("SELECT state || ' ' || count(*) FROM job GROUP BY state"),
+        "succeeded 2"
+    );
+    assert!(partials(&c).is_empty(), "temp left: {:?}", partials(&c));
+    c.assert_no_process_left();
+}
+
+/// `--no-wait` on a host that finds the only job held by a live host ends at once with exit 4
+/// and lists the job with its holder and lease expiry; the holder keeps it. With a job of its
+/// own that failed for good as well, the failure wins: exit 1, both listed.
+#[test]
+fn no_wait_ends_at_once_with_exit_4_listing_the_jobs_other_hosts_hold() {
+    let _serial = serial();
+    let c = cluster("nowait", false);
+    let size = sample_video().len() as u64;
+    // a's download would take 20 s: it holds the job through the whole test.
+    c.env.bbb.faults().set_throttle(Some(Throttle {
+        bytes_per_sec: size / 20,
+        after_bytes: 0,
+    }));
+    let mut a = c.worker("a", &["--record-id", VIDEO_ID]);
+    wait_for("host a's download", Duration::from_secs(30), || {
+        download_started(&c, VIDEO_ID, 1).then_some(())
+    });
+    let holder = c.psql("SELECT lease_owner FROM job");
+    assert!(holder.starts_with("a:"), "{holder}");
+    let held = format!("  HELD {VIDEO_ID} by {holder}, lease until ");
+
+    let mut b = c.worker("b", &["--no-wait", "--record-id", VIDEO_ID]);
+    b.expect_exit(4, Duration::from_secs(30));
+    let out = std::fs::read_to_string(&b.out).unwrap();
+    assert!(out.contains(&held), "{}", b.logs());
+    assert!(
+        out.contains("0 failed, 1 held by other hosts"),
+        "{}",
+        b.logs()
+    );
+
+    // A recording whose files the server does not have (404): dead at once.
+    let mut gone = ApiRecording::new(ApiRecording::synthetic_id(71));
+    gone.playbacks = vec![ApiPlayback::served("video", 1)];
+    let gone_id = gone.record_id.clone();
+    c.env.bbb.add_recording(gone);
+    let mut b2 = c.worker(
+        "b2",
+        &[
+            "--no-wait",
+            "--record-id",
+            VIDEO_ID,
+            "--record-id",
+            &gone_id,
+        ],
+    );
+    b2.expect_exit(1, Duration::from_secs(30));
+    let out = std::fs::read_to_string(&b2.out).unwrap();
+    assert!(
+        out.contains(&format!("FAILED {gone_id} [dead]")) && out.contains(&held),
+        "{}",
+        b2.logs()
+    );
+    // Neither took a's job.
+    assert_eq!(lease_of(&c, VIDEO_ID).0, 1);
+    assert_eq!(c.attempts(VIDEO_ID), vec!["1 a -"]);
+    assert!(a.running(), "{}", a.logs());
+    a.signal(Signal::SIGKILL);
+    assert_eq!(a.wait(Duration::from_secs(10)), None, "a died of SIGKILL");
+    assert!(c.env.claimed().is_empty(), "{:?}", c.env.claimed());
     c.assert_no_process_left();
 }
 
@@ -485,7 +681,7 @@ fn a_worker_stopped_past_its_lease_stops_its_recorder_and_places_nothing() {
         a.logs()
     );
     assert_eq!(c.env.claimed(), vec![PRESENTATION_FILE.to_owned()]);
-    assert!(is_mp4(&c.env.claim.join(PRESENTATION_FILE)));
+    assert_recorded(&c.env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
     // a wrote nothing after the takeover: its attempt was closed by b's claim, not by a.
     assert_eq!(
         c.attempts(PRESENTATION_ID),
@@ -601,7 +797,7 @@ fn chromium_killed_under_a_recording_is_a_transient_failure_retried_to_success()
     );
     a.expect_exit(0, Duration::from_secs(180));
     assert_eq!(c.env.claimed(), vec![PRESENTATION_FILE.to_owned()]);
-    assert!(is_mp4(&c.env.claim.join(PRESENTATION_FILE)));
+    assert_recorded(&c.env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
     assert_eq!(
         c.attempts(PRESENTATION_ID),
         vec!["1 a transient", "2 a succeeded"]

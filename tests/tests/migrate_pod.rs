@@ -8,9 +8,8 @@ mod migrate_support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use bbb_migrator::place::pod::{
-    ImportSettings, NewUser, PodDb, UserDefaults, hashkey, import_recording,
-};
+use bbb_migrator::place::pod::{ImportSettings, NewUser, PodDb, UserDefaults, import_recording};
+use bbb_migrator::playback_hosts::PlaybackHosts;
 use bbb_migrator::recording::{PlaybackFormat, RecordId, Recording};
 use fake_bbb::mariadb::MariaDb;
 use fake_bbb::postgres::Postgres;
@@ -159,6 +158,11 @@ fn settings(dry_run: bool) -> ImportSettings {
         dry_run,
         user_defaults: UserDefaults::new(SECRET_KEY.into(), 1),
         rest: None,
+        playback_hosts: PlaybackHosts::new(
+            Some("https://bbb.example.org/bigbluebutton/"),
+            &["scalelite.example.org".into(), "other.example.org".into()],
+        )
+        .unwrap(),
     }
 }
 
@@ -252,9 +256,11 @@ async fn scenario(server: Server) {
         db,
         &format!("SELECT concat(auth_type, ' ', affiliation, ' ', establishment, ' ', hashkey) FROM authentication_owner WHERE user_id = {uid}"),
     );
+    // sha256_hex(SECRET_KEY + "mcurie"), computed outside this code:
+    // `printf %s 'pod-secret-key-for-testsmcurie' | sha256sum`.
     assert_eq!(
         owner_row,
-        format!("local student Etab_1 {}", hashkey(SECRET_KEY, "mcurie"))
+        "local student Etab_1 af5cead25653df9ec0e00bb7697d0f9a78bdbac00d83d4a819459c89ac5a2dd6"
     );
     assert_eq!(
         server.count(db, &format!("SELECT count(*) FROM authentication_owner_sites s JOIN authentication_owner o ON o.id = s.owner_id WHERE o.user_id = {uid} AND s.site_id = 1")),
@@ -340,6 +346,24 @@ async fn scenario(server: Server) {
         .unwrap();
     assert_eq!(rep.rows_created, 0);
 
+    // A playback URL off the server's hosts is never handed to Pod, which would fetch it.
+    let unchanged = server.dump(db);
+    for url in [
+        "file:///etc/passwd",
+        "https://evil.example.net/playback/presentation/2.3/x",
+    ] {
+        let mut hostile = recording(6, "hostile", "Hostile", "2.3/ID");
+        hostile.formats[0].url = url.into();
+        let e = import_recording(&pod, &hostile, &[], "", &settings(false))
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_permanent() && e.to_string().starts_with("select: "),
+            "{url}: {e}"
+        );
+    }
+    assert_eq!(server.dump(db), unchanged);
+
     // Dry run: read-only session, prints what it would do, changes no row.
     pod.close().await;
     let before = server.dump(db);
@@ -377,13 +401,264 @@ async fn scenario(server: Server) {
 #[tokio::test]
 async fn import_on_postgresql() {
     let pg = Postgres::start().expect("start PostgreSQL");
-    scenario(Server::Pg(pg)).await;
+    let server = Server::Pg(pg);
+    new_user_rows_are_pods_own(&server).await;
+    scenario(server).await;
 }
 
 #[tokio::test]
 async fn import_on_mariadb() {
     let my = MariaDb::start().expect("start MariaDB");
-    scenario(Server::My(my)).await;
+    let server = Server::My(my);
+    new_user_rows_are_pods_own(&server).await;
+    scenario(server).await;
+}
+
+/// sha256_hex(SECRET_KEY + "jdoe"), computed outside this code:
+/// `printf %s 'pod-secret-key-for-testsjdoe' | sha256sum`.
+const JDOE_HASHKEY: &str = "f750b391b695854d29b3a25a325e13d6c57130059454b97e18696835fdc00923";
+
+/// A fixture value as the fixture writes it: Python's `str()` of what the database returned.
+fn python_str(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "None".into(),
+        serde_json::Value::Bool(true) => "True".into(),
+        serde_json::Value::Bool(false) => "False".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A timestamp of a fixture or a row, as UTC, and whether it carried its offset (PostgreSQL's
+/// `timestamptz`) or was naive (MySQL's `datetime(6)`, which Django fills with UTC).
+fn timestamp(s: &str) -> Option<(chrono::DateTime<chrono::Utc>, bool)> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1)) {
+        return Some((t.with_timezone(&Utc), true));
+    }
+    let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    Some((t.and_utc(), false))
+}
+
+/// The rows the migrator's SQL user creation writes, against the rows Pod 4.1 itself wrote for
+/// `User.objects.create(username='jdoe', is_staff=True)` (`signal-rows.<vendor>.json`,
+/// `user_create`), table by table, row by row and column by column. The database starts as Pod's
+/// did (the fixture's `create_superuser` rows: the admin with his owner, site link, home folder
+/// and Favorites), so even the ids and the playlist slug must be Pod's. What must differ is
+/// normalised, and checked otherwise: the creation times (now, in UTC) and the hashkey, which
+/// depends on the SECRET_KEY (the fixture does not say which key Pod had: its value is checked
+/// for form, ours against a value computed outside this code). No other table gains a row.
+async fn new_user_rows_are_pods_own(server: &Server) {
+    let db = "pod_signals";
+    let vendor = if server.is_pg() {
+        "postgresql"
+    } else {
+        "mysql"
+    };
+    let fx: serde_json::Value =
+        serde_json::from_str(&fixture(&format!("pod/signal-rows.{vendor}.json"))).unwrap();
+    assert_eq!(fx["vendor"], vendor);
+    let schema = if server.is_pg() {
+        "pod/pod-schema.postgresql.sql"
+    } else {
+        "pod/pod-schema.mysql.sql"
+    };
+    match server {
+        Server::Pg(s) => s.create_database(db).expect("create db"),
+        Server::My(s) => s.create_database(db).expect("create db"),
+    }
+    server.sql(db, &fixture(schema));
+    server.sql(
+        db,
+        "INSERT INTO django_site (id, domain, name) VALUES (1, 'pod.localhost:8000', 'pod.localhost:8000')",
+    );
+    // Pod's state before jdoe: the fixture's own rows, inserted as they are.
+    let before = &fx["create_superuser"];
+    let sql_value = |v: &serde_json::Value| match v.as_str() {
+        Some("None") | None => "NULL".to_owned(),
+        Some(s) => format!("'{}'", s.replace('\'', "''")),
+    };
+    for table in [
+        "auth_user",
+        "authentication_owner",
+        "authentication_owner_sites",
+        "podfile_userfolder",
+        "playlist_playlist",
+    ] {
+        for row in before[table].as_array().unwrap() {
+            let row = row.as_object().unwrap();
+            let cols: Vec<&str> = row.keys().map(String::as_str).collect();
+            let vals: Vec<String> = row.values().map(sql_value).collect();
+            server.sql(
+                db,
+                &format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    cols.join(", "),
+                    vals.join(", ")
+                ),
+            );
+        }
+        if server.is_pg() {
+            // Explicit ids do not advance identity sequences.
+            server.sql(
+                db,
+                &format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"),
+            );
+        }
+    }
+    let all_tables = if server.is_pg() {
+        "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'"
+            .to_owned()
+    } else {
+        format!(
+            "SELECT GROUP_CONCAT(table_name ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '{db}'"
+        )
+    };
+    let tables: Vec<String> = server
+        .sql(db, &all_tables)
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    assert!(tables.len() >= 31, "{tables:?}");
+    let counts = || -> Vec<(String, i64)> {
+        tables
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    server.count(db, &format!("SELECT count(*) FROM {t}")),
+                )
+            })
+            .collect()
+    };
+    let counts_before = counts();
+
+    let pod = PodDb::connect(&server.url(db), false)
+        .await
+        .expect("connect");
+    let mut defaults = UserDefaults::new(SECRET_KEY.into(), 1);
+    // The fixture's Pod ran with LANGUAGE_CODE fr.
+    defaults.favorites_description = "Vos vidéos favorites.".into();
+    let jdoe = NewUser {
+        username: "jdoe".into(),
+        first_name: String::new(),
+        last_name: String::new(),
+        email: String::new(),
+    };
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let user = pod
+        .create_user(&jdoe, &defaults)
+        .await
+        .expect("create jdoe");
+    let t1 = chrono::Utc::now() + chrono::Duration::seconds(1);
+    pod.close().await;
+
+    // Exactly one new row in each table of the fixture, none anywhere else.
+    let expected = fx["user_create"].as_object().unwrap();
+    for ((table, n0), (_, n1)) in counts_before.iter().zip(counts()) {
+        let want = expected
+            .get(table)
+            .map_or(0, |rows| rows.as_array().unwrap().len() as i64);
+        assert_eq!(n1 - n0, want, "new rows in {table}");
+    }
+    assert_eq!(expected.len(), 5, "{expected:?}");
+
+    let (pg, my) = match server {
+        Server::Pg(_) => (
+            Some(sqlx::PgPool::connect(&server.url(db)).await.unwrap()),
+            None,
+        ),
+        Server::My(_) => (
+            None,
+            Some(sqlx::MySqlPool::connect(&server.url(db)).await.unwrap()),
+        ),
+    };
+    for (table, rows) in expected {
+        let want = rows.as_array().unwrap();
+        let cols: Vec<&String> = want[0].as_object().unwrap().keys().collect();
+        // Every column of the table is compared: the fixture names them all.
+        let columns_sql = format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{table}'",
+            if server.is_pg() { "public" } else { db }
+        );
+        let columns = server.sql(db, &columns_sql);
+        let mut db_cols: Vec<&str> = columns.lines().collect();
+        db_cols.sort_unstable();
+        let mut fixture_cols: Vec<&str> = cols.iter().map(|c| c.as_str()).collect();
+        fixture_cols.sort_unstable();
+        assert_eq!(db_cols, fixture_cols, "columns of {table}");
+        let pairs: Vec<String> = cols.iter().map(|c| format!("'{c}', {c}")).collect();
+        let seeded: Vec<String> = before[table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        let sql = format!(
+            "SELECT CAST({}({}) AS {}) FROM {table} WHERE id NOT IN ({}) ORDER BY id",
+            if server.is_pg() {
+                "json_build_object"
+            } else {
+                "JSON_OBJECT"
+            },
+            pairs.join(", "),
+            if server.is_pg() { "text" } else { "char" },
+            seeded.join(", ")
+        );
+        let got: Vec<String> = match (&pg, &my) {
+            (Some(p), _) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(p)
+                .await
+                .unwrap(),
+            (_, Some(m)) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(m)
+                .await
+                .unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(got.len(), want.len(), "rows of {table}: {got:?}");
+        for (row, pod_row) in got.iter().zip(want) {
+            let row: serde_json::Value = serde_json::from_str(row).unwrap();
+            for col in &cols {
+                let ours = python_str(&row[col.as_str()]);
+                let pods = pod_row[col.as_str()].as_str().unwrap().to_owned();
+                let (ours, pods) = match col.as_str() {
+                    "date_joined" | "created_at" | "date_created" | "date_updated" => {
+                        let (o, o_tz) =
+                            timestamp(&ours).unwrap_or_else(|| panic!("{table}.{col}: {ours:?}"));
+                        let (_, p_tz) = timestamp(&pods)
+                            .unwrap_or_else(|| panic!("fixture {table}.{col}: {pods:?}"));
+                        assert_eq!(o_tz, p_tz, "{table}.{col}: {ours} vs Pod's {pods}");
+                        assert!(
+                            o >= t0 && o <= t1,
+                            "{table}.{col} = {ours}: not the time of creation in UTC ({t0} .. {t1})"
+                        );
+                        ("<now>".to_owned(), "<now>".to_owned())
+                    }
+                    "hashkey" => {
+                        assert!(
+                            pods.len() == 64
+                                && pods
+                                    .bytes()
+                                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                            "fixture hashkey {pods}"
+                        );
+                        assert_eq!(ours, JDOE_HASHKEY, "{table}.hashkey");
+                        ("<hashkey>".to_owned(), "<hashkey>".to_owned())
+                    }
+                    _ => (ours, pods),
+                };
+                assert_eq!(ours, pods, "{table}.{col}: ours vs Pod's ({vendor})");
+            }
+        }
+    }
+    assert_eq!(user.id, 2);
+    if let Some(p) = pg {
+        p.close().await;
+    }
+    if let Some(m) = my {
+        m.close().await;
+    }
 }
 
 /// Moodle's schema from the fixtures, plus `role_assignments` and `context` with the columns
@@ -1132,9 +1407,11 @@ fn import_creates_users_through_pod_rest_api() {
         1,
     );
     std::fs::write(&env.config, cfg).unwrap();
-    let run = |token: &str| {
+    let run = |token: &str, extra: &[&str]| {
+        let mut args = vec!["-vv", "import", "--moodle", "--record-id", VIDEO_ID];
+        args.extend_from_slice(extra);
         let o = env
-            .command(&["-vv", "import", "--moodle", "--record-id", VIDEO_ID])
+            .command(&args)
             .env("POD_DATABASE_URL", &pod_url)
             .env("POD_REST_TOKEN", token)
             .env_remove("POD_SECRET_KEY")
@@ -1151,15 +1428,21 @@ fn import_creates_users_through_pod_rest_api() {
     let users = || server.count("pod", "SELECT count(*) FROM auth_user");
     let users_before = users();
 
-    // A wrong token: Pod answers 401, the recording fails (exit 1), nothing is created.
-    let (code, all) = run("wrong-token-77c1");
-    assert_eq!(code, Some(1), "{all}");
+    // A wrong token: Pod answers 401, the attempt fails and nothing is created. The job waits
+    // for its retry backoff, which a run would wait for by default; `--no-wait` ends at once with
+    // the job listed as waiting for a retry (exit 4: nothing failed for good).
+    let (code, all) = run("wrong-token-77c1", &["--no-wait"]);
+    assert_eq!(code, Some(4), "{all}");
     assert!(all.contains("401"), "{all}");
+    assert!(
+        all.contains(&format!("RETRY {VIDEO_ID} [retry scheduled (1/5 attempts)")),
+        "{all}"
+    );
     assert_eq!(users(), users_before);
 
     // The right token, once the retry delay has passed: both moderators created by Pod.
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    let (code, all) = run(TOKEN);
+    let (code, all) = run(TOKEN, &[]);
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(users(), users_before + 2, "{all}");
     let ok: Vec<serde_json::Value> = requests
@@ -1182,7 +1465,8 @@ fn import_creates_users_through_pod_rest_api() {
             "pod",
             "SELECT o.hashkey FROM authentication_owner o JOIN auth_user u ON u.id = o.user_id WHERE u.username = 'bob'"
         ),
-        hashkey("pod-side-key", "bob")
+        // `printf %s 'pod-side-keybob' | sha256sum`
+        "aec9fff286a2d88bca7d995fe7be6412c719f90dcb5df0ec2ae06b2189f2e760"
     );
     assert_eq!(
         server.count(
@@ -1195,7 +1479,7 @@ fn import_creates_users_through_pod_rest_api() {
     // Rerun: no request, no row.
     let n = requests.lock().unwrap().len();
     let before = server.dump("pod");
-    let (code, all) = run(TOKEN);
+    let (code, all) = run(TOKEN, &[]);
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("1 skipped"), "{all}");
     assert_eq!(requests.lock().unwrap().len(), n);

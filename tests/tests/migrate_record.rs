@@ -2,12 +2,15 @@
 //! built from this workspace (`cargo build -p bbb-recorder`, same profile and target dir) and the
 //! fake BBB server's sample presentation: the recording lands in the claim directory as an MP4, a
 //! rerun does nothing, and kill -9 in the middle of a recording followed by a rerun leaves exactly
-//! one file, no temp file and no recorder process.
+//! one file, no temp file and no recorder process. A protected recording on a PostgreSQL ledger
+//! leaves its token, the ledger's password and the BBB secret in no process list and no log.
 
 mod migrate_support;
 
 use std::time::{Duration, Instant};
 
+use fake_bbb::media::{SAMPLE_A_SECONDS, SAMPLE_F_SECONDS};
+use fake_bbb::postgres::Postgres;
 use migrate_support::*;
 
 const PRESENTATION_ID: &str = "2e7380bcd2a9cc83f2a744b8707a7f75c0a94e9d-1767261600000";
@@ -19,11 +22,6 @@ fn record_env() -> Env {
         "prefix",
         &format!("[recorder]\ncommand = \"{}\"\n", recorder.display()),
     )
-}
-
-fn is_mp4(path: &std::path::Path) -> bool {
-    let data = std::fs::read(path).unwrap_or_default();
-    data.len() > 1000 && &data[4..8] == b"ftyp"
 }
 
 /// Processes whose command line mentions `needle` (a test's private temp path).
@@ -53,7 +51,7 @@ fn a_presentation_is_recorded_into_the_claim_directory_and_a_rerun_does_nothing(
     let o = env.run(&["claim", "--record-id", PRESENTATION_ID]);
     expect_code(&o, 0);
     assert_eq!(env.claimed(), vec![PRESENTATION_FILE.to_owned()]);
-    assert!(is_mp4(&env.claim.join(PRESENTATION_FILE)), "not an MP4");
+    assert_recorded(&env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
     let before = env.snapshot();
     let o = env.run(&["claim", "--record-id", PRESENTATION_ID]);
     expect_code(&o, 0);
@@ -85,6 +83,9 @@ fn kill_9_during_a_recording_then_rerun_leaves_one_file_no_temp_no_process() {
         .command(&["claim", "--record-id", PRESENTATION_ID])
         .spawn()
         .unwrap();
+    // Everything that runs under bbb-migrate, by ancestry: Xvfb's command line names nothing of
+    // this test, so only its ancestry tells it was ours.
+    let mut watch = fake_bbb::media::ProcessWatch::start(child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
     // Wait until bbb-record runs (its command line names our temp dir), then kill -9 bbb-migrate.
     while processes_mentioning(&tmp.display().to_string()).is_empty() {
@@ -108,11 +109,179 @@ fn kill_9_during_a_recording_then_rerun_leaves_one_file_no_temp_no_process() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    watch.assert_none_survive("Xvfb", Duration::from_secs(30));
     assert!(env.claimed().is_empty());
     std::thread::sleep(Duration::from_millis(3500));
     let o = env.run(&["claim", "--record-id", PRESENTATION_ID]);
     expect_code(&o, 0);
     assert_eq!(env.claimed(), vec![PRESENTATION_FILE.to_owned()]);
-    assert!(is_mp4(&env.claim.join(PRESENTATION_FILE)));
+    assert_recorded(&env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
     assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+}
+
+/// Sample F, a BBB 2.7 whiteboard recording.
+const WHITEBOARD_ID: &str = "d3b87f0c63068b03147f1cfc427458543bd3829d-1767279600000";
+
+/// A whiteboard recording whose second slide the server lost: by default the job is dead at once
+/// (permanent, phase render, the file named) and nothing is placed; with `[recorder]
+/// accept_broken = true` it is recorded and placed, and `status` lists the defect with the output.
+#[test]
+fn a_broken_playback_is_dead_unless_accepted_then_status_lists_its_defect() {
+    let env = record_env();
+    env.bbb.faults().hide_files(&["svgs/slide2.svg"]);
+    let o = env.run(&["claim", "--record-id", WHITEBOARD_ID]);
+    expect_code(&o, 1);
+    assert!(env.claimed().is_empty(), "{:?}", env.claimed());
+    let status = env.run(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let failure = &s["failures"][0];
+    assert_eq!(failure["state"], "dead", "{s}");
+    assert_eq!(failure["error_class"], "permanent", "{s}");
+    let error = failure["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("render") && error.contains("svgs/slide2.svg"),
+        "{error}"
+    );
+    // One attempt: a broken picture is not retried.
+    assert_eq!(failure["attempts"], 1, "{s}");
+
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("[recorder]\n", "[recorder]\naccept_broken = true\n"),
+    )
+    .unwrap();
+    expect_code(&env.run(&["retry", "--record-id", WHITEBOARD_ID]), 0);
+    let o = env.run(&["claim", "--record-id", WHITEBOARD_ID]);
+    expect_code(&o, 0);
+    let placed = env.claimed();
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_recorded(&env.claim.join(&placed[0]), SAMPLE_F_SECONDS);
+    let status = env.run(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let degraded = s["outputs"][0]["degraded"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !degraded.is_empty()
+            && degraded
+                .iter()
+                .all(|d| d.as_str().is_some_and(|d| d.contains("svgs/slide2.svg"))),
+        "{s}"
+    );
+    let plain = text(&env.run(&["status"]).stdout);
+    assert!(
+        plain.contains("degraded: ") && plain.contains("svgs/slide2.svg"),
+        "{plain}"
+    );
+}
+
+/// A protected (Scalelite token) presentation recorded with `-vv` logs onto a PostgreSQL ledger
+/// whose URL holds a password: the process list, sampled all through the recording, and every
+/// line the migrator and the recorder print hold none of the token, the password and the BBB
+/// secret.
+#[test]
+fn no_token_password_or_secret_in_process_lists_or_logs() {
+    let env = record_env();
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("test PostgreSQL server: {e}"));
+    pg.create_database("ledger").unwrap();
+    const PASSWORD: &str = "ledger-pw-e1f0c3";
+    let url = pg.url("ledger").replacen('@', &format!(":{PASSWORD}@"), 1);
+    assert!(url.contains(PASSWORD));
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    let sqlite = format!("url = \"sqlite://{}\"", env.ledger.display());
+    assert!(cfg.contains(&sqlite), "{cfg}");
+    std::fs::write(
+        &env.config,
+        cfg.replace(&sqlite, &format!("url = \"{url}\"")),
+    )
+    .unwrap();
+    env.bbb.faults().set_protected(true);
+    let secret = env.bbb.secret().to_owned();
+    // The token the listing hands out (a fresh one is fetched before the recording).
+    let listing = env.run(&["list", "--json", "--record-id", WHITEBOARD_ID]);
+    expect_code(&listing, 0);
+    let listed = text(&listing.stdout);
+    assert!(
+        listed.contains("/recording/"),
+        "the recording is protected: {listed}"
+    );
+
+    let mut child = env
+        .command(&[
+            "-vv",
+            "--progress",
+            "plain",
+            "claim",
+            "--record-id",
+            WHITEBOARD_ID,
+        ])
+        .env("BBB_RECORD_LOG", "debug,chromiumoxide=off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            std::io::BufReader::new(r)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let mut cmdlines = Vec::new();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        cmdlines.extend(processes_mentioning(""));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines: Vec<String> = [out.join().unwrap(), err.join().unwrap()].concat();
+    assert!(status.success(), "{status}\n{}", lines.join("\n"));
+    assert_recorded(&env.claim.join(&env.claimed()[0]), SAMPLE_F_SECONDS);
+    // The recorder was seen running, and its URL came another way than its command line.
+    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let recorders: Vec<&String> = cmdlines
+        .iter()
+        .filter(|c| c.contains(&*recorder.to_string_lossy()))
+        .collect();
+    assert!(
+        !recorders.is_empty(),
+        "bbb-record never seen in the process list"
+    );
+    assert!(
+        recorders.iter().all(|c| c.contains(" - -o ")),
+        "{recorders:?}"
+    );
+    // The recording went through a one-time token URL (redeemed at the server).
+    assert!(
+        env.bbb
+            .request_count(&format!("/recording/{WHITEBOARD_ID}"))
+            >= 1,
+        "{:?}",
+        env.bbb.request_counts()
+    );
+    for (what, needle) in [
+        ("the ledger password", PASSWORD),
+        ("the BBB secret", secret.as_str()),
+    ] {
+        for text in cmdlines.iter().chain(&lines) {
+            assert!(!text.contains(needle), "{what} in: {text}");
+        }
+    }
+    for text in cmdlines.iter().chain(&lines) {
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("token=") {
+            rest = &rest[i + 6..];
+            assert!(
+                rest.starts_with("<token>") || rest.starts_with("%3Ctoken%3E"),
+                "a token in: {text}"
+            );
+        }
+    }
 }

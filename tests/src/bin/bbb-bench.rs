@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fake_bbb::FakeBbb;
-use fake_bbb::media::{self, BLUE, CYAN, GREEN, MAGENTA, RED, YELLOW};
+use fake_bbb::media;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark bbb-record on generated long and static recordings")]
@@ -29,6 +29,10 @@ struct Args {
     /// Which samples: long, static or both.
     #[arg(long, default_value = "both")]
     only: String,
+    /// Also print the peak memory of the recorder and of its children (Chromium, Xvfb) in each
+    /// window of this many minutes of the run, to show whether it stays flat.
+    #[arg(long, value_name = "MINUTES")]
+    memory_every: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         "frames (expect)",
         "A/V offset ms"
     );
+    let mut timelines = Vec::new();
     for entry in std::fs::read_dir(recordings.join("presentation"))? {
         let id = entry?.file_name().to_string_lossy().into_owned();
         let meta = std::fs::read_to_string(
@@ -97,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         };
         let out = work.path().join(format!("{kind}.mp4"));
         let m = measure(&record, &bbb.presentation_url(&id), &out)?;
+        timelines.push((kind, m.memory.clone()));
         let playback = m.duration;
         let expected = (playback * 30.0).round() as u64;
         let offset = if kind == "long" {
@@ -121,6 +127,28 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("A/V offset: mean / worst |picture - sound| at each slide change (picture late > 0).");
+    if let Some(every) = args.memory_every {
+        for (kind, timeline) in &timelines {
+            println!("{kind}: peak RSS per {every} min of wall time (recorder MB / children MB)");
+            for (k, window) in timeline
+                .chunk_by(|a, b| {
+                    (a.0 / 60.0) as u32 / every.max(1) == (b.0 / 60.0) as u32 / every.max(1)
+                })
+                .enumerate()
+            {
+                let rec = window.iter().map(|s| s.1).fold(0.0, f64::max);
+                let kids = window.iter().map(|s| s.2).fold(0.0, f64::max);
+                let from = k as u32 * every;
+                println!(
+                    "  {:>4}-{:<4} min {:>8.1} {:>8.1}",
+                    from,
+                    from + every,
+                    rec / 1e6,
+                    kids / 1e6
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -131,6 +159,8 @@ struct Measure {
     peak_rss_children: f64,
     frames: u64,
     duration: f64,
+    /// (seconds since the start, recorder RSS, children RSS) every 250 ms.
+    memory: Vec<(f64, f64, f64)>,
 }
 
 fn children_cpu() -> f64 {
@@ -158,18 +188,20 @@ fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
             .collect::<Vec<_>>()
     });
     let (mut peak_rec, mut peak_kids) = (0.0f64, 0.0f64);
+    let mut memory = Vec::new();
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::ensure!(status.success(), "bbb-record failed on {url}: {status}");
             break;
         }
-        peak_rec = peak_rec.max(media::rss_of(pid) as f64);
-        peak_kids = peak_kids.max(
-            media::descendants(pid)
-                .into_iter()
-                .map(media::rss_of)
-                .sum::<u64>() as f64,
-        );
+        let rec = media::rss_of(pid) as f64;
+        let kids = media::descendants(pid)
+            .into_iter()
+            .map(media::rss_of)
+            .sum::<u64>() as f64;
+        peak_rec = peak_rec.max(rec);
+        peak_kids = peak_kids.max(kids);
+        memory.push((started.elapsed().as_secs_f64(), rec, kids));
         std::thread::sleep(Duration::from_millis(250));
     }
     let wall = started.elapsed().as_secs_f64();
@@ -187,49 +219,15 @@ fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
         peak_rss_children: peak_kids,
         frames: done["frames"].as_u64().unwrap_or(0),
         duration: done["duration"].as_f64().unwrap_or(0.0),
+        memory,
     })
 }
 
 /// Mean and worst offset (ms) between each slide change in the picture and its beep.
 fn av_offsets(path: &Path) -> Option<(f64, f64)> {
-    let colours = [
-        ("red", RED),
-        ("green", GREEN),
-        ("blue", BLUE),
-        ("yellow", YELLOW),
-        ("cyan", CYAN),
-        ("magenta", MAGENTA),
-    ];
-    let frames = media::frames_rgb(path);
-    let mut picture_changes = Vec::new();
-    let mut last = None;
-    for f in &frames {
-        let now = media::dominant(f, &colours);
-        if now.is_some() && last.is_some() && now != last {
-            picture_changes.push(f.0);
-        }
-        if now.is_some() {
-            last = now;
-        }
-    }
-    let (rate, samples) = media::audio_samples(path);
-    let mut beeps = Vec::new();
-    let mut quiet_until = 0usize;
-    for (i, s) in samples.iter().enumerate() {
-        if i >= quiet_until && s.abs() > 0.03 {
-            beeps.push(i as f64 / f64::from(rate));
-            quiet_until = i + rate as usize; // one onset per second at most
-        }
-    }
-    let offsets: Vec<f64> = picture_changes
-        .iter()
-        .filter_map(|p| {
-            beeps
-                .iter()
-                .map(|b| p - b)
-                .min_by(|a, b| a.abs().total_cmp(&b.abs()))
-                .filter(|d| d.abs() < 1.0)
-        })
+    let offsets: Vec<f64> = media::av_offsets(path, &media::SAMPLE_D_SLIDES)
+        .into_iter()
+        .map(|(_, d)| d)
         .collect();
     if offsets.is_empty() {
         return None;

@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use fake_bbb::FakeBbb;
 
 pub const VIDEO_ID: &str = "b52a07e307e4ae680c470b70ae91cdfe83b3eda3-1767268800000";
+/// How many recordings the bundled samples list (A, B, C, F and G; samples/README.md).
+pub const SAMPLE_RECORDINGS: usize = 5;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,20 +39,74 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for e in std::fs::read_dir(dir).expect("read source dir").flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        };
-        newest = newest.max(t);
+/// The newest file under `path` (or `path` itself) with its modification time.
+fn newest_file(path: &Path) -> (SystemTime, PathBuf) {
+    if !path.is_dir() {
+        let t = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        return (t, path.to_path_buf());
+    }
+    let mut newest = (SystemTime::UNIX_EPOCH, path.to_path_buf());
+    for e in std::fs::read_dir(path).expect("read source dir").flatten() {
+        newest = newest.max(newest_file(&e.path()));
     }
     newest
+}
+
+/// What a binary of the workspace crate in `crate_dir` is compiled from: its `build.rs`, `src/`
+/// and the folders it embeds (every folder beside `src/` but tests, examples, benches and
+/// design docs: `migrations/`, `assets/`), and the same of every workspace crate it depends on
+/// (path dependencies of `[workspace.dependencies]`, e.g. xvfb for bbb-record), recursively.
+/// Manifests are left out: cargo does not relink a binary for a comment in Cargo.toml.
+pub fn build_inputs(crate_dir: &str) -> Vec<PathBuf> {
+    let root = workspace();
+    let manifest = |dir: &Path| -> toml::Table {
+        let path = dir.join("Cargo.toml");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let members: Vec<(String, PathBuf)> = manifest(&root)["workspace"]["dependencies"]
+        .as_table()
+        .expect("[workspace.dependencies]")
+        .iter()
+        .filter_map(|(name, dep)| Some((name.clone(), root.join(dep.get("path")?.as_str()?))))
+        .collect();
+    let mut crates = vec![root.join(crate_dir)];
+    let mut inputs = Vec::new();
+    let mut i = 0;
+    while i < crates.len() {
+        let dir = crates[i].clone();
+        i += 1;
+        let m = manifest(&dir);
+        for section in ["dependencies", "build-dependencies"] {
+            for name in m
+                .get(section)
+                .and_then(|d| d.as_table())
+                .into_iter()
+                .flatten()
+            {
+                if let Some((_, path)) = members.iter().find(|(n, _)| n == name.0)
+                    && !crates.contains(path)
+                {
+                    crates.push(path.clone());
+                }
+            }
+        }
+        for e in std::fs::read_dir(&dir).expect("read crate dir").flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let embedded =
+                p.is_dir() && !["tests", "examples", "benches", "design"].contains(&name.as_str());
+            if embedded || name == "build.rs" {
+                inputs.push(p);
+            }
+        }
+    }
+    inputs.sort();
+    inputs
 }
 
 /// A binary of this workspace built by `cargo build -p <package>` with the same profile: looked
@@ -78,11 +134,17 @@ pub fn workspace_bin(name: &str, package: &str, crate_dir: &str) -> PathBuf {
         })
         .clone();
     let built = mtime(&bin).expect("mtime");
-    let src = newest_mtime(&workspace().join(crate_dir).join("src"));
+    let inputs = build_inputs(crate_dir);
     assert!(
-        built >= src,
-        "{} is older than {crate_dir}/src: rebuild it with `cargo build -p {package}`",
-        bin.display()
+        inputs.iter().any(|p| p.ends_with("src")),
+        "no sources found for {crate_dir}: {inputs:?}"
+    );
+    let (newest, file) = inputs.iter().map(|p| newest_file(p)).max().expect("inputs");
+    assert!(
+        built >= newest,
+        "{} is older than {}: rebuild it with `cargo build -p {package}`",
+        bin.display(),
+        file.display()
     );
     bin
 }
@@ -239,4 +301,33 @@ pub fn sample_video() -> Vec<u8> {
             .join("video-0.m4v"),
     )
     .expect("sample video")
+}
+
+/// Asserts that `path` is a whole recording of a `seconds`-long playback, as bbb-record makes
+/// it (MP4, H.264 + AAC): both streams decode to the playback's length (one frame and 50 ms of
+/// tolerance, the recorder's own tests' margins) and the picture has a frame for every 1/fps
+/// of it. A truncated file, one without sound or a cut recording fails.
+pub fn assert_recorded(path: &Path, seconds: f64) {
+    let p = fake_bbb::media::probe(path);
+    let what = format!("{}: {p:?}", path.display());
+    assert!(p.container.contains("mp4"), "not an MP4: {what}");
+    assert_eq!(p.video_codec, "h264", "{what}");
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"), "no sound: {what}");
+    assert!(p.fps > 0.0, "{what}");
+    let frame = 1.0 / p.fps;
+    assert!(
+        (p.video_duration - seconds).abs() <= frame + 0.05,
+        "the picture lasts {} s, not {seconds} s: {what}",
+        p.video_duration
+    );
+    assert!(
+        (p.audio_duration - seconds).abs() <= 0.05,
+        "the sound lasts {} s, not {seconds} s: {what}",
+        p.audio_duration
+    );
+    assert_eq!(
+        p.video_frames,
+        (seconds * p.fps).round() as u64,
+        "frames: {what}"
+    );
 }
