@@ -435,10 +435,11 @@ impl ProcessWatch {
                                 .unwrap_or_default()
                                 .trim()
                                 .to_owned();
+                            // The latest name wins: a child first seen between fork and exec
+                            // still has the name of the thread that forked it ("keeper-Xvfb").
                             seen.lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .entry((pid, start))
-                                .or_insert(comm);
+                                .insert((pid, start), comm);
                         }
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));
