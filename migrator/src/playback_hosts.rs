@@ -6,6 +6,7 @@
 //! `[bbb] playback_hosts`, on any port. The same check applies to every redirect hop of a
 //! download and to the video file a playback page names.
 
+use bbb_common::redact;
 use url::Url;
 
 /// The host names playback URLs may point at.
@@ -57,18 +58,18 @@ impl PlaybackHosts {
     /// `url` parsed, or why it is refused (the URL redacted: no query, no user info).
     pub fn check(&self, url: &str) -> Result<Url, String> {
         let parsed = Url::parse(url.trim())
-            .map_err(|e| format!("playback URL {} is not a URL: {e}", redact(url)))?;
+            .map_err(|e| format!("playback URL {} is not a URL: {e}", redact::url_text(url)))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!(
                 "playback URL {} refused: scheme {:?} (only http and https are fetched)",
-                redact(url),
+                redact::url_text(url),
                 parsed.scheme()
             ));
         }
         if !self.allows(&parsed) {
             return Err(format!(
                 "playback URL {} refused: host {:?} is not the BBB server's{} nor in [bbb] playback_hosts",
-                redact(url),
+                redact::url_text(url),
                 parsed.host_str().unwrap_or(""),
                 match self.hosts.first() {
                     Some(h) => format!(" ({h})"),
@@ -77,27 +78,6 @@ impl PlaybackHosts {
             ));
         }
         Ok(parsed)
-    }
-}
-
-/// A URL fit for messages about refused URLs: scheme, host, port and path only (a query may hold
-/// a token, user info a password). Not a URL at all: its first 80 characters, without a query.
-pub fn redact(url: &str) -> String {
-    match Url::parse(url.trim()) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(80)
-            .collect(),
     }
 }
 
@@ -157,14 +137,5 @@ mod tests {
         }
         let h = PlaybackHosts::new(None, &[]).unwrap();
         assert!(h.check("https://bbb.example.org/x").is_err());
-    }
-
-    #[test]
-    fn redaction_drops_query_and_user_info() {
-        assert_eq!(
-            redact("https://u:pw@bbb.example.org/recording/x/video?token=abc#f"),
-            "https://bbb.example.org/recording/x/video"
-        );
-        assert_eq!(redact("no url ?token=abc"), "no url ");
     }
 }

@@ -1,83 +1,13 @@
 //! The domain model of one BBB recording as the API describes it, and the validation of the
-//! untrusted strings in it. Owns `RecordId` (the only form of a recordID that may reach a path, a
-//! file name or a ledger key) and the choice of playback URL (spec 4.3, 4.4). Knows nothing of
-//! HTTP, the ledger or the claim directory.
+//! untrusted strings in it (`RecordId`, the only form of a recordID that may reach a path, a file
+//! name or a ledger key, lives in `bbb_common::record_id`) and the choice of playback URL (spec
+//! 4.3, 4.4). Knows nothing of HTTP, the ledger or the claim directory.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A validated recordID.
-///
-/// BBB and Scalelite ids are `<40 lowercase hex>-<13 digits>` (`is_canonical`). Other servers and
-/// very old recordings may differ, so any id made only of ASCII letters, digits, `-` and `_`, at
-/// most 128 characters and not starting with `-`, is accepted: such an id is safe as a file-name
-/// component and in a URL query. Anything else (`/`, `.`, spaces, control characters, non-ASCII) is
-/// rejected, and the recording with it is reported and skipped.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RecordId(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unsafe recordID {0:?}: only ASCII letters, digits, '-' and '_' are accepted (at most 128, not starting with '-')"
-)]
-pub struct UnsafeRecordId(pub String);
-
-impl RecordId {
-    pub fn parse(s: &str) -> Result<Self, UnsafeRecordId> {
-        let ok = !s.is_empty()
-            && s.len() <= 128
-            && !s.starts_with('-')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(RecordId(s.to_owned()))
-        } else {
-            Err(UnsafeRecordId(s.to_owned()))
-        }
-    }
-
-    /// The BBB form `^[a-z0-9]{40}-[0-9]{13}$`.
-    pub fn is_canonical(&self) -> bool {
-        let b = self.0.as_bytes();
-        b.len() == 54
-            && b[..40]
-                .iter()
-                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-            && b[40] == b'-'
-            && b[41..].iter().all(|c| c.is_ascii_digit())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Short suffix used when another recording owns a file name (spec 7.2 RECOMMENDED).
-    pub fn short(&self) -> &str {
-        &self.0[..self.0.len().min(8)]
-    }
-}
-
-impl TryFrom<String> for RecordId {
-    type Error = UnsafeRecordId;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        RecordId::parse(&s)
-    }
-}
-
-impl From<RecordId> for String {
-    fn from(r: RecordId) -> String {
-        r.0
-    }
-}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use bbb_common::record_id::{RecordId, UnsafeRecordId};
 
 /// One `<playback><format>` of a recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,28 +124,6 @@ pub fn convert_format(url: &str, internal_meeting_id: &str, rewrite_23: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_id_validation() {
-        let id = RecordId::parse("ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124").unwrap();
-        assert!(id.is_canonical());
-        assert_eq!(id.short(), "ffbfc4cc");
-        let other = RecordId::parse("Scalelite_Rec-42").unwrap();
-        assert!(!other.is_canonical());
-        for bad in [
-            "",
-            "../etc/passwd",
-            "a/b",
-            "a.b",
-            "-rf",
-            "a b",
-            "é",
-            "a\0b",
-            &"a".repeat(129),
-        ] {
-            assert!(RecordId::parse(bad).is_err(), "{bad:?} must be rejected");
-        }
-    }
 
     #[test]
     fn rewrite_keeps_query() {

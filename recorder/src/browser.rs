@@ -2,16 +2,16 @@
 //! the DevTools connection through chromiumoxide, and the signals that a browser died.
 //!
 //! Chromium is started by us, not by chromiumoxide, so that it runs under the same supervision as
-//! every other child (own process group, death signal, stderr kept; see `xvfb::process`), and so
+//! every other child (own process group, death signal, stderr kept; see `bbb_common::process`), and so
 //! that nothing can try to download a browser. chromiumoxide then connects to its DevTools socket.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bbb_common::process::{GroupChild, Spawn};
 use chromiumoxide::Browser;
 use futures::StreamExt;
 use tokio::sync::watch;
-use xvfb::process::{GroupChild, Spawn};
 
 use crate::error::{Phase, RecordError};
 
@@ -29,21 +29,14 @@ pub fn find_browser() -> Option<PathBuf> {
     if let Some(p) = fixed.iter().map(Path::new).find(|p| p.is_file()) {
         return Some(p.to_owned());
     }
-    let path = std::env::var_os("PATH")?;
-    for name in [
+    [
         "chromium",
         "chromium-browser",
         "google-chrome",
         "google-chrome-stable",
-    ] {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
+    ]
+    .iter()
+    .find_map(|name| which::which(name).ok())
 }
 
 /// What the browser needs to know about its surroundings.
@@ -148,7 +141,7 @@ impl Chromium {
                     ph,
                     format!(
                         "Chromium {} at start; its stderr: {}",
-                        xvfb::process::describe_status(status),
+                        bbb_common::process::describe_status(status),
                         process.stderr_tail()
                     ),
                 ));
@@ -190,7 +183,7 @@ impl Chromium {
         match self.process.try_status() {
             Ok(Some(status)) => Some(format!(
                 "Chromium {}; its stderr: {}",
-                xvfb::process::describe_status(status),
+                bbb_common::process::describe_status(status),
                 self.process.stderr_tail()
             )),
             _ => None,

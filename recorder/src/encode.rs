@@ -7,7 +7,6 @@
 //! together with the audio cut from the recording's own media, written to a temporary file beside
 //! the destination, fsynced, renamed over the destination name, and the directory fsynced.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
@@ -632,19 +631,8 @@ pub fn temporary_output_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.{}.partial.{ext}", std::process::id()))
 }
 
-/// fsync the file, rename it to `dest`, fsync the directory.
+/// Puts the finished output in place durably (fsync, rename, directory fsync).
 pub fn place(tmp: &Path, dest: &Path) -> Result<(), RecordError> {
-    let ph = Phase::Place;
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .transient(ph, "syncing the output")?;
-    std::fs::rename(tmp, dest).transient(ph, &format!("renaming into {}", dest.display()))?;
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .transient(ph, "syncing the output directory")?;
-    Ok(())
+    bbb_common::durable::rename_into(tmp, dest)
+        .map_err(|e| RecordError::transient(Phase::Place, format!("placing the output: {e}")))
 }

@@ -107,13 +107,8 @@ impl RecordError {
     }
 }
 
-/// Documented exit codes of `bbb-record`.
-pub mod exit {
-    pub const SUCCESS: i32 = 0;
-    pub const USAGE: i32 = 2;
-    pub const PERMANENT: i32 = 3;
-    pub const TRANSIENT: i32 = 4;
-}
+/// Documented exit codes of `bbb-record`: the protocol its callers read.
+pub use bbb_common::recorder_protocol::exit;
 
 /// Attach a phase and a class to a foreign error.
 pub trait Context<T> {

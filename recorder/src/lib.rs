@@ -6,7 +6,8 @@
 //! sound is the recording's own, cut on the same timeline, so picture and sound are in sync by
 //! construction. See `recorder/design/` for the timing and output-lifecycle notes.
 //!
-//! Modules: [`playback`] (what a URL/page is, metadata.xml), [`browser`] (Chromium), [`capture`]
+//! Modules: [`playback`] (what a URL/page is, metadata.xml), [`fetch`] (the recording's files
+//! over HTTP), [`browser`] (Chromium), [`capture`]
 //! (frame sources), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
 //! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
 //! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes),
@@ -20,6 +21,7 @@ pub mod browser;
 pub mod capture;
 pub mod encode;
 pub mod error;
+pub mod fetch;
 pub mod pipeline;
 pub mod playback;
 pub mod progress;

@@ -1,10 +1,12 @@
 //! What the user sees while a recording runs: an indicatif bar on a terminal, plain lines
-//! otherwise, or one JSON object per line on stdout for programs (`bbb-migrate` reads these).
-//! The recorder emits [`Event`]s; this module only renders them.
+//! otherwise, or one JSON object per line on stdout for programs (`bbb-migrate` reads these: the
+//! lines are `bbb_common::recorder_protocol::Line`). The recorder emits [`Event`]s; this module
+//! only renders them.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use bbb_common::recorder_protocol::{FailureClass, Line};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{Class, RecordError};
@@ -39,9 +41,9 @@ impl Progress {
         })
     }
 
-    fn json(value: serde_json::Value) {
+    fn json(line: Line) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
+        let _ = writeln!(out, "{}", line.to_json());
         let _ = out.flush();
     }
 
@@ -53,28 +55,27 @@ impl Progress {
         match (self.mode, event) {
             (ProgressMode::None, Event::Warning(w)) => tracing::warn!("{w}"),
             (ProgressMode::None, _) => {}
-            (ProgressMode::Json, Event::Started { kind, duration }) => Self::json(
-                serde_json::json!({"event": "started", "kind": kind, "duration": duration}),
-            ),
+            (ProgressMode::Json, Event::Started { kind, duration }) => {
+                Self::json(Line::Started { kind, duration })
+            }
             (
                 ProgressMode::Json,
                 Event::Progress {
                     media_time,
                     duration,
                 },
-            ) => Self::json(
-                serde_json::json!({"event": "progress", "media_time": round3(media_time), "duration": round3(duration)}),
-            ),
-            (ProgressMode::Json, Event::Stalled { media_time }) => Self::json(
-                serde_json::json!({"event": "stalled", "media_time": round3(media_time)}),
-            ),
+            ) => Self::json(Line::Progress {
+                media_time,
+                duration,
+            }),
+            (ProgressMode::Json, Event::Stalled { media_time }) => {
+                Self::json(Line::Stalled { media_time })
+            }
             (ProgressMode::Bar, Event::Stalled { .. }) => {}
             (_, Event::Stalled { media_time }) => {
                 Self::line(&format!("waiting for data at {}", clock(media_time)))
             }
-            (ProgressMode::Json, Event::Warning(w)) => {
-                Self::json(serde_json::json!({"event": "warning", "message": w}))
-            }
+            (ProgressMode::Json, Event::Warning(w)) => Self::json(Line::Warning { message: w }),
             (ProgressMode::Bar, Event::Started { duration, kind }) => {
                 let bar = ProgressBar::new((duration * 1000.0) as u64);
                 bar.set_style(
@@ -128,14 +129,13 @@ impl Progress {
             bar.finish_and_clear();
         }
         match self.mode {
-            ProgressMode::Json => Self::json(serde_json::json!({
-                "event": "done",
-                "output": outcome.output,
-                "duration": round3(outcome.duration),
-                "frames": outcome.frames,
-                "degraded": outcome.degraded,
-                "assets_answered": outcome.assets_answered,
-            })),
+            ProgressMode::Json => Self::json(Line::Done {
+                output: outcome.output.clone(),
+                duration: outcome.duration,
+                frames: outcome.frames,
+                degraded: outcome.degraded.clone(),
+                assets_answered: outcome.assets_answered.clone(),
+            }),
             ProgressMode::None => {}
             _ => Self::line(&format!(
                 "wrote {} ({}, {} frames)",
@@ -151,19 +151,17 @@ impl Progress {
             bar.abandon();
         }
         let class = match error.class {
-            Class::Permanent => "permanent",
-            Class::Transient => "transient",
+            Class::Permanent => FailureClass::Permanent,
+            Class::Transient => FailureClass::Transient,
         };
         if self.mode == ProgressMode::Json {
-            Self::json(
-                serde_json::json!({"event": "error", "class": class, "phase": error.phase.name(), "message": error.to_string()}),
-            );
+            Self::json(Line::Error {
+                class,
+                phase: error.phase.name().to_owned(),
+                message: error.to_string(),
+            });
         }
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn clock(seconds: f64) -> String {

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bbb_common::process::{GroupChild, Spawn};
 use ffmpeg_next as ffmpeg;
-use xvfb::process::{GroupChild, Spawn};
 
 use crate::capture::wall_now;
 use crate::error::{Phase, RecordError};
@@ -111,7 +111,7 @@ impl PulseServer {
             if let Ok(Some(status)) = process.try_status() {
                 return Err(PulseError::Failed(format!(
                     "PulseAudio {} at start; its stderr: {}",
-                    xvfb::process::describe_status(status),
+                    bbb_common::process::describe_status(status),
                     process.stderr_tail()
                 )));
             }
@@ -148,7 +148,7 @@ impl PulseServer {
         match self.process.try_status() {
             Ok(Some(status)) => Some(format!(
                 "PulseAudio {}; its stderr: {}",
-                xvfb::process::describe_status(status),
+                bbb_common::process::describe_status(status),
                 self.process.stderr_tail()
             )),
             _ => None,
@@ -163,11 +163,7 @@ impl Drop for PulseServer {
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
+    which::which(name).ok()
 }
 
 /// The sink's sound being written to a WAV file on the media timeline.

@@ -17,7 +17,9 @@ use url::Url;
 
 use crate::error::{Class, Context as _, Phase, RecordError};
 use crate::playback::SlideImage;
-use crate::record::{Event, Reporter, redact};
+use bbb_common::redact;
+
+use crate::record::{Event, Reporter};
 use crate::requests::{self, SharedRequestLog};
 
 /// Texts the players draw in the presentation area instead of the whiteboard. Searched only in
@@ -224,7 +226,7 @@ impl RenderWatch {
         for f in failed {
             let Some(rel) = self.relative(&f.url) else {
                 // Not the recording's: someone else's image, logged only.
-                tracing::debug!(url = %redact(&f.url), status = f.status, "an image outside the recording failed");
+                tracing::debug!(url = %redact::url(&f.url), status = f.status, "an image outside the recording failed");
                 continue;
             };
             let shown = self.shown_at(&rel);

@@ -19,7 +19,9 @@ use url::Url;
 
 use crate::assets::{self, Asset, Lookup};
 use crate::error::{Context as _, Phase, RecordError};
-use crate::record::{Event, Reporter, redact};
+use bbb_common::redact;
+
+use crate::record::{Event, Reporter};
 
 /// What to do with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +145,7 @@ pub async fn intercept(
                     .await;
                 continue;
             };
-            let shown = redact(&url);
+            let shown = redact::url(&url);
             let decision = policy.decide(&url);
             let result = match decision {
                 Decision::Continue => page.execute(ContinueRequestParams::new(id)).await.map(drop),

@@ -15,15 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::faults::Throttle;
 
 /// `^[a-z0-9]{40}-[0-9]{13}$`, the only record id shape BBB produces (bbb-playback.md).
-pub fn is_record_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 54
-        && b[..40]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b[40] == b'-'
-        && b[41..].iter().all(u8::is_ascii_digit)
-}
+pub use bbb_common::record_id::is_canonical as is_record_id;
 
 /// A path segment we accept from a URL: `[A-Za-z0-9._~-]+`, not starting with a dot. This rules
 /// out `..`, hidden files, percent-encoded tricks, backslashes and NULs in one rule; every file
@@ -331,12 +323,5 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a\\b", "%2e%2e", "a b", "a\0b"] {
             assert!(!is_safe_segment(bad), "{bad:?}");
         }
-        assert!(is_record_id(
-            "0123456789abcdef0123456789abcdef01234567-1600000000000"
-        ));
-        assert!(!is_record_id(
-            "0123456789ABCDEF0123456789abcdef01234567-1600000000000"
-        ));
-        assert!(!is_record_id("../../etc/passwd"));
     }
 }

@@ -50,13 +50,8 @@ fn find(name: &str) -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
+    if let Ok(p) = which::which(name) {
+        return Ok(p);
     }
     bail!("{name} not found. {PACKAGE_HINT}")
 }

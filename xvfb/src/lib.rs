@@ -5,12 +5,12 @@
 //! between two recorders starting at once. The server runs in its own process group, listens on no
 //! TCP port, requires an MIT-MAGIC-COOKIE (other local users cannot watch the recordings), and its
 //! stderr is kept for error messages. [`Display::stop`] (and `Drop`, also while unwinding from a
-//! panic) sends SIGTERM, waits, then SIGKILL; see [`process`] for how orphans are prevented even
-//! when our own process is killed.
+//! panic) sends SIGTERM, waits, then SIGKILL; see `bbb_common::process` (re-exported as
+//! [`process`]) for how orphans are prevented even when our own process is killed.
 //!
 //! Nothing here knows about browsers or media.
 
-pub mod process;
+pub use bbb_common::process;
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

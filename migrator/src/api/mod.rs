@@ -287,10 +287,12 @@ impl ApiClient {
             // Only parsed SUCCESS responses are cached: the Python command cached error pages too,
             // and a later cached run then silently found 0 recordings (spec 3.3).
             let path = cache_file(dir, query);
-            write_atomic(&path, body.as_bytes()).map_err(|e| FetchError::Cache {
-                what,
-                path,
-                message: e.to_string(),
+            bbb_common::durable::write_atomic(&path, body.as_bytes()).map_err(|e| {
+                FetchError::Cache {
+                    what,
+                    path,
+                    message: e.source.to_string(),
+                }
             })?;
         }
         Ok(parsed)
@@ -401,18 +403,6 @@ pub fn cache_file(dir: &Path, query: &str) -> PathBuf {
             query.replace('&', "_").replace('=', "-")
         ))
     }
-}
-
-/// Writes a file through a temporary name in the same directory, then renames it.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in `source()`).

@@ -32,22 +32,9 @@ pub struct PgLedger {
     policy: RetryPolicy,
 }
 
-/// The URL without its password, for error messages.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "postgres://(unparsable URL)".to_owned(),
-    }
-}
-
 fn open_err(url: &str, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Open {
-        url: redacted(url),
+        url: bbb_common::redact::url_text(url),
         message: e.to_string(),
     }
 }

@@ -11,10 +11,11 @@ pub mod rest;
 pub mod slug;
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use bbb_common::durable;
 
 use crate::recording::RecordId;
 
@@ -173,29 +174,17 @@ impl ClaimDir {
         names
     }
 
-    /// Moves a finished temp file to `dest`, never overwriting: fsync the file, hard-link it to
-    /// the final name (fails with EEXIST if anything is there), remove the temp name, fsync both
-    /// directories. Returns the size placed.
+    /// Moves a finished temp file to `dest`, never overwriting (`bbb_common::durable::link_into`:
+    /// fsync, hard link that fails if anything has the name, remove the temp name, fsync both
+    /// directories). Returns the size placed.
     pub fn place(&self, temp: &Path, dest: &Path) -> Result<u64, PlaceError> {
-        let f = File::open(temp).map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
-        f.sync_all()
-            .map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
-        let size = f
-            .metadata()
-            .map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?
-            .len();
-        drop(f);
-        match std::fs::hard_link(temp, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(PlaceError::Exists(dest.to_path_buf()));
+        durable::link_into(temp, dest).map_err(|e| {
+            if e.is_exists() && e.path == dest {
+                PlaceError::Exists(dest.to_path_buf())
+            } else {
+                PlaceError::Io(e.path, e.source)
             }
-            Err(e) => return Err(PlaceError::Io(dest.to_path_buf(), e)),
-        }
-        fsync_dir(&self.dir).map_err(|e| PlaceError::Io(self.dir.clone(), e))?;
-        std::fs::remove_file(temp).map_err(|e| PlaceError::Io(temp.to_path_buf(), e))?;
-        fsync_dir(&self.temp_dir).map_err(|e| PlaceError::Io(self.temp_dir.clone(), e))?;
-        Ok(size)
+        })
     }
 
     /// The job directories (`<recordID>.<epoch>.partial`, exactly that form) in the temp dir,
@@ -254,10 +243,6 @@ impl ClaimDir {
         }
         Ok(removed)
     }
-}
-
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

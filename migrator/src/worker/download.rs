@@ -6,15 +6,16 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bbb_common::{redact, resume};
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::CONTENT_TYPE;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::api::error_chain;
 use crate::error::{ErrorClass, JobError, Phase};
-use crate::playback_hosts::{self, PlaybackHosts};
+use crate::playback_hosts::PlaybackHosts;
 use crate::worker::space::{SpaceSettings, is_no_space};
 
 /// Pod's `VIDEO_ALLOWED_EXTENSIONS` that a BBB video page may name.
@@ -90,28 +91,6 @@ pub fn file_url(page: &url::Url, src: &str) -> Result<url::Url, url::ParseError>
     page.join(src)
 }
 
-/// A URL fit for logs: a one-time Scalelite token is replaced by `<token>`.
-pub fn redact(u: &str) -> String {
-    match url::Url::parse(u) {
-        Ok(mut parsed) if parsed.query_pairs().any(|(k, _)| k == "token") => {
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == "token" {
-                        "<token>".to_owned()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            parsed.to_string().replace("%3Ctoken%3E", "<token>")
-        }
-        _ => u.to_owned(),
-    }
-}
-
 fn is_video_url(u: &url::Url) -> bool {
     let ext = u
         .path()
@@ -175,10 +154,13 @@ pub async fn download_video(
     let page = url::Url::parse(page_url).map_err(|e| {
         err(
             ErrorClass::Permanent,
-            format!("invalid video playback URL {:?}: {e}", redact(page_url)),
+            format!(
+                "invalid video playback URL {:?}: {e}",
+                redact::url_text(page_url)
+            ),
         )
     })?;
-    let shown = redact(page_url);
+    let shown = redact::url_text(page_url);
     // A fresh jar per job: token cookies of one recording must not leak to another.
     let hosts = settings.hosts.clone();
     let client = reqwest::Client::builder()
@@ -190,7 +172,7 @@ pub async fn download_video(
             } else {
                 let why = format!(
                     "a redirect to {} (not an allowed playback host)",
-                    playback_hosts::redact(attempt.url().as_str())
+                    redact::url_text(attempt.url().as_str())
                 );
                 attempt.error(why)
             }
@@ -260,7 +242,7 @@ pub async fn download_video(
             ErrorClass::Permanent,
             format!(
                 "video page {shown} names {}, which is not on an allowed playback host",
-                playback_hosts::redact(file.as_str())
+                redact::url_text(file.as_str())
             ),
         ));
     }
@@ -279,13 +261,8 @@ pub async fn download_video(
     // What names the server's file the bytes in `dest` came from (its ETag or Last-Modified),
     // kept beside it: a resumed download asks `If-Range` so that a changed file is sent whole
     // instead of being spliced onto the old bytes. Bytes without it are not trusted.
-    let validator_path = validator_path(dest);
     let mut validator = if have > 0 {
-        tokio::fs::read_to_string(&validator_path)
-            .await
-            .ok()
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        resume::saved_validator(dest).await
     } else {
         None
     };
@@ -303,13 +280,7 @@ pub async fn download_video(
     loop {
         attempt += 1;
         let result: Result<Step, JobError> = async {
-            let mut req = client.get(file.clone());
-            if have > 0 {
-                req = req.header(RANGE, format!("bytes={have}-"));
-                if let Some(v) = &validator {
-                    req = req.header(IF_RANGE, v.as_str());
-                }
-            }
+            let req = resume::resume_request(client.get(file.clone()), have, validator.as_deref());
             let resp = req
                 .send()
                 .await
@@ -317,7 +288,7 @@ pub async fn download_video(
             let status = resp.status();
             match status {
                 StatusCode::PARTIAL_CONTENT => {
-                    let (start, t) = parse_content_range(resp.headers().get(CONTENT_RANGE))
+                    let (start, t) = resume::content_range(resp.headers())
                         .ok_or_else(|| err(ErrorClass::Transient, format!("{file}: 206 without a usable Content-Range")))?;
                     if start != have {
                         return Err(err(ErrorClass::Transient, format!("{file}: asked for byte {have}, got {start}")));
@@ -331,14 +302,10 @@ pub async fn download_video(
                         have = 0;
                     }
                     total = resp.content_length();
-                    validator = response_validator(resp.headers());
-                    let saved = match &validator {
-                        Some(v) => tokio::fs::write(&validator_path, v).await,
-                        None => tokio::fs::remove_file(&validator_path)
-                            .await
-                            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
-                    };
-                    saved.map_err(|e| err(ErrorClass::Transient, format!("{}: {e}", validator_path.display())))?;
+                    validator = resume::response_validator(resp.headers());
+                    resume::save_validator(dest, validator.as_deref())
+                        .await
+                        .map_err(|e| err(ErrorClass::Transient, format!("{}: {e}", resume::validator_path(dest).display())))?;
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(Step::Done),
                 s => return Err(err(status_class(s), format!("{file}: HTTP {s}"))),
@@ -424,34 +391,6 @@ pub async fn download_video(
     }
 }
 
-/// The sidecar of a partial download that holds its validator.
-fn validator_path(dest: &Path) -> std::path::PathBuf {
-    let mut p = dest.as_os_str().to_owned();
-    p.push(".validator");
-    p.into()
-}
-
-/// A strong ETag, else Last-Modified: what `If-Range` may name (RFC 9110 §13.1.5; a weak ETag
-/// may not be used there).
-fn response_validator(h: &reqwest::header::HeaderMap) -> Option<String> {
-    let text = |name| {
-        h.get(name)
-            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-    };
-    text(ETAG)
-        .filter(|e| !e.starts_with("W/"))
-        .or_else(|| text(LAST_MODIFIED))
-        .map(str::to_owned)
-}
-
-/// `bytes START-END/TOTAL` -> (START, TOTAL).
-fn parse_content_range(v: Option<&reqwest::header::HeaderValue>) -> Option<(u64, Option<u64>)> {
-    let s = v?.to_str().ok()?.strip_prefix("bytes ")?;
-    let (range, total) = s.split_once('/')?;
-    let start = range.split_once('-')?.0.trim().parse().ok()?;
-    Some((start, total.trim().parse().ok()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,18 +420,5 @@ mod tests {
             file_url(&page, "https://cdn/x.m4v").unwrap().as_str(),
             "https://cdn/x.m4v"
         );
-        assert_eq!(
-            redact(tok.as_str()),
-            "https://sl.example/recording/abc-1/video?token=<token>"
-        );
-        assert_eq!(redact(page.as_str()), page.as_str());
-    }
-
-    #[test]
-    fn content_range() {
-        let v = reqwest::header::HeaderValue::from_static("bytes 100-199/200");
-        assert_eq!(parse_content_range(Some(&v)), Some((100, Some(200))));
-        let v = reqwest::header::HeaderValue::from_static("bytes 5-9/*");
-        assert_eq!(parse_content_range(Some(&v)), Some((5, None)));
     }
 }

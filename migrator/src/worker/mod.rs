@@ -557,8 +557,8 @@ fn has_token(u: &str) -> bool {
 /// recorded a broken playback anyway (`accept_broken`); empty otherwise.
 fn output_json(path: &Path, bytes: u64, playback: &Playback, degraded: &[String]) -> String {
     let (kind, source) = match playback {
-        Playback::Video(u) => ("video", download::redact(u)),
-        Playback::Presentation(u) => ("presentation", download::redact(u)),
+        Playback::Video(u) => ("video", bbb_common::redact::url_text(u)),
+        Playback::Presentation(u) => ("presentation", bbb_common::redact::url_text(u)),
     };
     let mut v = serde_json::json!({ "path": path, "bytes": bytes, "kind": kind, "source": source });
     if !degraded.is_empty() {
@@ -598,7 +598,7 @@ async fn produce<S: JobStore>(
             ctx.reporter.event(Event::Started {
                 record_id: rid.into(),
                 action: "download",
-                url: download::redact(url),
+                url: bbb_common::redact::url_text(url),
             });
             let progress = |done: u64, total: Option<u64>| {
                 *latest.lock().expect("progress") = Some(Progress {
@@ -641,7 +641,7 @@ async fn produce<S: JobStore>(
             ctx.reporter.event(Event::Started {
                 record_id: rid.into(),
                 action: "record",
-                url: download::redact(url),
+                url: bbb_common::redact::url_text(url),
             });
             let cmd = RecorderCommand {
                 program,

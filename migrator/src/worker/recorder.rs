@@ -1,29 +1,20 @@
-//! Supervision of one `bbb-record` child: `bbb-record URL -o TMP --progress json`, no shell, in
-//! its own process group, stderr kept (last lines) for the error message, stdout read as JSON
-//! progress lines. On timeout, lease loss or Ctrl-C the whole group gets SIGTERM, a grace period,
-//! then SIGKILL; after a normal exit any straggler of the group is killed too, so nothing is ever
-//! orphaned. The exit code decides the class: 3 permanent, 4 transient (anything else: transient).
+//! Supervision of one `bbb-record` child: `bbb-record - -o TMP --progress json` (the URL on its
+//! stdin), no shell, under the shared supervisor (`bbb_common::process`: own process group, a
+//! keeper thread for the death signal, stderr tail kept for the error message), stdout read as
+//! the protocol's JSON lines (`bbb_common::recorder_protocol`). On timeout, lease loss or
+//! Ctrl-C the whole group gets SIGTERM, a grace period, then SIGKILL; after a normal exit any
+//! straggler of the group is killed too, so nothing is ever orphaned. The exit code decides the class: 3 permanent, 4 transient (anything else: transient).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use bbb_common::process::{GroupChild, Spawn};
+use bbb_common::recorder_protocol::{Line, exit};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 use crate::error::{ErrorClass, JobError, Phase};
-
-// Documented exit codes of `bbb-record`.
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_PERMANENT: i32 = 3;
-pub const EXIT_TRANSIENT: i32 = 4;
-
-const STDERR_KEEP: usize = 40;
 
 #[derive(Debug, Clone)]
 pub struct RecorderCommand {
@@ -52,11 +43,7 @@ pub fn resolve_program(configured: Option<&str>) -> Option<PathBuf> {
             let p = PathBuf::from(name);
             return p.is_file().then_some(p);
         }
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
+        which::which(name).ok()
     };
     if let Some(c) = configured {
         return lookup(c);
@@ -75,24 +62,22 @@ pub struct RecordProgress {
     pub duration_secs: Option<f64>,
 }
 
-fn read_progress(line: &str) -> Option<RecordProgress> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let num = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| v.get(*k).and_then(serde_json::Value::as_f64))
-    };
-    let position = num(&[
-        "media_time",
-        "position",
-        "time",
-        "position_secs",
-        "media_time_secs",
-        "seconds",
-    ])?;
-    Some(RecordProgress {
-        position_secs: position,
-        duration_secs: num(&["duration", "duration_secs", "total", "length"]),
-    })
+/// The progress a protocol line reports, if it reports any (a stall reports the position only).
+fn progress_of(line: &Line) -> Option<RecordProgress> {
+    match *line {
+        Line::Progress {
+            media_time,
+            duration,
+        } => Some(RecordProgress {
+            position_secs: media_time,
+            duration_secs: Some(duration),
+        }),
+        Line::Stalled { media_time } => Some(RecordProgress {
+            position_secs: media_time,
+            duration_secs: None,
+        }),
+        _ => None,
+    }
 }
 
 /// What bbb-record said about its output, from its JSON events.
@@ -108,55 +93,16 @@ pub struct RecordOutput {
     pub done_secs: Option<f64>,
 }
 
-/// The `duration` of the recorder's started event, if `line` is that event.
-fn read_started(line: &str) -> Option<f64> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("event")?.as_str()? != "started" {
-        return None;
+/// `: line | line | ...` with the last five lines of the child's stderr, or nothing.
+fn stderr_suffix(child: &GroupChild) -> String {
+    let tail = child.stderr_tail();
+    let lines: Vec<&str> = tail.lines().collect();
+    let last = &lines[lines.len().saturating_sub(5)..];
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", last.join(" | "))
     }
-    v.get("duration")?.as_f64()
-}
-
-/// The `degraded` list and `duration` of the recorder's done event, if `line` is that event.
-fn read_done(line: &str) -> Option<(Vec<String>, Option<f64>)> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("event")?.as_str()? != "done" {
-        return None;
-    }
-    let degraded = v
-        .get("degraded")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((
-        degraded,
-        v.get("duration").and_then(serde_json::Value::as_f64),
-    ))
-}
-
-fn kill_group(pgid: Pid, sig: Signal) {
-    // ESRCH (group already gone) is the normal case after a clean exit.
-    let _ = killpg(pgid, sig);
-}
-
-/// Resolves when the child `pid` has ended, *without* reaping it: until it is reaped, its PID
-/// (which is also its process group's ID) cannot be given to another process, so the last
-/// SIGKILL to the group can only reach this group. A plain thread, not a blocking task, so
-/// that it never holds up the runtime's shutdown.
-fn ended(pid: Pid) -> tokio::sync::oneshot::Receiver<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        use nix::sys::wait::{Id, WaitPidFlag, waitid};
-        while let Err(nix::errno::Errno::EINTR) =
-            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-        {}
-        let _ = tx.send(());
-    });
-    rx
 }
 
 impl RecorderCommand {
@@ -196,72 +142,63 @@ impl RecorderCommand {
         progress: &(dyn Fn(RecordProgress) + Send + Sync),
     ) -> Result<RecordOutput, JobError> {
         let err = |class, msg: String| JobError::new(record_id, Phase::Record, class, msg);
-        let mut cmd = Command::new(&self.program);
         // The URL goes through a pipe, never the command line: a protected recording's token
-        // would be in every process list (`ps`, /proc/PID/cmdline) for hours.
-        cmd.arg("-")
-            .arg("-o")
-            .arg(output)
-            .arg("--progress")
-            .arg("json")
-            .args(self.accept_broken.then_some("--accept-broken"))
-            .args(self.allow_hosts.iter().flat_map(|h| ["--allow-host", h]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. If bbb-migrate
+        // would be in every process list (`ps`, /proc/PID/cmdline) for hours. If bbb-migrate
         // dies (kill -9), the recorder gets SIGTERM instead of recording on, unsupervised; TERM
         // rather than KILL so that it stops its own process group (Xvfb, Chromium) on the way out.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            err(
-                ErrorClass::Transient,
-                format!("cannot start {}: {e}", self.program.display()),
+        let mut child = Spawn::new("bbb-record", &self.program)
+            .arg("-")
+            .arg("-o")
+            .arg(output)
+            .args(["--progress", "json"])
+            .args(self.accept_broken.then_some("--accept-broken"))
+            .args(
+                self.allow_hosts
+                    .iter()
+                    .flat_map(|h| ["--allow-host", h.as_str()]),
             )
-        })?;
-        let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
-        if let Some(mut stdin) = child.stdin.take() {
-            // One line, then end of file. A recorder that exits without reading it is seen below.
-            let _ = stdin.write_all(format!("{url}\n").as_bytes()).await;
-            drop(stdin);
+            .stdin_piped()
+            .stdout_piped()
+            .death_signal(Signal::SIGTERM)
+            .start()
+            .map_err(|e| {
+                err(
+                    ErrorClass::Transient,
+                    format!("cannot start bbb-record: {e}"),
+                )
+            })?;
+        if let Some(mut stdin) = child.take_stdin() {
+            // One line (far below a pipe's buffer, so this cannot block), then end of file. A
+            // recorder that exits without reading it is seen below.
+            use std::io::Write;
+            let _ = stdin.write_all(format!("{url}\n").as_bytes());
         }
-
-        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let stderr = child.stderr.take().expect("piped");
-        let tail_w = tail.clone();
-        // Drained on its own task so a chatty child can never block on a full pipe.
-        let stderr_task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let mut t = tail_w.lock().expect("stderr tail");
-                if t.len() == STDERR_KEEP {
-                    t.pop_front();
-                }
-                t.push_back(l);
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let stdout = child
+            .take_stdout()
+            .map(tokio::process::ChildStdout::from_std)
+            .expect("piped")
+            .map_err(|e| err(ErrorClass::Transient, format!("bbb-record's stdout: {e}")))?;
+        let mut stdout = BufReader::new(stdout).lines();
 
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
-        let mut exited = ended(pgid);
+        let mut exited = child.ended();
         let mut stdout_open = true;
         let mut said = RecordOutput::default();
         let mut read_line = |l: &str| {
-            if let Some(p) = read_progress(l) {
+            let Some(line) = Line::parse(l) else { return };
+            if let Some(p) = progress_of(&line) {
                 progress(p);
-            } else if let Some(d) = read_started(l) {
-                said.planned_secs = Some(d);
-            } else if let Some((degraded, d)) = read_done(l) {
-                said.degraded = degraded;
-                said.done_secs = d;
+            }
+            match line {
+                Line::Started { duration, .. } => said.planned_secs = Some(duration),
+                Line::Done {
+                    degraded, duration, ..
+                } => {
+                    said.degraded = degraded;
+                    said.done_secs = Some(duration);
+                }
+                _ => {}
             }
         };
         let stop = loop {
@@ -277,36 +214,33 @@ impl RecorderCommand {
                 }
             }
         };
-        let status = match stop {
-            Ok(()) => {
-                // The child is gone, not yet reaped; take down anything it left in its group
-                // (Xvfb, Chromium), then reap it.
-                kill_group(pgid, Signal::SIGKILL);
-                child.wait().await
-            }
-            Err(why) => {
-                kill_group(pgid, Signal::SIGTERM);
-                if tokio::time::timeout(self.grace, &mut exited).await.is_err() {
-                    kill_group(pgid, Signal::SIGKILL);
-                    let _ = exited.await;
-                }
-                kill_group(pgid, Signal::SIGKILL);
-                let status = child.wait().await;
-                let _ = stderr_task.await;
-                tracing::debug!(record_id, ?status, "recorder stopped");
-                return Err(match why {
-                    Stop::Timeout => err(
-                        ErrorClass::Transient,
-                        format!(
-                            "bbb-record still running after {:?} (timeout from the recording length); stopped{}",
-                            self.timeout,
-                            self.stderr_suffix(&tail)
-                        ),
-                    ),
-                    Stop::Cancelled => err(ErrorClass::Transient, "cancelled".into()),
-                });
-            }
+        // The leader has ended (or is told to, with the grace period): whatever is left in its
+        // group (Xvfb, Chromium) is killed before the leader is reaped.
+        let grace = if stop.is_ok() {
+            Duration::ZERO
+        } else {
+            self.grace
         };
+        let (status, child) = tokio::task::spawn_blocking(move || {
+            let status = child.terminate(grace);
+            (status, child)
+        })
+        .await
+        .map_err(|e| err(ErrorClass::Transient, format!("stopping bbb-record: {e}")))?;
+        let stderr = stderr_suffix(&child);
+        if let Err(why) = stop {
+            tracing::debug!(record_id, ?status, "recorder stopped");
+            return Err(match why {
+                Stop::Timeout => err(
+                    ErrorClass::Transient,
+                    format!(
+                        "bbb-record still running after {:?} (timeout from the recording length); stopped{}",
+                        self.timeout, stderr
+                    ),
+                ),
+                Stop::Cancelled => err(ErrorClass::Transient, "cancelled".into()),
+            });
+        }
         // Progress lines written just before the exit are still in the pipe.
         let drain = async {
             while stdout_open {
@@ -317,7 +251,6 @@ impl RecorderCommand {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-        let _ = stderr_task.await;
         let status = status.map_err(|e| {
             err(
                 ErrorClass::Transient,
@@ -335,61 +268,37 @@ impl RecorderCommand {
                         format!(
                             "bbb-record exited 0 but {} is missing or empty{}",
                             output.display(),
-                            self.stderr_suffix(&tail)
+                            stderr
                         ),
                     ))
                 } else {
                     Ok(said)
                 }
             }
-            (Some(EXIT_PERMANENT), _) => Err(err(
+            (Some(exit::PERMANENT), _) => Err(err(
                 ErrorClass::Permanent,
                 format!(
                     "bbb-record: the playback cannot be recorded (exit 3){}",
-                    self.stderr_suffix(&tail)
+                    stderr
                 ),
             )),
             // Our own command line was refused (a bbb-record of another version, or a setting it
             // does not know): every retry would be refused the same way.
-            (Some(EXIT_USAGE), _) => Err(err(
+            (Some(exit::USAGE), _) => Err(err(
                 ErrorClass::Permanent,
                 format!(
                     "bbb-record refused its command line (exit 2): check [recorder] command and format{}",
-                    self.stderr_suffix(&tail)
+                    stderr
                 ),
             )),
             (Some(code), _) => Err(err(
                 ErrorClass::Transient,
-                format!(
-                    "bbb-record exited with code {code}{}",
-                    self.stderr_suffix(&tail)
-                ),
+                format!("bbb-record exited with code {code}{}", stderr),
             )),
             (None, sig) => Err(err(
                 ErrorClass::Transient,
-                format!(
-                    "bbb-record killed by signal {}{}",
-                    sig.unwrap_or(0),
-                    self.stderr_suffix(&tail)
-                ),
+                format!("bbb-record killed by signal {}{}", sig.unwrap_or(0), stderr),
             )),
-        }
-    }
-
-    fn stderr_suffix(&self, tail: &Mutex<VecDeque<String>>) -> String {
-        let t = tail.lock().expect("stderr tail");
-        let last: Vec<&str> = t
-            .iter()
-            .rev()
-            .take(5)
-            .map(String::as_str)
-            .collect::<Vec<_>>();
-        if last.is_empty() {
-            String::new()
-        } else {
-            let mut v = last;
-            v.reverse();
-            format!(": {}", v.join(" | "))
         }
     }
 }
@@ -408,6 +317,7 @@ pub fn record_timeout(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[tokio::test]
     async fn a_broken_playback_is_recorded_only_when_accepted_and_its_defects_come_back() {
@@ -426,10 +336,16 @@ pub(crate) mod tests {
 
     #[test]
     fn progress_lines() {
-        let p = read_progress(r#"{"event":"progress","media_time":12.5,"duration":60}"#).unwrap();
+        let line = Line::parse(r#"{"event":"progress","media_time":12.5,"duration":60}"#).unwrap();
+        let p = progress_of(&line).unwrap();
         assert_eq!(p.position_secs, 12.5);
         assert_eq!(p.duration_secs, Some(60.0));
-        assert!(read_progress("not json").is_none());
+        let stalled = progress_of(&Line::Stalled { media_time: 3.0 }).unwrap();
+        assert_eq!((stalled.position_secs, stalled.duration_secs), (3.0, None));
+        let warning = Line::Warning {
+            message: "x".into(),
+        };
+        assert!(progress_of(&warning).is_none());
     }
 
     /// A purpose-written stand-in for `bbb-record`, used ONLY to test the supervision (exit-code

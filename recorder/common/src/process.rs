@@ -11,8 +11,13 @@
 //! killed at random. So every child is forked from a dedicated "keeper" thread that lives exactly as
 //! long as the [`GroupChild`]; that thread does nothing but wait for the handle to be dropped.
 //!
-//! This module knows nothing of X, browsers or media; `xvfb` uses it for the X server and the
-//! recorder for Chromium and PulseAudio.
+//! The death signal is SIGKILL unless [`Spawn::death_signal`] says otherwise: `bbb-migrate` asks
+//! SIGTERM for `bbb-record`, so that a recorder whose migrator was killed still stops its own
+//! process group (Xvfb, Chromium) on the way out. [`GroupChild::ended`] lets async code wait for the
+//! end without reaping, and [`GroupChild::terminate`] can run on a blocking thread.
+//!
+//! This module knows nothing of X, browsers or media; `xvfb` uses it for the X server, the
+//! recorder for Chromium and PulseAudio, and the migrator for `bbb-record`.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -43,6 +48,8 @@ pub struct Spawn {
     inherit_fd: Option<RawFd>,
     oom_score_adj: Option<i32>,
     stdout_piped: bool,
+    stdin_piped: bool,
+    death_signal: Signal,
     label: String,
 }
 
@@ -58,6 +65,8 @@ impl Spawn {
             inherit_fd: None,
             oom_score_adj: None,
             stdout_piped: false,
+            stdin_piped: false,
+            death_signal: Signal::SIGKILL,
             label: label.into(),
         }
     }
@@ -107,6 +116,18 @@ impl Spawn {
     /// Give the caller the child's stdout as a pipe (default: /dev/null).
     pub fn stdout_piped(mut self) -> Self {
         self.stdout_piped = true;
+        self
+    }
+
+    /// Give the caller the child's stdin as a pipe (default: /dev/null).
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin_piped = true;
+        self
+    }
+
+    /// The signal the kernel sends the child when its supervisor dies (default SIGKILL).
+    pub fn death_signal(mut self, signal: Signal) -> Self {
+        self.death_signal = signal;
         self
     }
 
@@ -198,7 +219,11 @@ impl Spawn {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(if self.stdin_piped {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(if self.stdout_piped {
                 Stdio::piped()
             } else {
@@ -221,19 +246,13 @@ impl Spawn {
             .map(|v| format!("{v}\n").into_bytes())
             .unwrap_or_default();
         let parent = std::process::id() as libc::pid_t;
+        let death_signal = self.death_signal as libc::c_ulong;
         // SAFETY: the closure runs between fork and exec; it only calls async-signal-safe libc
         // functions (prctl, getppid, fcntl, open, write, close, _exit) on memory prepared before
         // the fork, and allocates nothing.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl: then nobody would kill us.
@@ -285,6 +304,27 @@ impl GroupChild {
     /// The child's stdout, when started with [`Spawn::stdout_piped`].
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()
+    }
+
+    /// The child's stdin, when started with [`Spawn::stdin_piped`].
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Resolves once the leader has ended, without reaping it (so its group's number stays ours
+    /// until [`GroupChild::terminate`]); for async code that waits on other things too. The
+    /// wait runs on a thread of its own, which ends with the child.
+    pub fn ended(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pid = Pid::from_raw(self.pid as i32);
+        std::thread::spawn(move || {
+            use nix::sys::wait::{Id, WaitPidFlag, waitid};
+            while let Err(nix::errno::Errno::EINTR) =
+                waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            {}
+            let _ = tx.send(());
+        });
+        rx
     }
 
     /// The last bytes the child wrote to stderr, as text.
