@@ -21,6 +21,9 @@ pub mod exit {
     /// them; a later run (or the holder) finishes them. Not "failed": a batch on several hosts
     /// is not in trouble because one host ended first. FAILED wins when both apply.
     pub const HELD: i32 = 4;
+    /// The ledger could not be opened, read or written (its database unreachable, its file not
+    /// openable, a statement failed), in any command.
+    pub const LEDGER: i32 = 5;
 }
 
 #[derive(Debug, Parser)]
@@ -28,7 +31,7 @@ pub mod exit {
     name = "bbb-migrate",
     version,
     about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
-    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed)."
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed), 5 the ledger could not be opened, read or written (e.g. its database is unreachable)."
 )]
 pub struct Cli {
     /// Configuration file (TOML).

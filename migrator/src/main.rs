@@ -1,7 +1,7 @@
 //! `bbb-migrate`: parses the command line, sets up logging, runs the command, exits with its code.
 
-mod app;
 mod cli;
+mod commands;
 
 use clap::Parser;
 
@@ -19,6 +19,6 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let code = rt.block_on(app::run(cli));
+    let code = rt.block_on(commands::run(cli));
     std::process::exit(code);
 }

@@ -290,3 +290,39 @@ fn sha256_checksums_and_slow_servers() {
     assert_eq!(strict.request_count(API), 4, "1 try + 3 retries");
     assert!(text(&o.stderr).contains("timed out"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn an_unreachable_ledger_is_exit_5_in_every_command() {
+    let env = setup("single", "");
+    // A port nothing listens on: bound by us, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://bbb:ledger-pw@127.0.0.1:{port}/ledger");
+    for args in [&["status"][..], &["claim", "--no-wait"]] {
+        let o = env
+            .command(args)
+            .env("BBB_MIGRATE_LEDGER", &url)
+            .output()
+            .unwrap();
+        expect_code(&o, 5);
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("ledger-pw"),
+            "{args:?}: the password in {err}"
+        );
+    }
+    // A malformed URL stays a usage error.
+    let o = env
+        .command(&["status"])
+        .env("BBB_MIGRATE_LEDGER", "mysql://x/y")
+        .output()
+        .unwrap();
+    expect_code(&o, 2);
+}

@@ -1,0 +1,377 @@
+//! `bbb-migrate claim`: downloads or records the selected recordings into Pod's claim directory
+//! through the worker pool; `--dry-run` prints the plan.
+
+use super::*;
+
+impl App {
+    pub(super) async fn claim(
+        &self,
+        jobs: Option<usize>,
+        force: bool,
+        wait: bool,
+        host: Option<String>,
+    ) -> Res<i32> {
+        // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
+        let registration = self.claim_registration().await?;
+        let claim_dir =
+            self.claim_dir(registration.as_ref().map(|r| r.recorder.directory.as_str()))?;
+        claim_dir.check(!self.cli.dry_run).map_err(usage)?;
+        let program = resolve_program(self.cfg.recorder.command.as_deref());
+        let (recs, fetched, missing) = self.fetch_selected().await?;
+        let rewrite = self.cfg.bbb.playback_url_23;
+        let needs_recorder = recs
+            .iter()
+            .any(|r| matches!(r.playback(rewrite), Some(Playback::Presentation(_))));
+        if needs_recorder && program.is_none() {
+            return Err(usage(match &self.cfg.recorder.command {
+                Some(c) => format!("[recorder] command {c:?} not found"),
+                None => {
+                    "bbb-record not found next to bbb-migrate nor in PATH (set [recorder] command)"
+                        .into()
+                }
+            }));
+        }
+        if self.cli.dry_run {
+            if let Some(r) = &registration {
+                r.db.close().await;
+            }
+            return self
+                .claim_plan(&claim_dir, &recs, &missing, &fetched, force)
+                .await;
+        }
+        let ledger = Arc::new(self.ledger_write().await?);
+        let ids: Vec<String> = recs.iter().map(|r| r.record_id.to_string()).collect();
+        let new_jobs: Vec<NewJob> = recs
+            .iter()
+            .map(|r| NewJob {
+                recording_id: r.record_id.to_string(),
+                target: TARGET_FILE.into(),
+                payload: serde_json::to_string(r).expect("recording serialises"),
+            })
+            .collect();
+        ledger.enqueue(&new_jobs).await.map_err(ledger_err)?;
+        if force {
+            ledger
+                .requeue(&Requeue::Force(ids.clone()))
+                .await
+                .map_err(ledger_err)?;
+        }
+        let host = host_name(host)?;
+        let owner = OwnerName::new(&host);
+        // A run of this machine killed a moment ago (kill -9, OOM killer): its jobs are taken
+        // over now rather than when their leases run out.
+        let adoptable: std::collections::HashMap<String, i64> =
+            expire_dead_local_leases(ledger.as_ref(), &owner)
+                .await
+                .map_err(ledger_err)?
+                .into_iter()
+                .collect();
+        ledger.sweep().await.map_err(ledger_err)?;
+        let before = by_recording(ledger.jobs().await.map_err(ledger_err)?);
+        // Their partial downloads stay for the next holder to resume: an expired lease is still
+        // a running job, whose directory is live.
+        clean_partials(&ledger, &claim_dir).await;
+
+        let jobs = jobs
+            .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
+            .unwrap_or_else(default_jobs);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: stopping the running jobs and giving them back");
+                let _ = shutdown_tx.send(true);
+            }
+        });
+        let ctx_claim_dir = claim_dir.clone();
+        let ctx = Arc::new(WorkerContext {
+            store: ledger.clone(),
+            claim_dir,
+            tz: self.tz,
+            rewrite_23: rewrite,
+            recorder: RecorderSettings {
+                program,
+                format: self.cfg.recorder.format,
+                timeout_factor: self.cfg.recorder.timeout_factor,
+                timeout_margin_secs: self.cfg.recorder.timeout_margin_secs,
+                default_length_secs: self.cfg.recorder.default_length_secs,
+                grace: Duration::from_secs(self.cfg.recorder.grace_secs),
+                accept_broken: self.cfg.recorder.accept_broken,
+            },
+            download: DownloadSettings {
+                stall: Duration::from_secs(self.cfg.worker.download_stall_secs.max(1)),
+                retries: self.cfg.worker.download_retries,
+                retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
+                hosts: self.cfg.playback_hosts().map_err(usage)?,
+            },
+            space: worker::space::SpaceSettings {
+                dirs: vec![ctx_claim_dir.temp_dir.clone(), ctx_claim_dir.dir.clone()],
+                margin: self.cfg.worker.free_space_margin_mb.saturating_mul(1 << 20),
+                poll: Duration::from_millis(self.cfg.worker.free_space_poll_ms.max(100)),
+            },
+            lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
+            // Unique per process even when two runs share a host name; `:<n>` per worker task.
+            worker_name: owner.base(),
+            reporter: self.reporter.clone(),
+            api: if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
+                None
+            } else {
+                Some(self.api()?)
+            },
+            shutdown: shutdown_rx.clone(),
+            wait,
+            registration: registration.clone(),
+            playback_hosts: self.cfg.playback_hosts().map_err(usage)?,
+            adoptable: std::sync::Mutex::new(adoptable),
+        });
+        let runnable = ids
+            .iter()
+            .filter(|id| {
+                before
+                    .get(id.as_str())
+                    .is_some_and(|j| matches!(j.state, JobState::Pending | JobState::Running))
+            })
+            .count();
+        self.reporter.event(Event::Batch {
+            total: runnable as u64,
+        });
+        tracing::info!("{} selected, {runnable} to run, {jobs} at once", ids.len());
+        let reports = worker::run_pool(ctx, jobs, ids.clone()).await;
+        self.reporter.finish();
+        // Partials of leases taken over during this run are dead now.
+        clean_partials(&ledger, &ctx_claim_dir).await;
+        let rows_after = ledger.jobs().await.map_err(ledger_err)?;
+        let after = by_recording(rows_after);
+        let running = held_by_target(ledger.running().await.map_err(ledger_err)?, TARGET_FILE);
+        ledger.close().await;
+        if let Some(r) = &registration {
+            r.db.close().await;
+        }
+
+        let interrupted = *shutdown_rx.borrow();
+        let summary = Summary::build(
+            &ids,
+            &before,
+            (&after, &running),
+            &reports,
+            &missing,
+            &fetched,
+            &self.cli.select.record_id,
+            self.tz,
+        );
+        summary.print(self.json_progress);
+        Ok(summary
+            .unfinished
+            .exit_code(!summary.failed.is_empty() || interrupted, wait))
+    }
+
+    /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod and its
+    /// directory (which the files go to; `[pod] recorder_directory` is then only compared, with a
+    /// warning) must exist under default_recorder_path. Checked before any work; a failure is a
+    /// pre-check failure (exit 2) naming the recorder.
+    pub(super) async fn claim_registration(&self) -> Res<Option<worker::ClaimRegistration>> {
+        let Some(url) = self
+            .cfg
+            .pod
+            .database_url
+            .as_ref()
+            .map(|u| u.expose_secret())
+        else {
+            return Ok(None);
+        };
+        let id = self.cfg.pod.recorder_id;
+        let db = pod::PodDb::connect(url, self.cli.dry_run)
+            .await
+            .map_err(|e| usage(format!("Pod database: {e}")))?;
+        let recorder = match db.recorder(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                db.close().await;
+                return Err(usage(format!(
+                    "Pod recorder {id} ([pod] recorder_id) does not exist in Pod's recorder_recorder table: create it in Pod's admin (a recorder with no manager, for manual claim) or fix recorder_id"
+                )));
+            }
+            Err(e) => {
+                db.close().await;
+                return Err(usage(format!("Pod recorder {id}: {e}")));
+            }
+        };
+        // Pod's database is not ours: its directory name must stay a single component.
+        let problem = if !config::is_directory_name(&recorder.directory) {
+            Some(format!(
+                "its directory {:?} is not a single directory name of at most 50 characters",
+                recorder.directory
+            ))
+        } else {
+            let dir = self.cfg.pod.default_recorder_path.join(&recorder.directory);
+            (!dir.is_dir()).then(|| {
+                format!(
+                    "its directory {:?} does not exist ({})",
+                    recorder.directory,
+                    dir.display()
+                )
+            })
+        };
+        if let Some(p) = problem {
+            db.close().await;
+            return Err(usage(format!(
+                "Pod recorder {id} ({:?}): {p}",
+                recorder.name
+            )));
+        }
+        if let Some(configured) = self.cfg.pod.recorder_directory.as_deref()
+            && configured != recorder.directory
+        {
+            tracing::warn!(
+                "Pod recorder {id} ({:?}) has the directory {:?}: the files go there, not to [pod] recorder_directory {configured:?}",
+                recorder.name,
+                recorder.directory
+            );
+        }
+        if recorder.manager_id.is_some() {
+            tracing::warn!(
+                "Pod recorder {id} ({:?}) has a manager: Pod notifies the manager instead of offering the files for manual claim",
+                recorder.name
+            );
+        }
+        Ok(Some(worker::ClaimRegistration { db, recorder }))
+    }
+
+    pub(super) async fn claim_plan(
+        &self,
+        claim_dir: &ClaimDir,
+        recs: &[Recording],
+        missing: &[RecordId],
+        fetched: &FetchResult,
+        force: bool,
+    ) -> Res<i32> {
+        let ledger = self.ledger_read_only().await?;
+        let rows = by_recording(ledger.jobs().await.map_err(ledger_err)?);
+        ledger.close().await;
+        let mut o = out();
+        let _ = writeln!(o, "dry run: nothing will be written");
+        let hosts = self.cfg.playback_hosts().map_err(usage)?;
+        let ext_p = self.cfg.recorder.format.ext();
+        for r in recs {
+            let row = rows.get(r.record_id.as_str());
+            if let Some(j) = row.filter(|j| j.state == JobState::Succeeded && !force) {
+                let _ = writeln!(
+                    o,
+                    "{}: skip, already done ({})",
+                    r.record_id,
+                    j.output_path.as_deref().unwrap_or("?")
+                );
+                continue;
+            }
+            if let Some(j) = row.filter(|j| j.state == JobState::Dead) {
+                let _ = writeln!(
+                    o,
+                    "{}: skip, dead ({}); `retry --failed` re-queues it",
+                    r.record_id,
+                    j.last_error.as_deref().unwrap_or("")
+                );
+                continue;
+            }
+            let stem = slug::file_stem(&r.name, r.start_time_ms, self.tz);
+            let (verb, url, ext) = match r.playback(self.cfg.bbb.playback_url_23) {
+                Some(Playback::Video(u)) => ("download video playback", u, "m4v"),
+                Some(Playback::Presentation(u)) => ("record presentation", u, ext_p),
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "{}: would fail: no video or presentation playback",
+                        r.record_id
+                    );
+                    continue;
+                }
+            };
+            if let Err(why) = hosts.check(&url) {
+                let _ = writeln!(o, "{}: would fail (select): {why}", r.record_id);
+                continue;
+            }
+            let dest = claim_dir
+                .candidates(&stem, &r.record_id, ext)
+                .into_iter()
+                .find(|p| {
+                    !p.exists()
+                        && !rows
+                            .values()
+                            .any(|j| j.output_path.as_deref() == Some(&*p.to_string_lossy()))
+                })
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(no free name)".into());
+            let _ = writeln!(
+                o,
+                "{}: would {verb} {} into {dest}",
+                r.record_id,
+                bbb_common::redact::url_text(&url)
+            );
+        }
+        for id in missing {
+            let _ = writeln!(o, "{id}: not listed by the server");
+        }
+        for m in &fetched.malformed {
+            let _ = writeln!(
+                o,
+                "recording #{} ({}): malformed, skipped: {}",
+                m.index,
+                m.record_id.as_deref().unwrap_or("no recordID"),
+                m.reason
+            );
+        }
+        Ok(exit::OK)
+    }
+}
+
+/// Removes the job directories of killed runs and lost leases, on whatever host they ran (the
+/// temp dir is shared). Lists first, then reads the ledger: see `remove_stale_partials`.
+/// Removes the partial files of jobs that are not running any more.
+pub(super) async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
+    let found = match claim_dir.partials() {
+        Ok(f) if f.is_empty() => return,
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display());
+            return;
+        }
+    };
+    let rows = match ledger.jobs().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display());
+            return;
+        }
+    };
+    match claim_dir.remove_stale_partials(found, &worker::live_partials(&rows)) {
+        Ok(removed) => {
+            for p in removed {
+                tracing::info!(
+                    "removed the partial file of an interrupted job: {}",
+                    p.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cleaning {}: {e}", claim_dir.temp_dir.display()),
+    }
+}
+
+/// Recordings processed at once by default: a presentation recording costs about one core and
+/// 1.2 GB of RAM (Chromium + encoder), so the smaller of the CPU count and free memory / 1.5 GB.
+pub(super) fn default_jobs() -> usize {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(2 * 1024 * 1024);
+    let by_mem = (mem_kb / (1536 * 1024)) as usize;
+    cpus.min(by_mem).max(1)
+}

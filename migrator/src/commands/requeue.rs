@@ -1,0 +1,72 @@
+//! `bbb-migrate cancel` and `retry`: requeue or cancel jobs of the ledger.
+
+use super::*;
+
+impl App {
+    /// Cancels the selected recordings: a pending job at once, a running one by its worker (on
+    /// whatever host) at its next heartbeat.
+    pub(super) async fn cancel(&self) -> Res<i32> {
+        let ids = self.ledger_selection("cancel")?;
+        if ids.is_empty() {
+            return Err(usage("cancel needs --record-id ID (repeatable)"));
+        }
+        if self.cli.dry_run {
+            let _ = writeln!(out(), "dry run: would cancel {} recording(s)", ids.len());
+            return Ok(exit::OK);
+        }
+        let ledger = self.ledger_write().await?;
+        let mut missing = 0;
+        for id in &ids {
+            let hit = ledger.cancel(id, TARGET_FILE).await.map_err(ledger_err)?;
+            let what = if hit {
+                "cancel requested"
+            } else {
+                "no pending or running job"
+            };
+            if !hit {
+                missing += 1;
+            }
+            let _ = writeln!(out(), "{id}: {what}");
+        }
+        ledger.close().await;
+        Ok(if missing == 0 { exit::OK } else { exit::FAILED })
+    }
+
+    pub(super) async fn retry(&self, failed: bool) -> Res<i32> {
+        let ids = self.ledger_selection("retry")?;
+        let what = match (failed, ids.is_empty()) {
+            (true, true) => Requeue::Failed(None),
+            (true, false) => Requeue::Failed(Some(ids)),
+            (false, false) => Requeue::Recordings(ids),
+            (false, true) => return Err(usage("retry needs --failed or --record-id ID")),
+        };
+        if self.cli.dry_run {
+            let ledger = self.ledger_read_only().await?;
+            let rows = ledger.jobs().await.map_err(ledger_err)?;
+            ledger.close().await;
+            let n = rows
+                .iter()
+                .filter(|r| match &what {
+                    Requeue::Failed(None) => {
+                        matches!(r.state, JobState::Dead | JobState::Cancelled)
+                    }
+                    Requeue::Failed(Some(ids)) => {
+                        matches!(r.state, JobState::Dead | JobState::Cancelled)
+                            && ids.contains(&r.recording_id)
+                    }
+                    Requeue::Recordings(ids) | Requeue::Force(ids) => {
+                        ids.contains(&r.recording_id)
+                            && !matches!(r.state, JobState::Running | JobState::Succeeded)
+                    }
+                })
+                .count();
+            let _ = writeln!(out(), "dry run: would re-queue {n} job(s)");
+            return Ok(exit::OK);
+        }
+        let ledger = self.ledger_write().await?;
+        let n = ledger.requeue(&what).await.map_err(ledger_err)?;
+        ledger.close().await;
+        let _ = writeln!(out(), "re-queued {n} job(s)");
+        Ok(exit::OK)
+    }
+}
