@@ -2,7 +2,8 @@
 //! [`MediaClock`], fills the constant-rate output slots and feeds the live encoder.
 //!
 //! It runs on its own OS thread (encoding is CPU-bound and libav blocks) and finishes when told the
-//! end media time and every slot up to it is written.
+//! end media time and every slot up to it is written. The loop is given its wall clock and its
+//! output ([`FrameSink`]) so that the end rule is unit-tested without a display or an encoder.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -15,7 +16,26 @@ use std::time::Duration;
 use crate::capture::{Frame, wall_now};
 use crate::encode::{VideoSettings, VideoWriter};
 use crate::error::{Phase, RecordError};
-use crate::timeline::{ClockReader, MediaClock, MediaTime, SlotFiller};
+use crate::timeline::{ClockReader, MediaClock, MediaTime, SlotFiller, WallMicros};
+
+/// Where the pipeline's output frames go: the live encoder ([`VideoWriter`]), or a test's list.
+pub trait FrameSink {
+    /// One output frame, BGR0 with `stride` bytes per row; `unchanged`: the same picture as the
+    /// previous frame.
+    fn write(&mut self, bgr0: &[u8], stride: usize, unchanged: bool) -> Result<(), RecordError>;
+    /// Flushes the output; its path and frame count.
+    fn finish(self) -> Result<(PathBuf, u64), RecordError>;
+}
+
+impl FrameSink for VideoWriter {
+    fn write(&mut self, bgr0: &[u8], stride: usize, unchanged: bool) -> Result<(), RecordError> {
+        VideoWriter::write(self, bgr0, stride, unchanged)
+    }
+
+    fn finish(self) -> Result<(PathBuf, u64), RecordError> {
+        VideoWriter::finish(self)
+    }
+}
 
 /// Shared between the controller and the pipeline thread.
 #[derive(Debug, Default)]
@@ -73,6 +93,7 @@ impl Pipeline {
                     settings.fps,
                     writer,
                     &ctl,
+                    &wall_now,
                 )
             })
             .map_err(|e| RecordError::transient(Phase::Encode, format!("encoder thread: {e}")))?;
@@ -131,20 +152,23 @@ const IDLE_MARGIN_US: i64 = 500_000;
 /// machine delays the capture thread by a few hundred milliseconds).
 const IN_FLIGHT_US: i64 = 10_000_000;
 
-fn run(
+/// The pipeline loop; `now` is the wall clock (the one x11grab and the page share).
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different concern
+fn run<S: FrameSink>(
     frames: Receiver<Result<Frame, RecordError>>,
     repeats_when_idle: bool,
     (clock, reader): (Arc<Mutex<MediaClock>>, ClockReader),
     start: f64,
     fps: u32,
-    mut writer: VideoWriter,
+    mut writer: S,
     control: &PipelineControl,
+    now: &dyn Fn() -> WallMicros,
 ) -> Result<(PathBuf, u64), RecordError> {
     let mut queue: VecDeque<Frame> = VecDeque::new();
     let mut filler: SlotFiller<Frame> = SlotFiller::new(fps, start);
     let mut last_written: Option<Arc<Vec<u8>>> = None;
     let failure: std::cell::RefCell<Option<RecordError>> = std::cell::RefCell::new(None);
-    let mut emit = |_slot: u64, frame: &Frame, writer: &mut VideoWriter| {
+    let mut emit = |_slot: u64, frame: &Frame, writer: &mut S| {
         if failure.borrow().is_some() {
             return;
         }
@@ -197,7 +221,7 @@ fn run(
         if let Some(total) = total {
             filler.set_total_slots(total);
         }
-        let now = wall_now();
+        let now = now();
         {
             let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
             while let Some(front) = queue.front() {
@@ -265,5 +289,172 @@ fn run(
                 "the capture ended before the playback did",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::ClockSample;
+    use std::sync::mpsc::{SyncSender, sync_channel};
+
+    /// Records the first byte of every frame written (the tests paint each picture one value).
+    #[derive(Default, Clone)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl FrameSink for Written {
+        fn write(&mut self, bgr0: &[u8], _: usize, _: bool) -> Result<(), RecordError> {
+            self.0.lock().unwrap().push(bgr0[0]);
+            Ok(())
+        }
+        fn finish(self) -> Result<(PathBuf, u64), RecordError> {
+            let n = self.0.lock().unwrap().len() as u64;
+            Ok((PathBuf::from("written"), n))
+        }
+    }
+
+    const W0: WallMicros = 1_700_000_000_000_000;
+
+    fn frame(wall: WallMicros, paint: u8) -> Frame {
+        Frame {
+            wall,
+            data: Arc::new(vec![paint; 4]),
+            stride: 4,
+        }
+    }
+
+    /// A clock that played media 0..=`seconds` at normal speed from `W0`, reported every 100 ms.
+    fn played(seconds: u32) -> Arc<Mutex<MediaClock>> {
+        let mut clock = MediaClock::new(0, 100_000);
+        for k in 0..=seconds * 10 {
+            clock.push(ClockSample {
+                wall: W0 + i64::from(k) * 100_000,
+                media: f64::from(k) / 10.0,
+            });
+        }
+        Arc::new(Mutex::new(clock))
+    }
+
+    /// Runs the pipeline at 10 fps from media 0 with `end`, after `feed` sent its frames.
+    fn run_with(
+        repeats_when_idle: bool,
+        clock: Arc<Mutex<MediaClock>>,
+        end: Option<f64>,
+        feed: impl FnOnce(&SyncSender<Result<Frame, RecordError>>),
+        close_source: bool,
+    ) -> (Result<(PathBuf, u64), RecordError>, Vec<u8>) {
+        let (tx, rx) = sync_channel(1000);
+        feed(&tx);
+        let keep = (!close_source).then_some(tx);
+        let control = PipelineControl::default();
+        *control.end.lock().unwrap() = end;
+        let written = Written::default();
+        let reader = clock.lock().unwrap().reader();
+        // The wall clock of the test: 100 ms later at every pass of the loop, from the start of
+        // the playback on. A run still going 30 s of that clock after the start is aborted, so a
+        // broken end rule fails the test instead of hanging it.
+        let wall = std::sync::atomic::AtomicI64::new(W0);
+        let now = || {
+            let t = wall.fetch_add(100_000, Ordering::Relaxed);
+            if t > W0 + 30_000_000 {
+                control.abort.store(true, Ordering::SeqCst);
+            }
+            t
+        };
+        let result = run(
+            rx,
+            repeats_when_idle,
+            (clock, reader),
+            0.0,
+            10,
+            written.clone(),
+            &control,
+            &now,
+        );
+        drop(keep);
+        let frames = written.0.lock().unwrap().clone();
+        (result, frames)
+    }
+
+    #[test]
+    fn with_the_end_known_every_slot_up_to_it_is_written_from_the_frame_shown_then() {
+        // A frame every 50 ms for 2 s, painted with the half second it shows.
+        let (result, frames) = run_with(
+            false,
+            played(2),
+            Some(2.0),
+            |tx| {
+                for k in 0..40 {
+                    tx.send(Ok(frame(W0 + k * 50_000, (k / 10) as u8))).unwrap();
+                }
+            },
+            false,
+        );
+        assert_eq!(result.unwrap().1, 20);
+        let expected: Vec<u8> = (0..20).map(|slot| (slot / 5) as u8).collect();
+        assert_eq!(frames, expected);
+    }
+
+    #[test]
+    fn a_picture_source_that_falls_silent_ends_when_the_clock_reaches_the_end() {
+        // A screencast sends a picture only when it changes: one at the start, then nothing,
+        // while the clock plays on to the end. The source stays open.
+        let (result, frames) = run_with(
+            true,
+            played(2),
+            Some(2.0),
+            |tx| tx.send(Ok(frame(W0, 7))).unwrap(),
+            false,
+        );
+        assert_eq!(result.unwrap().1, 20);
+        assert_eq!(frames, vec![7; 20], "the last picture holds to the end");
+    }
+
+    #[test]
+    fn a_capture_that_stops_early_holds_its_last_picture_to_the_end() {
+        let (result, frames) = run_with(
+            false,
+            played(2),
+            Some(2.0),
+            |tx| {
+                for k in 0..10 {
+                    tx.send(Ok(frame(W0 + k * 50_000, 1))).unwrap();
+                }
+            },
+            true,
+        );
+        assert_eq!(result.unwrap().1, 20);
+        assert_eq!(frames, vec![1; 20]);
+    }
+
+    #[test]
+    fn a_capture_that_ends_before_the_playback_or_before_any_frame_is_an_error() {
+        let (result, frames) = run_with(false, played(2), None, |_| {}, true);
+        let e = result.unwrap_err();
+        assert_eq!(e.phase, Phase::Capture);
+        assert!(e.to_string().contains("before the playback did"), "{e}");
+        assert!(frames.is_empty());
+
+        let (result, _) = run_with(false, played(2), Some(2.0), |_| {}, true);
+        let e = result.unwrap_err();
+        assert!(e.to_string().contains("before any frame"), "{e}");
+    }
+
+    #[test]
+    fn frames_from_before_the_playback_started_are_dropped() {
+        let (result, frames) = run_with(
+            false,
+            played(1),
+            Some(1.0),
+            |tx| {
+                tx.send(Ok(frame(W0 - 500_000, 9))).unwrap();
+                for k in 0..20 {
+                    tx.send(Ok(frame(W0 + k * 50_000, 2))).unwrap();
+                }
+            },
+            false,
+        );
+        assert_eq!(result.unwrap().1, 10);
+        assert!(!frames.contains(&9), "{frames:?}");
     }
 }

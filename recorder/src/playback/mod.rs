@@ -1,9 +1,12 @@
 //! What kind of page a URL is (BBB 2.3 player, legacy 2.0 player, Scalelite protected link, any
-//! other page), the recording's `metadata.xml`, and where its media lives.
+//! other page), the recording's `metadata.xml`, and where its media lives; [`page`] holds the
+//! players' DOM contract (probe, chrome hiding, clock messages).
 //!
 //! Facts from `bbb-playback.md` ("URLs and ids", "On-disk / served layout"). The kind guessed from
 //! the URL is only a first guess: servers redirect 2.0 links to the 2.3 player and protected links
 //! to either, so `record` confirms the player from the loaded page and classifies the final URL.
+
+pub mod page;
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -11,18 +14,7 @@ use url::Url;
 
 use crate::error::{Phase, RecordError};
 
-/// A BBB record id: 40 lowercase hex/alnum characters, a dash, 13 digits (epoch ms).
-pub fn is_record_id(id: &str) -> bool {
-    let Some((hash, millis)) = id.split_once('-') else {
-        return false;
-    };
-    hash.len() == 40
-        && hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-        && millis.len() == 13
-        && millis.bytes().all(|b| b.is_ascii_digit())
-}
+use bbb_common::record_id::is_canonical as is_record_id;
 
 /// The player family a page belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,14 +305,6 @@ mod tests {
     use super::*;
 
     const ID: &str = "6e35e3b2778883f5db637d7a5dba0a427f692e91-1605108888888";
-
-    #[test]
-    fn record_ids() {
-        assert!(is_record_id(ID));
-        assert!(!is_record_id("../../etc/passwd"));
-        assert!(!is_record_id(&ID.to_uppercase()));
-        assert!(!is_record_id(&format!("{ID}0")));
-    }
 
     #[test]
     fn classifies_player_urls() {
