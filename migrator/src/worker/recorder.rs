@@ -3,7 +3,8 @@
 //! keeper thread for the death signal, stderr tail kept for the error message), stdout read as
 //! the protocol's JSON lines (`bbb_common::recorder_protocol`). On timeout, lease loss or
 //! Ctrl-C the whole group gets SIGTERM, a grace period, then SIGKILL; after a normal exit any
-//! straggler of the group is killed too, so nothing is ever orphaned. The exit code decides the class: 3 permanent, 4 transient (anything else: transient).
+//! straggler of the group is killed too, so nothing is ever orphaned. The exit code decides the
+//! class: 3 permanent, 4 transient (anything else: transient).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
