@@ -92,11 +92,18 @@ fn sample_a_mp4_has_exact_duration_slides_screen_share_and_tone() {
         );
     }
     assert_changes_land_within(&frames, 0.1);
-    // The tone is 440 Hz throughout, second by second.
+    // The tone is 440 Hz throughout, second by second. The source track's first packet sits at
+    // -7 ms (the Opus pre-skip), so its sound ends at 14.993 s on the timeline: the last window
+    // stops at 14.99 s, or the end of the tone would read as a lower pitch.
     let (rate, samples) = audio_samples(&out);
     assert_eq!(rate, 48_000);
     for second in 0..15 {
-        let s = &samples[second * 48_000..(second + 1) * 48_000];
+        let end = if second == 14 {
+            14.99
+        } else {
+            second as f64 + 1.0
+        };
+        let s = &samples[second * 48_000..(end * 48_000.0) as usize];
         let (hz, rms) = tone(s, rate);
         assert!((hz - 440.0).abs() < 3.0, "second {second}: {hz} Hz");
         assert!(rms > 0.02, "second {second}: silent (rms {rms})");

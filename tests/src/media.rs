@@ -293,12 +293,24 @@ pub fn audio_samples(path: &Path) -> (u32, Vec<f32>) {
     (rate, out)
 }
 
-/// Frequency (Hz) of a steady tone in `samples`, from rising zero crossings; and the RMS level.
+/// Below this level (-54 dBFS) a sample counts as neither side of zero: the codec's near-silent
+/// noise after a track's abrupt end flips sign many times per millisecond, and must not read as a
+/// higher pitch. Every tone the tests measure is far louder (rms above 0.02).
+const CROSSING_HYSTERESIS: f32 = 0.002;
+
+/// Frequency (Hz) of a steady tone in `samples`, from rising zero crossings (with hysteresis:
+/// from below `-CROSSING_HYSTERESIS` to above `+CROSSING_HYSTERESIS`); and the RMS level.
 pub fn tone(samples: &[f32], rate: u32) -> (f64, f64) {
-    let crossings = samples
-        .windows(2)
-        .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
-        .count();
+    let mut crossings = 0usize;
+    let mut below = false;
+    for &s in samples {
+        if s < -CROSSING_HYSTERESIS {
+            below = true;
+        } else if s > CROSSING_HYSTERESIS && below {
+            crossings += 1;
+            below = false;
+        }
+    }
     let rms = (samples
         .iter()
         .map(|s| f64::from(*s) * f64::from(*s))
