@@ -98,11 +98,7 @@ fn sample_a_mp4_has_exact_duration_slides_screen_share_and_tone() {
     let (rate, samples) = audio_samples(&out);
     assert_eq!(rate, 48_000);
     for second in 0..15 {
-        let end = if second == 14 {
-            14.99
-        } else {
-            second as f64 + 1.0
-        };
+        let end = (second as f64 + 1.0).min(14.99);
         let s = &samples[second * 48_000..(end * 48_000.0) as usize];
         let (hz, rms) = tone(s, rate);
         assert!((hz - 440.0).abs() < 3.0, "second {second}: {hz} Hz");
