@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use bbb_common::cli_docs::Generated;
+use bbb_common::logging::LogFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Documented exit codes.
@@ -31,7 +33,7 @@ pub mod exit {
     name = "bbb-migrate",
     version,
     about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
-    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed), 5 the ledger could not be opened, read or written (e.g. its database is unreachable)."
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed), 5 the ledger could not be opened, read or written (e.g. its database is unreachable). `doctor`: 0 nothing failed, 1 a check failed, 2 usage or configuration error."
 )]
 pub struct Cli {
     /// Configuration file (TOML).
@@ -53,6 +55,16 @@ pub struct Cli {
     /// More log output (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log lines on stderr: text (coloured only on a terminal) or json (one object per line with
+    /// the recording id as a field, for journald or log collectors). Env: BBB_MIGRATE_LOG sets
+    /// the filter.
+    #[arg(long, global = true, default_value = "text", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
+
+    /// Print a man page or a shell completion script and exit (used to build the package).
+    #[arg(long, hide = true, value_name = "KIND", value_parser = parse_generated, exclusive = true)]
+    pub generate: Option<Generated>,
 
     #[command(flatten)]
     pub select: Selection,
@@ -77,6 +89,14 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+fn parse_generated(s: &str) -> Result<Generated, String> {
+    s.parse()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +204,28 @@ pub enum Command {
         /// Every dead or cancelled job (or only those of --record-id).
         #[arg(long)]
         failed: bool,
+    },
+    /// Check everything a run needs and say what to fix: bbb-record, Chromium, Xvfb and
+    /// PulseAudio (optional) with their versions, the BBB API and its secret, the ledger (its
+    /// migrations, and on PostgreSQL this host's clock against the database's), Pod's recorder,
+    /// the claim and temp directories and free space for the selection, and a 5-second test
+    /// recording of a page served locally. One line per check: ok, warning, failure or skipped,
+    /// and what to do. Writes nothing but a probe file and the test recording, both removed.
+    #[command(
+        after_help = "Exit codes: 0 nothing failed (warnings and skipped checks allowed), 1 at least one check failed, 2 usage or configuration error (the configuration cannot be read, a bad selection flag)."
+    )]
+    Doctor {
+        /// One JSON object for scripts: {"ok": bool, "checks": [{"name", "status"
+        /// (ok|warning|failure|skipped), "detail", "hint"}]}.
+        #[arg(long)]
+        json: bool,
+        /// The Chromium to check and record with, instead of bbb-record's own lookup
+        /// (Debian's /usr/lib/chromium/chromium, then chromium/google-chrome on PATH).
+        #[arg(long, value_name = "PATH")]
+        browser: Option<PathBuf>,
+        /// Do not make the 5-second test recording (reported as skipped).
+        #[arg(long)]
+        skip_recording: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod ledger;
 pub mod media;

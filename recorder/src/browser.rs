@@ -5,7 +5,7 @@
 //! every other child (own process group, death signal, stderr kept; see `bbb_common::process`), and so
 //! that nothing can try to download a browser. chromiumoxide then connects to its DevTools socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bbb_common::process::{GroupChild, Spawn};
@@ -22,21 +22,7 @@ const BROWSER_OOM_SCORE_ADJ: i32 = 500;
 /// Find a Chromium binary: the real binary behind Debian's wrapper script first (the wrapper adds
 /// flags from /etc/chromium.d that we do not want), then the usual names on `PATH`.
 pub fn find_browser() -> Option<PathBuf> {
-    let fixed = [
-        "/usr/lib/chromium/chromium",
-        "/usr/lib/chromium-browser/chromium-browser",
-    ];
-    if let Some(p) = fixed.iter().map(Path::new).find(|p| p.is_file()) {
-        return Some(p.to_owned());
-    }
-    [
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ]
-    .iter()
-    .find_map(|name| which::which(name).ok())
+    bbb_common::chromium::find()
 }
 
 /// What the browser needs to know about its surroundings.

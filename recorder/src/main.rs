@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bbb_common::cli_docs::{self, Generated};
+use bbb_common::logging::{self, LogFormat};
 use bbb_recorder::error::{RecordError, exit};
 use bbb_recorder::progress::{Progress, ProgressMode};
 use bbb_recorder::record::{self, AudioMode, CaptureMode, Layout, RecordRequest};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success: the file is complete at its destination
@@ -30,11 +32,12 @@ struct Cli {
     /// from the first line of standard input instead: a URL with a secret (a Scalelite
     /// `token=`) given on the command line is visible to every user in `ps`; bbb-migrate hands
     /// it over this way.
-    url: String,
+    #[arg(required_unless_present = "generate")]
+    url: Option<String>,
     /// Output file; the container follows the extension: .mp4 (H.264 + AAC), .webm (VP8 + Opus),
     /// .mkv (H.264 + AAC).
-    #[arg(short, long)]
-    output: PathBuf,
+    #[arg(short, long, required_unless_present = "generate")]
+    output: Option<PathBuf>,
     /// Picture size.
     #[arg(long, default_value = "1280x720", value_parser = parse_size)]
     size: (u32, u32),
@@ -90,6 +93,21 @@ struct Cli {
     /// recorded.
     #[arg(long)]
     allow_file: bool,
+    /// Log lines: text (coloured only on a terminal) or json (one object per line, for log
+    /// collectors). Env: BBB_RECORD_LOG sets the filter (e.g. `info`).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
+    /// Print a man page or a shell completion script and exit (used to build the package).
+    #[arg(long, hide = true, value_name = "KIND", value_parser = parse_generated, exclusive = true)]
+    generate: Option<Generated>,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+fn parse_generated(s: &str) -> Result<Generated, String> {
+    s.parse()
 }
 
 fn parse_host(s: &str) -> Result<String, String> {
@@ -138,15 +156,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BBB_RECORD_LOG")
-                // chromiumoxide logs every unknown DevTools message and the socket closing at
-                // shutdown as warnings/errors; the recorder reports the failures that matter.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,chromiumoxide=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(kind) = cli.generate.clone() {
+        return match cli_docs::print(kind, Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bbb-record: --generate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // chromiumoxide logs every unknown DevTools message and the socket closing at shutdown as
+    // warnings/errors; the recorder reports the failures that matter.
+    logging::init(cli.log_format, "BBB_RECORD_LOG", "warn,chromiumoxide=off");
     // libxcb (x11grab) reads XAUTHORITY from our environment: fix it before any thread starts.
     let xauth = std::env::temp_dir().join(format!("bbb-record-{}.xauth", std::process::id()));
     // SAFETY: no other thread exists yet (the runtime is built below).
@@ -159,7 +180,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.progress);
     let timeout = cli.timeout.map(Duration::from_secs_f64);
-    let url = if cli.url == "-" {
+    // clap requires both unless --generate, which returned above.
+    let (Some(url), Some(output)) = (cli.url, cli.output) else {
+        eprintln!("bbb-record: a URL and -o OUTPUT are required");
+        return exit::USAGE;
+    };
+    let url = if url == "-" {
         let mut line = String::new();
         match std::io::stdin().read_line(&mut line) {
             Ok(_) if !line.trim().is_empty() => line.trim().to_owned(),
@@ -173,11 +199,11 @@ fn run(cli: Cli) -> i32 {
             }
         }
     } else {
-        cli.url
+        url
     };
     let req = RecordRequest {
         url,
-        output: cli.output,
+        output,
         width: cli.size.0,
         height: cli.size.1,
         fps: cli.fps,

@@ -1,7 +1,8 @@
 //! End-to-end tests of `bbb-migrate claim` (mode 1) against the fake BBB server: video playbacks
 //! downloaded into the Pod claim directory, reruns, a playback that 404s, --dry-run, --jobs 2,
 //! a dropped connection resumed, protected token URLs, kill -9 in the middle of a job, and
-//! playback URLs that point where they must not (local files, scripts, other hosts).
+//! playback URLs that point where they must not (local files, scripts, other hosts), and the
+//! log lines a service writes.
 
 mod migrate_support;
 
@@ -49,6 +50,55 @@ fn a_video_playback_is_downloaded_into_the_claim_directory_and_a_rerun_does_noth
         "no second download"
     );
     assert_eq!(env.claimed(), snapshot);
+}
+
+/// What journald and log files receive: no colour codes on a pipe, and with `--log-format json`
+/// one JSON object per line, the recording id a field of the events about a recording.
+#[test]
+fn logs_on_a_pipe_have_no_colours_and_json_lines_carry_the_record_id() {
+    let env = setup("prefix", "");
+    let o = env.run(&["--progress", "plain", "claim", "--record-id", VIDEO_ID]);
+    expect_code(&o, 0);
+    let log = text(&o.stderr);
+    assert!(log.contains(VIDEO_ID), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a piped log:\n{log:?}"
+    );
+
+    let env = setup("prefix", "");
+    let o = env.run(&[
+        "--progress",
+        "plain",
+        "--log-format",
+        "json",
+        "claim",
+        "--record-id",
+        VIDEO_ID,
+    ]);
+    expect_code(&o, 0);
+    let log = text(&o.stderr);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"]["message"].is_string())
+    );
+    let about: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["record_id"] == VIDEO_ID)
+        .collect();
+    for what in ["download started", "placed: "] {
+        assert!(
+            about.iter().any(|l| l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(what))),
+            "no event with record_id {VIDEO_ID} says {what:?}:\n{log}"
+        );
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ impl App {
         host: Option<String>,
     ) -> Res<i32> {
         // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
-        let registration = self.claim_registration().await?;
+        let registration = self.claim_registration(self.cli.dry_run).await?;
         let claim_dir =
             self.claim_dir(registration.as_ref().map(|r| r.recorder.directory.as_str()))?;
         claim_dir.check(!self.cli.dry_run).map_err(usage)?;
@@ -167,8 +167,12 @@ impl App {
     /// With `[pod] database_url`: the recorder `[pod] recorder_id` must exist in Pod and its
     /// directory (which the files go to; `[pod] recorder_directory` is then only compared, with a
     /// warning) must exist under default_recorder_path. Checked before any work; a failure is a
-    /// pre-check failure (exit 2) naming the recorder.
-    pub(super) async fn claim_registration(&self) -> Res<Option<worker::ClaimRegistration>> {
+    /// pre-check failure (exit 2) naming the recorder. `read_only` (`--dry-run`, `doctor`):
+    /// Pod's database is opened in sessions that refuse writes.
+    pub(super) async fn claim_registration(
+        &self,
+        read_only: bool,
+    ) -> Res<Option<worker::ClaimRegistration>> {
         let Some(url) = self
             .cfg
             .pod
@@ -179,7 +183,7 @@ impl App {
             return Ok(None);
         };
         let id = self.cfg.pod.recorder_id;
-        let db = pod::PodDb::connect(url, self.cli.dry_run)
+        let db = pod::PodDb::connect(url, read_only)
             .await
             .map_err(|e| usage(format!("Pod database: {e}")))?;
         let recorder = match db.recorder(id).await {

@@ -34,6 +34,7 @@ use crate::cli::{Cli, Command, ProgressMode, exit};
 use self::summary::{Summary, Unfinished, held_by_target};
 
 mod claim;
+mod doctor;
 mod export_csv;
 mod import;
 mod init_config;
@@ -97,6 +98,11 @@ enum Mode {
         wait: bool,
     },
     Cancel,
+    Doctor {
+        json: bool,
+        browser: Option<PathBuf>,
+        skip_recording: bool,
+    },
 }
 
 fn mode(cli: &Cli) -> Res<Mode> {
@@ -174,6 +180,15 @@ fn mode(cli: &Cli) -> Res<Mode> {
                 wait: !wait.no_wait,
             },
             Command::Cancel => Mode::Cancel,
+            Command::Doctor {
+                json,
+                browser,
+                skip_recording,
+            } => Mode::Doctor {
+                json: *json,
+                browser: browser.clone(),
+                skip_recording: *skip_recording,
+            },
         }),
     }
 }
@@ -235,6 +250,11 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         Mode::Retry { failed } => app.retry(failed).await,
         Mode::Import { moodle, wait } => app.import(moodle, wait).await,
         Mode::Cancel => app.cancel().await,
+        Mode::Doctor {
+            json,
+            browser,
+            skip_recording,
+        } => app.doctor(json, browser.as_deref(), skip_recording).await,
     }
 }
 
@@ -278,15 +298,18 @@ impl App {
     }
 
     fn api(&self) -> Res<ApiClient> {
-        let settings = ApiSettings {
+        ApiClient::new(self.api_settings()?).map_err(|e| usage(format!("HTTP client: {e}")))
+    }
+
+    fn api_settings(&self) -> Res<ApiSettings> {
+        Ok(ApiSettings {
             base_url: self.cfg.base_url().map_err(usage)?.to_owned(),
             secret: self.cfg.secret().map_err(usage)?.to_owned(),
             checksum: self.cfg.bbb.checksum,
             timeout: self.cfg.api_timeout(),
             retries: self.cfg.bbb.retries,
             retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
-        };
-        ApiClient::new(settings).map_err(|e| usage(format!("HTTP client: {e}")))
+        })
     }
 
     /// Fetches, reports malformed recordings, selects. Exit 3 when the list cannot be had.
@@ -322,6 +345,7 @@ impl App {
             })?;
         for m in &fetched.malformed {
             tracing::warn!(
+                record_id = m.record_id.as_deref(),
                 "recording #{} ({}) skipped: {}",
                 m.index,
                 m.record_id.as_deref().unwrap_or("no recordID"),

@@ -58,6 +58,25 @@ impl AnyLedger {
     }
 }
 
+impl AnyLedger {
+    /// The migration versions of the database and of this build (`doctor`).
+    pub async fn schema_versions(&self) -> LedgerResult<super::schema::SchemaVersions> {
+        match self {
+            AnyLedger::Sqlite(l) => l.schema_versions().await,
+            AnyLedger::Postgres(l) => l.schema_versions().await,
+        }
+    }
+
+    /// The database clock in epoch milliseconds where leases follow it (PostgreSQL); `None` for
+    /// SQLite, whose leases follow this host's clock.
+    pub async fn database_now_ms(&self) -> LedgerResult<Option<i64>> {
+        match self {
+            AnyLedger::Sqlite(_) => Ok(None),
+            AnyLedger::Postgres(l) => l.db_now_ms().await.map(Some),
+        }
+    }
+}
+
 macro_rules! forward {
     ($self:ident, $l:ident => $e:expr) => {
         match $self {

@@ -5,6 +5,7 @@
 
 pub mod any;
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use std::future::Future;

@@ -48,6 +48,16 @@ pub enum PlaceError {
     Io(PathBuf, io::Error),
 }
 
+/// Whether two paths are on one filesystem (same `st_dev`), so that a link from one to the
+/// other is atomic.
+pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
+    Ok(same_device(&std::fs::metadata(a)?, &std::fs::metadata(b)?))
+}
+
+fn same_device(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.dev() == b.dev()
+}
+
 /// The marker of every partial file (`<recordID>.<epoch>.partial.<ext>`, plus whatever suffix the
 /// recorder adds for its own temp file); the stale-file sweep only ever removes such names.
 pub const PARTIAL: &str = "partial";
@@ -93,7 +103,7 @@ impl ClaimDir {
             }
         }
         if let Ok(t) = std::fs::metadata(&self.temp_dir)
-            && t.dev() != meta.dev()
+            && !same_device(&t, &meta)
         {
             return Err(PlaceError::CrossDevice(
                 self.temp_dir.clone(),
@@ -101,6 +111,21 @@ impl ClaimDir {
             ));
         }
         Ok(())
+    }
+
+    /// Whether this user can create (and remove) a file in the claim directory, as the final
+    /// link of every placement must: a probe file is created exclusively and removed at once.
+    /// Permission bits are not read instead, because root ignores them while a read-only mount,
+    /// an immutable directory or a special filesystem refuses even root.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let probe = self
+            .dir
+            .join(format!(".bbb-migrate-probe.{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        std::fs::remove_file(&probe)
     }
 
     /// `<temp>/<recordID>.<epoch>.partial/`: the private directory of one lease. The recorder
@@ -307,5 +332,39 @@ mod tests {
             .unwrap();
         assert_eq!(removed, vec![cd.job_dir(&rid, 2)]);
         assert_eq!(std::fs::read_dir(&cd.temp_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn same_filesystem_compares_the_device_of_both_paths() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        assert!(same_filesystem(root.path(), &root.path().join("a")).unwrap());
+        // procfs is never the filesystem of a temp dir.
+        assert!(!same_filesystem(root.path(), Path::new("/proc/self")).unwrap());
+        assert!(same_filesystem(root.path(), &root.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_claim_directory_is_writable_only_when_a_file_can_really_be_made_there() {
+        let root = tempfile::tempdir().unwrap();
+        let cd = ClaimDir {
+            dir: root.path().to_path_buf(),
+            temp_dir: root.path().join("tmp"),
+        };
+        cd.probe_writable().unwrap();
+        assert!(list_names(root.path()).is_empty(), "the probe file stayed");
+        // procfs refuses new files even to root, whatever the permission bits say.
+        let proc_dir = ClaimDir {
+            dir: PathBuf::from("/proc/self"),
+            temp_dir: root.path().join("tmp"),
+        };
+        assert!(proc_dir.probe_writable().is_err());
+    }
+
+    fn list_names(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
     }
 }

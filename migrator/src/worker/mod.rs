@@ -623,18 +623,12 @@ async fn produce<S: JobStore>(
             let program = ctx.recorder.program.clone().ok_or_else(|| {
                 JobError::transient(rid, Phase::Record, "bbb-record not found: set [recorder] command or install it next to bbb-migrate")
             })?;
-            // Its size is known only at the end: estimated from the length (rounded up to the
-            // next whole minute of getRecordings' `<length>`) and a generous bitrate.
-            let secs = playback_minutes(rec, playback)
-                .map(|m| (m + 1) * 60)
-                .or(rec.length_secs())
-                .unwrap_or(ctx.recorder.default_length_secs);
             let mut waiting = cancel.clone();
             ctx.space
                 .wait(
                     rid,
                     Phase::Record,
-                    secs.saturating_mul(space::RECORDING_BYTES_PER_SEC),
+                    estimated_bytes(rec, playback, ctx.recorder.default_length_secs),
                     &mut waiting,
                 )
                 .await?;
@@ -654,6 +648,7 @@ async fn produce<S: JobStore>(
                 grace: ctx.recorder.grace,
                 accept_broken: ctx.recorder.accept_broken,
                 allow_hosts: ctx.playback_hosts.hosts().to_vec(),
+                extra_args: Vec::new(),
             };
             let progress = |p: recorder::RecordProgress| {
                 let total = p.duration_secs.or(rec.length_secs().map(|s| s as f64));
@@ -679,6 +674,18 @@ async fn produce<S: JobStore>(
         }
     }
     Ok(Vec::new())
+}
+
+/// What the output of `playback` is expected to take on disk at most, before anything is known
+/// of its real size (a recording's is known only at the end): its length (getRecordings'
+/// `<length>` rounded up to the next whole minute, else `default_length_secs`) at
+/// [`space::RECORDING_BYTES_PER_SEC`], a generous bitrate. Also `doctor`'s estimate of a batch.
+pub fn estimated_bytes(rec: &Recording, playback: &Playback, default_length_secs: u64) -> u64 {
+    let secs = playback_minutes(rec, playback)
+        .map(|m| (m + 1) * 60)
+        .or(rec.length_secs())
+        .unwrap_or(default_length_secs);
+    secs.saturating_mul(space::RECORDING_BYTES_PER_SEC)
 }
 
 /// getRecordings' `<length>` (whole minutes) of the playback being converted.

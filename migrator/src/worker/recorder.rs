@@ -27,6 +27,9 @@ pub struct RecorderCommand {
     /// Host names the playback may load from besides its own (`--allow-host`: `[bbb]
     /// playback_hosts` and the server's).
     pub allow_hosts: Vec<String>,
+    /// More arguments after the protocol's own, for a page that is not a BBB playback (the
+    /// doctor's test recording: `--duration`, `--audio`).
+    pub extra_args: Vec<String>,
 }
 
 /// Why the child was stopped by us.
@@ -158,6 +161,7 @@ impl RecorderCommand {
                     .iter()
                     .flat_map(|h| ["--allow-host", h.as_str()]),
             )
+            .args(&self.extra_args)
             .stdin_piped()
             .stdout_piped()
             .death_signal(Signal::SIGTERM)
@@ -390,6 +394,7 @@ esac
             grace: Duration::from_millis(300),
             accept_broken: mode == "broken-accepted",
             allow_hosts: Vec::new(),
+            extra_args: Vec::new(),
         };
         let out = dir.join("out.mp4");
         let (tx, rx) = watch::channel(false);

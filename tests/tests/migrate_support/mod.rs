@@ -303,16 +303,37 @@ pub fn sample_video() -> Vec<u8> {
     .expect("sample video")
 }
 
-/// Asserts that `path` is a whole recording of a `seconds`-long playback, as bbb-record makes
-/// it (MP4, H.264 + AAC): both streams decode to the playback's length (one frame and 50 ms of
-/// tolerance, the recorder's own tests' margins) and the picture has a frame for every 1/fps
-/// of it. A truncated file, one without sound or a cut recording fails.
+/// The containers bbb-record writes, with the codecs it puts in them.
+#[derive(Debug, Clone, Copy)]
+pub enum Container {
+    /// H.264 + AAC.
+    Mp4,
+    /// VP8 + Opus (what bbb-recorder made, and Pod's `.webm` names promise).
+    Webm,
+}
+
+/// Asserts that `path` is a whole MP4 recording of a `seconds`-long playback, as bbb-record
+/// makes it: see [`assert_recorded_as`].
 pub fn assert_recorded(path: &Path, seconds: f64) {
+    assert_recorded_as(path, seconds, Container::Mp4)
+}
+
+/// Asserts that `path` is a whole recording of a `seconds`-long playback in `container`, at
+/// bbb-record's default 1280x720: both streams decode to the playback's length (one frame and
+/// 50 ms of tolerance, the recorder's own tests' margins) and the picture has a frame for every
+/// 1/fps of it. A truncated file, one without sound or a cut recording fails.
+pub fn assert_recorded_as(path: &Path, seconds: f64, container: Container) {
+    assert!(path.is_file(), "{} is missing", path.display());
     let p = fake_bbb::media::probe(path);
     let what = format!("{}: {p:?}", path.display());
-    assert!(p.container.contains("mp4"), "not an MP4: {what}");
-    assert_eq!(p.video_codec, "h264", "{what}");
-    assert_eq!(p.audio_codec.as_deref(), Some("aac"), "no sound: {what}");
+    let (format, video, audio) = match container {
+        Container::Mp4 => ("mp4", "h264", "aac"),
+        Container::Webm => ("webm", "vp8", "opus"),
+    };
+    assert!(p.container.contains(format), "not {format}: {what}");
+    assert_eq!(p.video_codec, video, "{what}");
+    assert_eq!(p.audio_codec.as_deref(), Some(audio), "no sound: {what}");
+    assert_eq!((p.width, p.height), (1280, 720), "{what}");
     assert!(p.fps > 0.0, "{what}");
     let frame = 1.0 / p.fps;
     assert!(
