@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash .ci/install-deps
-cargo build --release --locked -p bbb-recorder -p bbb-tests --bin bbb-record --bin fake-bbb
+# The same packages as migrator/debian/build-deb.sh builds, so that one release build serves both.
+cargo build --release --locked -p bbb-recorder -p bbb-migrator -p bbb-tests \
+  --bin bbb-record --bin bbb-migrate --bin fake-bbb
 # Where cargo put them (CARGO_TARGET_DIR or a cargo config may move target/).
 bin="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 
