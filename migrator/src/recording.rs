@@ -17,6 +17,10 @@ pub struct PlaybackFormat {
     pub url: String,
     /// `<length>`, in minutes (BBB rounds it).
     pub length_minutes: Option<u64>,
+    /// `<size>`, in bytes: of a `video` format, about its file's; of a `presentation`, of the
+    /// files the player loads (nothing like a recording of it). Absent on old servers.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
 }
 
 /// One `<recording>` of a getRecordings response, every field read as full text content (text and

@@ -146,6 +146,7 @@ fn recording(n: u32, meeting_id: &str, name: &str, url_path: &str) -> Recording 
             url: format!("https://bbb.example.org/playback/presentation/{url_path}")
                 .replace("ID", &id),
             length_minutes: Some(3),
+            size_bytes: None,
         }],
     }
 }
@@ -319,6 +320,7 @@ async fn scenario(server: Server) {
             legacy.record_id
         ),
         length_minutes: Some(3),
+        size_bytes: None,
     });
     let rep = import_recording(&pod, &legacy, &[], "", &settings(false))
         .await
@@ -1197,6 +1199,7 @@ async fn ledger_scenario(server: Server) {
             kind: "video".into(),
             url: format!("https://other.example.org/video/{}/", rec.record_id),
             length_minutes: Some(3),
+            size_bytes: None,
         },
     );
     assert_eq!(store.enqueue(&[job(&changed)]).await.unwrap(), 0);

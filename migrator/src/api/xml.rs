@@ -226,6 +226,7 @@ fn parse_recording(rec: &Element) -> Result<Recording, (Option<String>, String)>
                 kind,
                 url,
                 length_minutes: f.child_text("length").and_then(|l| l.parse().ok()),
+                size_bytes: f.child_text("size").and_then(|l| l.parse().ok()),
             });
         }
     }

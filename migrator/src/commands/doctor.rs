@@ -410,7 +410,8 @@ impl App {
     }
 
     /// Free space against what the selection still needs: the worker's own estimate of each
-    /// output (its length at a generous bitrate; getRecordings gives no sizes) for every selected
+    /// output (a video's `<size>` from getRecordings; a presentation's length at a generous
+    /// bitrate, since the size the API gives for it is that of its slides) for every selected
     /// recording not yet done in the ledger, plus `[worker] free_space_margin_mb`. A warning
     /// only: the workers wait for space rather than fail.
     async fn doctor_space(

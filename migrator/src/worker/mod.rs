@@ -22,7 +22,7 @@ use crate::ledger::{JobState, JobStore, Lease, LedgerError, Progress, ProgressUn
 use crate::place::{ClaimDir, PlaceError, slug};
 use crate::playback_hosts::PlaybackHosts;
 use crate::progress::{Event, Reporter};
-use crate::recording::{Playback, Recording};
+use crate::recording::{Playback, PlaybackFormat, Recording};
 use download::DownloadSettings;
 use recorder::{RecordOutput, RecorderCommand};
 use space::SpaceSettings;
@@ -677,10 +677,16 @@ async fn produce<S: JobStore>(
 }
 
 /// What the output of `playback` is expected to take on disk at most, before anything is known
-/// of its real size (a recording's is known only at the end): its length (getRecordings'
-/// `<length>` rounded up to the next whole minute, else `default_length_secs`) at
-/// [`space::RECORDING_BYTES_PER_SEC`], a generous bitrate. Also `doctor`'s estimate of a batch.
+/// of its real size (a recording's is known only at the end): a video's `<size>` when the server
+/// gives it, else its length (getRecordings' `<length>` rounded up to the next whole minute,
+/// else `default_length_secs`) at [`space::RECORDING_BYTES_PER_SEC`], a generous bitrate. Also
+/// `doctor`'s estimate of a batch.
 pub fn estimated_bytes(rec: &Recording, playback: &Playback, default_length_secs: u64) -> u64 {
+    if let Some(size) = playback_format(rec, playback).and_then(|f| f.size_bytes)
+        && matches!(playback, Playback::Video(_))
+    {
+        return size;
+    }
     let secs = playback_minutes(rec, playback)
         .map(|m| (m + 1) * 60)
         .or(rec.length_secs())
@@ -690,6 +696,12 @@ pub fn estimated_bytes(rec: &Recording, playback: &Playback, default_length_secs
 
 /// getRecordings' `<length>` (whole minutes) of the playback being converted.
 fn playback_minutes(rec: &Recording, playback: &Playback) -> Option<u64> {
+    playback_format(rec, playback).and_then(|f| f.length_minutes)
+}
+
+/// The `<format>` that `playback` was chosen from (the last of its kind, as `Recording::playback`
+/// chooses).
+fn playback_format<'r>(rec: &'r Recording, playback: &Playback) -> Option<&'r PlaybackFormat> {
     let kind = match playback {
         Playback::Video(_) => "video",
         Playback::Presentation(_) => "presentation",
@@ -698,7 +710,6 @@ fn playback_minutes(rec: &Recording, playback: &Playback) -> Option<u64> {
         .iter()
         .rev()
         .find(|f| f.kind == kind && !f.url.is_empty())
-        .and_then(|f| f.length_minutes)
 }
 
 /// The output is whole and as long as the recording, else the job fails (transient: retried,
@@ -858,7 +869,42 @@ mod tests {
     use crate::ledger::sqlite::SqliteLedger;
     use crate::ledger::{NewJob, RetryPolicy, SimulatedClock, TARGET_FILE};
     use crate::progress::PlainReporter;
-    use crate::recording::{PlaybackFormat, RecordId};
+    use crate::recording::RecordId;
+
+    #[test]
+    fn a_videos_size_is_its_estimate_and_a_presentation_is_estimated_from_its_length() {
+        let format = |kind: &str, minutes, size| PlaybackFormat {
+            kind: kind.into(),
+            url: format!("https://bbb.test/{kind}"),
+            length_minutes: Some(minutes),
+            size_bytes: size,
+        };
+        let id = "ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124";
+        let rec = Recording {
+            record_id: RecordId::parse(id).unwrap(),
+            meeting_id: String::new(),
+            internal_meeting_id: id.into(),
+            name: "Sizes".into(),
+            published: "true".into(),
+            state: "published".into(),
+            start_time_ms: 1530718721124,
+            end_time_ms: None,
+            metadata: BTreeMap::new(),
+            formats: vec![
+                format("video", 10, Some(123_456_789)),
+                // The presentation's <size> is that of its slides and media, not of a video.
+                format("presentation", 10, Some(1_000)),
+            ],
+        };
+        let video = Playback::Video("https://bbb.test/video".into());
+        let presentation = Playback::Presentation("https://bbb.test/presentation".into());
+        assert_eq!(estimated_bytes(&rec, &video, 60), 123_456_789);
+        let eleven_minutes = 11 * 60 * space::RECORDING_BYTES_PER_SEC;
+        assert_eq!(estimated_bytes(&rec, &presentation, 60), eleven_minutes);
+        let mut old_server = rec.clone();
+        old_server.formats[0].size_bytes = None;
+        assert_eq!(estimated_bytes(&old_server, &video, 60), eleven_minutes);
+    }
 
     /// A worker whose lease is taken over stops its recorder's whole process group, writes
     /// nothing more to the ledger and leaves no temp files. The recorder here is the
@@ -889,6 +935,7 @@ mod tests {
                 kind: "presentation".into(),
                 url: "http://bbb.test/hang".into(),
                 length_minutes: Some(60),
+                size_bytes: None,
             }],
         };
         store
