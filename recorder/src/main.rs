@@ -10,7 +10,7 @@ use bbb_common::logging::{self, LogFormat};
 use bbb_recorder::error::{RecordError, exit};
 use bbb_recorder::progress::{Progress, ProgressMode};
 use bbb_recorder::record::{self, AudioMode, CaptureMode, Layout, RecordRequest};
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success: the file is complete at its destination
@@ -148,8 +148,29 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `bbb-record --version`: ours and the libav libraries this binary loaded, which are the ones
+/// that encode (`bbb-migrate doctor` shows this line).
+fn version_line() -> String {
+    let v = |n: u32| format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+    format!(
+        "{} (libavcodec {}, libavformat {}, libavfilter {}, libswscale {}, libswresample {})",
+        env!("CARGO_PKG_VERSION"),
+        v(ffmpeg_next::codec::version()),
+        v(ffmpeg_next::format::version()),
+        v(ffmpeg_next::filter::version()),
+        v(ffmpeg_next::software::scaling::version()),
+        v(ffmpeg_next::software::resampling::version()),
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // clap keeps the version for the life of the program; made once, at start.
+    let version: &'static str = Box::leak(version_line().into_boxed_str());
+    let parsed = Cli::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

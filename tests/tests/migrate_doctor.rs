@@ -91,6 +91,12 @@ fn a_good_setup_is_all_ok_and_records_five_seconds_through_bbb_record() {
         assert!(allowed.contains(&status), "{line}\n{all:#?}");
     }
     assert_eq!(all.len(), 12, "{all:#?}");
+    // The libav libraries the recorder loaded, by version.
+    let (_, line) = check(&all, "recorder");
+    assert!(
+        line.contains("libavcodec 5") || line.contains("libavcodec 6"),
+        "{line}"
+    );
     let (_, line) = check(&all, "test-recording");
     assert!(line.contains("5.0"), "{line}");
     // Nothing left behind: no probe file, no test recording.

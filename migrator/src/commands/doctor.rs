@@ -115,7 +115,7 @@ impl App {
             // The recorder links libav: a missing or wrong library stops it before it can
             // print its version.
             Some(p) => report.push(match version("bbb-record", p).await {
-                Ok(v) => Check::ok("recorder", format!("{} ({v}; its libav loads)", p.display())),
+                Ok(v) => Check::ok("recorder", format!("{} ({v})", p.display())),
                 Err(e) => Check::failure(
                     "recorder",
                     e,
