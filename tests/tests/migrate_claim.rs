@@ -609,6 +609,16 @@ fn start_and_kill_a_download(env: &Env) -> std::path::PathBuf {
 
 #[test]
 fn ctrl_c_gives_the_job_back_and_a_rerun_finishes_it() {
+    interrupted_by(nix::sys::signal::Signal::SIGINT);
+}
+
+/// What `systemctl stop` sends (the service's KillMode=mixed sends it to bbb-migrate only).
+#[test]
+fn sigterm_gives_the_job_back_and_a_rerun_finishes_it() {
+    interrupted_by(nix::sys::signal::Signal::SIGTERM);
+}
+
+fn interrupted_by(signal: nix::sys::signal::Signal) {
     let env = setup("prefix", "");
     let size = sample_video().len() as u64;
     env.bbb.faults().set_throttle(Some(Throttle {
@@ -618,6 +628,7 @@ fn ctrl_c_gives_the_job_back_and_a_rerun_finishes_it() {
     let child = env
         .command(&["claim", "--record-id", VIDEO_ID])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let tmp = env.dir.path().join(".bbb-migrate-tmp");
@@ -627,13 +638,14 @@ fn ctrl_c_gives_the_job_back_and_a_rerun_finishes_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let out = child.wait_with_output().unwrap();
     expect_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains(&format!("{signal}: stopping the running jobs")),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(env.claimed().is_empty());
     assert!(list(&tmp).is_empty(), "temp left: {:?}", list(&tmp));
     let s = status_json(&env);

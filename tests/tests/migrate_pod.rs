@@ -904,6 +904,88 @@ fn import_command_end_to_end() {
     );
 }
 
+/// `systemctl stop` of the import service: SIGTERM ends a run that waits for a job another host
+/// holds, at once, with exit 1 and a line saying so, and the other host's job untouched.
+#[test]
+fn sigterm_ends_a_waiting_import_and_leaves_the_other_hosts_job_alone() {
+    use bbb_migrator::ledger::sqlite::SqliteLedger;
+    use bbb_migrator::ledger::{JobState, JobStore, NewJob, RetryPolicy, SystemClock};
+    use bbb_migrator::place::import::TARGET_IMPORT;
+    use migrate_support::{VIDEO_ID, setup, text};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let my = MariaDb::start().expect("start MariaDB");
+    let server = Server::My(my);
+    server.pod_database("pod");
+    let env = setup("single", "");
+    let url = format!("sqlite://{}", env.ledger.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteLedger::open(&url, Arc::new(SystemClock), RetryPolicy::default())
+            .await
+            .unwrap();
+        store
+            .enqueue(&[NewJob {
+                recording_id: VIDEO_ID.into(),
+                target: TARGET_IMPORT.into(),
+                payload: "{}".into(),
+            }])
+            .await
+            .unwrap();
+        let ids = [VIDEO_ID.to_owned()];
+        let lease = store
+            .claim_target(
+                "elsewhere:1:import",
+                Duration::from_secs(600),
+                Some(&ids),
+                Some(TARGET_IMPORT),
+            )
+            .await
+            .unwrap();
+        assert!(lease.is_some(), "the other host's lease");
+        store.close().await;
+    });
+    let child = env
+        .command(&["import", "--record-id", VIDEO_ID])
+        .env("POD_DATABASE_URL", server.url("pod"))
+        .env("POD_SECRET_KEY", SECRET_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Listed, enqueued and waiting well before this.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
+    assert!(
+        stderr.contains("SIGTERM: finishing the entry in hand"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("interrupted:"), "{stdout}");
+    rt.block_on(async {
+        let store = SqliteLedger::open(&url, Arc::new(SystemClock), RetryPolicy::default())
+            .await
+            .unwrap();
+        let jobs = store.jobs().await.unwrap();
+        let job = jobs.iter().find(|j| j.target == TARGET_IMPORT).unwrap();
+        assert_eq!(job.state, JobState::Running, "{job:?}");
+        store.close().await;
+    });
+}
+
 /// A video type and the recorder of manual claims, with every NOT NULL column (Pod's schema
 /// has no defaults), as Pod's admin creates them.
 fn pod_recorder(server: &Server, db: &str, directory: &str) {

@@ -75,13 +75,7 @@ impl App {
         let jobs = jobs
             .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
             .unwrap_or_else(default_jobs);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("interrupted: stopping the running jobs and giving them back");
-                let _ = shutdown_tx.send(true);
-            }
-        });
+        let shutdown_rx = interruption("stopping the running jobs and giving them back");
         let ctx_claim_dir = claim_dir.clone();
         let ctx = Arc::new(WorkerContext {
             store: ledger.clone(),

@@ -73,6 +73,7 @@ impl App {
         let (mut rows, mut users, mut notices, mut skipped) = (0, 0, 0, 0);
         let mut failures: Vec<String> = Vec::new();
         let mut unfinished = Unfinished::default();
+        let mut interrupted = false;
         if dry {
             let ledger = self.ledger_read_only().await?;
             let done = import_jobs(ledger.jobs().await.map_err(ledger_err)?);
@@ -132,7 +133,13 @@ impl App {
                 .collect();
             let mut ran = std::collections::BTreeSet::new();
             let poll = worker::poll_interval(lease_dur);
+            let mut stop = interruption("finishing the entry in hand, taking no other");
             loop {
+                // An entry is a few statements: the one in hand is finished, never cut.
+                if *stop.borrow() {
+                    interrupted = true;
+                    break;
+                }
                 let lease = match ledger
                     .claim_target(
                         &worker,
@@ -157,7 +164,10 @@ impl App {
                         if left == 0 {
                             break;
                         }
-                        tokio::time::sleep(poll).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = stop.changed() => {}
+                        }
                         continue;
                     }
                     Err(e) => return Err(ledger_err(e)),
@@ -253,6 +263,12 @@ impl App {
                 moodle::PURGE_HINT
             );
         }
-        Ok(unfinished.exit_code(!failures.is_empty(), wait))
+        if interrupted {
+            let _ = writeln!(
+                o,
+                "interrupted: the entries not made yet are made by the next run (the ledger keeps them)"
+            );
+        }
+        Ok(unfinished.exit_code(!failures.is_empty() || interrupted, wait))
     }
 }

@@ -69,6 +69,31 @@ fn ledger_err(e: bbb_migrator::ledger::LedgerError) -> Fatal {
 
 type Res<T> = Result<T, Fatal>;
 
+/// Becomes `true` on the first SIGINT (Ctrl-C) or SIGTERM (`systemctl stop`, `kill`): the
+/// commands that run jobs then take no new one, stop what runs and give it back to the ledger.
+/// `doing` says what stops, in the log line.
+fn interruption(doing: &'static str) -> watch::Receiver<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    // Installed before this returns, so that no signal between here and the first await is
+    // lost to the default action.
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            tracing::warn!("cannot watch SIGINT/SIGTERM: an interruption will not be graceful");
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!("{name}: {doing}");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
 enum Mode {
     InitConfig {
         output: Option<String>,
