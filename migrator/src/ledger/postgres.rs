@@ -88,21 +88,11 @@ impl PgLedger {
 
     /// The migration versions of this database and of this build.
     pub async fn schema_versions(&self) -> LedgerResult<super::schema::SchemaVersions> {
-        // sqlx creates its table on the first migration run: none yet means none applied.
-        let present: i64 = sqlx::query_scalar(
+        let applied = super::schema::applied_versions(
+            &self.pool,
             "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = '_sqlx_migrations' AND schemaname = ANY (current_schemas(false))",
         )
-        .fetch_one(&self.pool)
         .await?;
-        let applied = if present == 0 {
-            Vec::new()
-        } else {
-            sqlx::query_scalar(
-                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-            )
-            .fetch_all(&self.pool)
-            .await?
-        };
         Ok(super::schema::SchemaVersions::of(&MIGRATOR, applied))
     }
 

@@ -48,6 +48,28 @@ impl SchemaVersions {
     }
 }
 
+/// The migration versions applied to the database behind `pool`: none when sqlx's table is not
+/// there yet (it is made by the first migration run). `table_present` counts that table in the
+/// backend's catalogue, the one statement that differs between the backends.
+pub(super) async fn applied_versions<DB>(
+    pool: &sqlx::Pool<DB>,
+    table_present: &'static str,
+) -> Result<Vec<i64>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let present: i64 = sqlx::query_scalar(table_present).fetch_one(pool).await?;
+    if present == 0 {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
