@@ -4,6 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bbb_common::process::Spawn;
+use chromiumoxide::Browser;
+use futures::StreamExt;
 
 use fake_bbb::FakeBbb;
 use fake_bbb::media::{self, SAMPLE_A};
@@ -52,12 +57,6 @@ fn webcams_classes(dom: &str) -> &str {
     dom[at..].split('"').next().unwrap()
 }
 
-fn current_time(dom: &str) -> &str {
-    let tag = "vjs-current-time-display\">";
-    let at = dom.find(tag).expect("a current-time display") + tag.len();
-    dom[at..].split('<').next().unwrap()
-}
-
 #[test]
 fn the_player_mounts_paused_with_its_chrome_and_without_autoplay() {
     let bbb = media::server();
@@ -97,14 +96,102 @@ fn bad_and_unknown_record_ids_show_400_and_404() {
     assert_eq!(error_code(&dom(&unknown)), Some("404"));
 }
 
-#[test]
-fn t_with_a_unit_seeks_without_playing_and_without_one_is_ignored() {
+/// `?t=3s` seeks the paused player to 3 s; `?t=12` (no unit) is ignored, as in the real player.
+/// The seek waits for the media's metadata, which loads in real time, not in the virtual time
+/// of `--dump-dom`: so this case watches the page over DevTools until the media settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_with_a_unit_seeks_without_playing_and_without_one_is_ignored() {
     let bbb = media::server();
-    let d = dom(&format!("{}?t=3s", bbb.presentation_url(SAMPLE_A)));
-    assert_eq!(current_time(&d), "0:03");
-    assert!(webcams_classes(&d).contains("vjs-paused"));
-    let d = dom(&format!("{}?t=12", bbb.presentation_url(SAMPLE_A)));
-    assert_eq!(current_time(&d), "0:00", "t=12 (no unit) is ignored");
+    let seeked = settled_media(&format!("{}?t=3s", bbb.presentation_url(SAMPLE_A))).await;
+    assert_eq!(seeked.display, "0:03", "{seeked:?}");
+    assert_eq!(seeked.current_time, 3.0, "{seeked:?}");
+    assert!(seeked.paused, "a seek does not start playing: {seeked:?}");
+    let ignored = settled_media(&format!("{}?t=12", bbb.presentation_url(SAMPLE_A))).await;
+    assert_eq!(
+        ignored.display, "0:00",
+        "t=12 (no unit) is ignored: {ignored:?}"
+    );
+    assert_eq!(ignored.current_time, 0.0, "{ignored:?}");
+}
+
+/// The webcams video's state once its metadata is loaded, no seek is pending, and the player's
+/// time display shows the media time.
+#[derive(Debug, serde::Deserialize)]
+struct MediaState {
+    current_time: f64,
+    paused: bool,
+    display: String,
+}
+
+/// Loads `url` in headless Chromium (supervised like the recorder's) and polls the page until
+/// its media settled, for at most 30 s.
+async fn settled_media(url: &str) -> MediaState {
+    const SETTLED: &str = r#"(() => {
+        const v = document.querySelector('#webcams video');
+        const d = document.querySelector('.vjs-current-time-display');
+        if (!v || !d || v.readyState < 1 || v.seeking) return null;
+        const t = Math.floor(v.currentTime);
+        const shown = Math.floor(t / 60) + ':' + String(t % 60).padStart(2, '0');
+        if (d.textContent !== shown) return null;
+        return { current_time: v.currentTime, paused: v.paused, display: d.textContent };
+    })()"#;
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    assert!(
+        chromium.is_file(),
+        "Chromium is missing: run .ci/install-deps"
+    );
+    let mut process = Spawn::new("Chromium", chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .start()
+        .expect("start Chromium");
+    let port_file = profile.path().join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ws_url = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let mut lines = text.lines();
+            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no DevTools port within 30 s: {}",
+            process.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (browser, mut handler) = Browser::connect(ws_url).await.expect("DevTools");
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(url).await.expect("open the page");
+    let settle_by = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        // `null` (not settled yet) comes back as no value at all.
+        let result = page.evaluate(SETTLED).await.expect("evaluate");
+        if let Some(value) = result.value().filter(|v| !v.is_null()) {
+            break serde_json::from_value(value.clone()).expect("the media state");
+        }
+        assert!(
+            Instant::now() < settle_by,
+            "{url}: the media did not settle within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    events.abort();
+    tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    state
 }
 
 /// The real player's shapes builder fails on a canvas group without shapes (error 400); a
