@@ -9,6 +9,7 @@ pub mod moodle;
 pub mod pod;
 pub mod rest;
 pub mod slug;
+pub(crate) mod sql_dialect;
 
 use std::collections::HashSet;
 use std::io;

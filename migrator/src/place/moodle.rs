@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use serde::Deserialize;
+use sqlx::Executor;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::place::pod::NewUser;
+use crate::place::sql_dialect::{DialectPool, per_dialect};
 
 /// Moodle's recording states (mod/bigbluebuttonbn classes/recording.php): PROCESSED and
 /// NOTIFIED are both finished recordings (Python only took PROCESSED and missed the others).
@@ -47,13 +48,30 @@ pub enum MoodleError {
 }
 
 /// The `[moodle]` settings this module needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MoodleSettings {
     pub table_prefix: String,
     pub schema: String,
     pub ignored_servers: Vec<String>,
-    /// `bbb-origin-server-name` (or `default`) → database URL.
+    /// `bbb-origin-server-name` (or `default`) → database URL (which may hold a password).
     pub databases: BTreeMap<String, String>,
+}
+
+/// The database URLs shown with their password masked.
+impl std::fmt::Debug for MoodleSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let databases: BTreeMap<&str, String> = self
+            .databases
+            .iter()
+            .map(|(k, v)| (k.as_str(), bbb_common::redact::url_text(v)))
+            .collect();
+        f.debug_struct("MoodleSettings")
+            .field("table_prefix", &self.table_prefix)
+            .field("schema", &self.schema)
+            .field("ignored_servers", &self.ignored_servers)
+            .field("databases", &databases)
+            .finish()
+    }
 }
 
 /// Validated table names for one engine.
@@ -104,8 +122,17 @@ pub enum MoodleDb {
     My(MySqlPool, Tables),
 }
 
+impl<'a> From<&'a MoodleDb> for DialectPool<'a> {
+    fn from(db: &'a MoodleDb) -> DialectPool<'a> {
+        match db {
+            MoodleDb::Pg(p, _) => DialectPool::Pg(p),
+            MoodleDb::My(p, _) => DialectPool::My(p),
+        }
+    }
+}
+
 /// One activity a recording belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Activity {
     pub id: i64,
     pub course: i64,
@@ -189,148 +216,77 @@ impl MoodleDb {
         }
     }
 
+    /// The table names of this engine (schema-qualified on PostgreSQL), validated by
+    /// [`Tables::new`]: the only text the statements are built from besides constants.
+    fn tables(&self) -> &Tables {
+        match self {
+            MoodleDb::Pg(_, t) | MoodleDb::My(_, t) => t,
+        }
+    }
+
     /// The activities holding this recording (not as an imported copy).
     pub async fn activities(&self, recording_id: &str) -> Result<Vec<Activity>, MoodleError> {
         let (a, b) = FINISHED_STATES;
-        let rows = match self {
-            MoodleDb::Pg(p, t) => {
-                let sql = format!(
-                    "SELECT DISTINCT b.id, b.course, b.intro, b.participants FROM {} r JOIN {} b ON r.bigbluebuttonbnid = b.id \
-                     WHERE r.recordingid = $1 AND r.status IN ($2, $3) AND r.imported = 0 ORDER BY b.id",
-                    t.rec, t.bbb
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(recording_id)
-                    .bind(a)
-                    .bind(b)
-                    .fetch_all(p)
-                    .await?
-                    .iter()
-                    .map(|r| Activity {
-                        id: r.get(0),
-                        course: r.get(1),
-                        intro: r.get(2),
-                        participants: r.get(3),
-                    })
-                    .collect()
-            }
-            MoodleDb::My(p, t) => {
-                let sql = format!(
-                    "SELECT DISTINCT b.id, b.course, b.intro, b.participants FROM {} r JOIN {} b ON r.bigbluebuttonbnid = b.id \
-                     WHERE r.recordingid = ? AND r.status IN (?, ?) AND r.imported = 0 ORDER BY b.id",
-                    t.rec, t.bbb
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(recording_id)
-                    .bind(a)
-                    .bind(b)
-                    .fetch_all(p)
-                    .await?
-                    .iter()
-                    .map(|r| Activity {
-                        id: r.get(0),
-                        course: r.get(1),
-                        intro: r.get(2),
-                        participants: r.get(3),
-                    })
-                    .collect()
-            }
-        };
-        Ok(rows)
+        let t = self.tables();
+        let sql = format!(
+            "SELECT DISTINCT b.id, b.course, b.intro, b.participants FROM {} r JOIN {} b ON r.bigbluebuttonbnid = b.id \
+             WHERE r.recordingid = ? AND r.status IN (?, ?) AND r.imported = 0 ORDER BY b.id",
+            t.rec, t.bbb
+        );
+        Ok(per_dialect!(self, sql, |sql, pool| {
+            sqlx::query_as::<_, Activity>(sql)
+                .bind(recording_id)
+                .bind(a)
+                .bind(b)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// A user who may own recordings: exists, not deleted, not suspended.
     pub async fn active_user(&self, id: i64) -> Result<Option<NewUser>, MoodleError> {
-        let map = |u: String, f: String, l: String, e: String| NewUser {
-            username: u,
-            first_name: f,
-            last_name: l,
-            email: e,
-        };
-        Ok(match self {
-            MoodleDb::Pg(p, t) => {
-                let sql = format!(
-                    "SELECT username, firstname, lastname, email FROM {} WHERE id = $1 AND deleted = 0 AND suspended = 0",
-                    t.user
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| map(r.get(0), r.get(1), r.get(2), r.get(3)))
-            }
-            MoodleDb::My(p, t) => {
-                let sql = format!(
-                    "SELECT username, firstname, lastname, email FROM {} WHERE id = ? AND deleted = 0 AND suspended = 0",
-                    t.user
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| map(r.get(0), r.get(1), r.get(2), r.get(3)))
-            }
-        })
+        // Aliased to the field names `NewUser`'s FromRow reads.
+        let sql = format!(
+            "SELECT username, firstname AS first_name, lastname AS last_name, email FROM {} WHERE id = ? AND deleted = 0 AND suspended = 0",
+            self.tables().user
+        );
+        Ok(per_dialect!(self, sql, |sql, pool| {
+            sqlx::query_as::<_, NewUser>(sql)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// The users holding `role` in the course context of `course`.
     pub async fn role_holders(&self, course: i64, role: i64) -> Result<Vec<i64>, MoodleError> {
-        Ok(match self {
-            MoodleDb::Pg(p, t) => {
-                let sql = format!(
-                    "SELECT DISTINCT ra.userid FROM {} ra JOIN {} c ON c.id = ra.contextid \
-                     WHERE c.contextlevel = 50 AND c.instanceid = $1 AND ra.roleid = $2 ORDER BY ra.userid",
-                    t.ra, t.ctx
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(course)
-                    .bind(role)
-                    .fetch_all(p)
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect()
-            }
-            MoodleDb::My(p, t) => {
-                let sql = format!(
-                    "SELECT DISTINCT ra.userid FROM {} ra JOIN {} c ON c.id = ra.contextid \
-                     WHERE c.contextlevel = 50 AND c.instanceid = ? AND ra.roleid = ? ORDER BY ra.userid",
-                    t.ra, t.ctx
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(course)
-                    .bind(role)
-                    .fetch_all(p)
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect()
-            }
-        })
+        let t = self.tables();
+        let sql = format!(
+            "SELECT DISTINCT ra.userid FROM {} ra JOIN {} c ON c.id = ra.contextid \
+             WHERE c.contextlevel = 50 AND c.instanceid = ? AND ra.roleid = ? ORDER BY ra.userid",
+            t.ra, t.ctx
+        );
+        Ok(per_dialect!(self, sql, |sql, pool| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(course)
+                .bind(role)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// Appends `<br>` + the notice + [`MARKER`] to the activity's intro unless the marker is
     /// already there. The UPDATE only applies if the intro did not change since it was read.
     /// Returns whether it wrote.
     pub async fn append_notice(&self, activity: i64, html: &str) -> Result<bool, MoodleError> {
-        let current: Option<String> = match self {
-            MoodleDb::Pg(p, t) => {
-                let sql = format!("SELECT intro FROM {} WHERE id = $1", t.bbb);
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(activity)
-                    .fetch_optional(p)
-                    .await?
-                    .and_then(|r| r.get::<Option<String>, _>(0))
-            }
-            MoodleDb::My(p, t) => {
-                let sql = format!("SELECT intro FROM {} WHERE id = ?", t.bbb);
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(activity)
-                    .fetch_optional(p)
-                    .await?
-                    .and_then(|r| r.get::<Option<String>, _>(0))
-            }
-        };
+        let sql = format!("SELECT intro FROM {} WHERE id = ?", self.tables().bbb);
+        let current: Option<String> = per_dialect!(self, sql, |sql, pool| {
+            sqlx::query_scalar::<_, Option<String>>(sql)
+                .bind(activity)
+                .fetch_optional(pool)
+                .await?
+                .flatten()
+        });
         let old = current.unwrap_or_default();
         if old.contains(MARKER) {
             return Ok(false);
@@ -340,34 +296,19 @@ impl MoodleDb {
         } else {
             format!("{old}<br>{html}{MARKER}")
         };
-        let n = match self {
-            MoodleDb::Pg(p, t) => {
-                let sql = format!(
-                    "UPDATE {} SET intro = $1 WHERE id = $2 AND coalesce(intro, '') = $3",
-                    t.bbb
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(&new)
-                    .bind(activity)
-                    .bind(&old)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-            MoodleDb::My(p, t) => {
-                let sql = format!(
-                    "UPDATE {} SET intro = ? WHERE id = ? AND coalesce(intro, '') = ?",
-                    t.bbb
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(&new)
-                    .bind(activity)
-                    .bind(&old)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-        };
+        let sql = format!(
+            "UPDATE {} SET intro = ? WHERE id = ? AND coalesce(intro, '') = ?",
+            self.tables().bbb
+        );
+        let n = per_dialect!(self, sql, |sql, pool| {
+            sqlx::query(sql)
+                .bind(&new)
+                .bind(activity)
+                .bind(&old)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         Ok(n == 1)
     }
 
@@ -454,6 +395,23 @@ pub async fn moderators(db: &MoodleDb, recording_id: &str) -> Result<Lookup, Moo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_masks_the_database_passwords() {
+        let settings = MoodleSettings {
+            table_prefix: "mdl_".into(),
+            schema: "public".into(),
+            ignored_servers: Vec::new(),
+            databases: [(
+                "default".to_owned(),
+                "postgres://moodle:hunter2@db.example.org/moodle".to_owned(),
+            )]
+            .into(),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.example.org"), "{shown}");
+    }
 
     #[test]
     fn rules() {

@@ -13,6 +13,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 
+use crate::place::sql_dialect::{DialectPool, per_dialect, pg_sql};
 use crate::recording::Recording;
 
 /// `import_video_externalrecording.name` is `varchar(250)`; Django counts characters.
@@ -88,8 +89,17 @@ pub enum PodDb {
     My(MySqlPool),
 }
 
+impl<'a> From<&'a PodDb> for DialectPool<'a> {
+    fn from(db: &'a PodDb) -> DialectPool<'a> {
+        match db {
+            PodDb::Pg(p) => DialectPool::Pg(p),
+            PodDb::My(p) => DialectPool::My(p),
+        }
+    }
+}
+
 /// A Pod user (`auth_user`), as `str(User)` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PodUser {
     pub id: i32,
     pub username: String,
@@ -108,8 +118,9 @@ impl fmt::Display for PodUser {
     }
 }
 
-/// Who to create when a username is not in Pod yet (from Moodle's `mdl_user`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who to create when a username is not in Pod yet (from Moodle's `mdl_user`, whose
+/// `firstname`/`lastname` the query aliases to these field names).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NewUser {
     pub username: String,
     pub first_name: String,
@@ -174,7 +185,7 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
 pub const CLAIM_FILE_MAX_CHARS: usize = 200;
 
 /// A Pod recorder (`recorder_recorder`) as manual claim needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Recorder {
     pub id: i64,
     pub name: String,
@@ -182,7 +193,8 @@ pub struct Recorder {
     pub directory: String,
     /// `video` | `audiovideocast` | `studio`: the `type` of its file treatments.
     pub recording_type: String,
-    /// The manager; NULL is what manual claim needs.
+    /// The manager (column `user_id`); NULL is what manual claim needs.
+    #[sqlx(rename = "user_id")]
     pub manager_id: Option<i32>,
 }
 
@@ -261,64 +273,39 @@ impl PodDb {
 
     /// Spec 6.2: the owner and site of the newest Pod meeting with this `meetingID`.
     pub async fn meeting_owner(&self, meeting_id: &str) -> Result<Option<(i32, i32)>, PodError> {
-        let row = match self {
-            PodDb::Pg(p) => {
-                sqlx::query("SELECT owner_id, site_id FROM meeting WHERE meeting_id = $1 ORDER BY start_at DESC LIMIT 1")
-                    .bind(meeting_id)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| (r.get::<i32, _>(0), r.get::<i32, _>(1)))
-            }
-            PodDb::My(p) => {
-                sqlx::query("SELECT owner_id, site_id FROM meeting WHERE meeting_id = ? ORDER BY start_at DESC LIMIT 1")
-                    .bind(meeting_id)
-                    .fetch_optional(p)
-                    .await?
-                    .map(|r| (r.get::<i32, _>(0), r.get::<i32, _>(1)))
-            }
-        };
-        Ok(row)
+        Ok(per_dialect!(
+            self,
+            "SELECT owner_id, site_id FROM meeting WHERE meeting_id = ? ORDER BY start_at DESC LIMIT 1",
+            |sql, pool| sqlx::query_as::<_, (i32, i32)>(sql)
+                .bind(meeting_id)
+                .fetch_optional(pool)
+                .await?
+        ))
     }
 
     /// A user by id (the configured admin, a meeting owner).
     pub async fn user_by_id(&self, id: i32) -> Result<Option<PodUser>, PodError> {
-        Ok(match self {
-            PodDb::Pg(p) => sqlx::query(
-                "SELECT id, username, first_name, last_name FROM auth_user WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| user_pg(&r)),
-            PodDb::My(p) => sqlx::query(
-                "SELECT id, username, first_name, last_name FROM auth_user WHERE id = ?",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| user_my(&r)),
-        })
+        Ok(per_dialect!(
+            self,
+            "SELECT id, username, first_name, last_name FROM auth_user WHERE id = ?",
+            |sql, pool| sqlx::query_as::<_, PodUser>(sql)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        ))
     }
 
     /// Spec 6.6: `User.objects.filter(username=…).first()`; the comparison follows the
     /// database's collation (exact on PostgreSQL, usually case-insensitive on MySQL), as in Pod.
     pub async fn user_by_username(&self, username: &str) -> Result<Option<PodUser>, PodError> {
-        Ok(match self {
-            PodDb::Pg(p) => sqlx::query(
-                "SELECT id, username, first_name, last_name FROM auth_user WHERE username = $1 ORDER BY id LIMIT 1",
-            )
-            .bind(username)
-            .fetch_optional(p)
-            .await?
-            .map(|r| user_pg(&r)),
-            PodDb::My(p) => sqlx::query(
-                "SELECT id, username, first_name, last_name FROM auth_user WHERE username = ? ORDER BY id LIMIT 1",
-            )
-            .bind(username)
-            .fetch_optional(p)
-            .await?
-            .map(|r| user_my(&r)),
-        })
+        Ok(per_dialect!(
+            self,
+            "SELECT id, username, first_name, last_name FROM auth_user WHERE username = ? ORDER BY id LIMIT 1",
+            |sql, pool| sqlx::query_as::<_, PodUser>(sql)
+                .bind(username)
+                .fetch_optional(pool)
+                .await?
+        ))
     }
 
     /// Creates the user as `User.objects.create(..., is_staff=True, is_active=True)` does, with
@@ -351,6 +338,15 @@ impl PodDb {
         // Unique and temporary: the real slug needs the playlist's id (Pod uses MAX(id)+1, which
         // races; setting it from the id inside the transaction cannot collide).
         let temp_slug = format!("tmp-{}", uuid::Uuid::new_v4());
+        // The same on both engines but for placeholders. The other three INSERTs differ: they
+        // read the new id back (RETURNING id on PostgreSQL, last_insert_id() on MySQL, whose
+        // ids are u64: each arm binds its own type, as before), so the transaction is written
+        // per engine.
+        const USERFOLDER: &str =
+            "INSERT INTO podfile_userfolder (name, created_at, owner_id) VALUES ('home', ?, ?)";
+        const OWNER_SITE: &str =
+            "INSERT INTO authentication_owner_sites (owner_id, site_id) VALUES (?, ?)";
+        const SLUG: &str = "UPDATE playlist_playlist SET slug = ? WHERE id = ?";
         let id = match self {
             PodDb::Pg(p) => {
                 let mut tx = p.begin().await?;
@@ -360,8 +356,11 @@ impl PodDb {
                 )
                 .bind(&new.username).bind(first).bind(last).bind(email).bind(now)
                 .fetch_one(&mut *tx).await?.get(0);
-                sqlx::query("INSERT INTO podfile_userfolder (name, created_at, owner_id) VALUES ('home', $1, $2)")
-                    .bind(now).bind(uid).execute(&mut *tx).await?;
+                sqlx::query(pg_sql!(USERFOLDER))
+                    .bind(now)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?;
                 let oid: i64 = sqlx::query(
                     "INSERT INTO authentication_owner (auth_type, affiliation, commentaire, hashkey, establishment, accepts_notifications, user_id, userpicture_id) \
                      VALUES ($1, $2, '', $3, $4, NULL, $5, NULL) RETURNING id",
@@ -369,13 +368,11 @@ impl PodDb {
                 .bind(&defaults.auth_type).bind(&defaults.affiliation).bind(&key)
                 .bind(&defaults.establishment).bind(uid)
                 .fetch_one(&mut *tx).await?.get(0);
-                sqlx::query(
-                    "INSERT INTO authentication_owner_sites (owner_id, site_id) VALUES ($1, $2)",
-                )
-                .bind(oid)
-                .bind(defaults.site_id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(pg_sql!(OWNER_SITE))
+                    .bind(oid)
+                    .bind(defaults.site_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let pid: i64 = sqlx::query(
                     "INSERT INTO playlist_playlist (date_created, name, description, password, visibility, autoplay, promoted, editable, slug, date_updated, owner_id, site_id) \
                      VALUES ($1, 'Favorites', $2, '', 'private', true, false, false, $3, $1, $4, $5) RETURNING id",
@@ -383,7 +380,7 @@ impl PodDb {
                 .bind(now).bind(&defaults.favorites_description).bind(&temp_slug)
                 .bind(uid).bind(defaults.site_id)
                 .fetch_one(&mut *tx).await?.get(0);
-                sqlx::query("UPDATE playlist_playlist SET slug = $1 WHERE id = $2")
+                sqlx::query(pg_sql!(SLUG))
                     .bind(format!("{pid}-favorites"))
                     .bind(pid)
                     .execute(&mut *tx)
@@ -401,8 +398,11 @@ impl PodDb {
                 .execute(&mut *tx).await?.last_insert_id();
                 let uid = i32::try_from(uid)
                     .map_err(|_| PodError::Invalid(format!("auth_user id {uid} out of range")))?;
-                sqlx::query("INSERT INTO podfile_userfolder (name, created_at, owner_id) VALUES ('home', ?, ?)")
-                    .bind(now).bind(uid).execute(&mut *tx).await?;
+                sqlx::query(USERFOLDER)
+                    .bind(now)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?;
                 let oid = sqlx::query(
                     "INSERT INTO authentication_owner (auth_type, affiliation, commentaire, hashkey, establishment, accepts_notifications, user_id, userpicture_id) \
                      VALUES (?, ?, '', ?, ?, NULL, ?, NULL)",
@@ -410,13 +410,11 @@ impl PodDb {
                 .bind(&defaults.auth_type).bind(&defaults.affiliation).bind(&key)
                 .bind(&defaults.establishment).bind(uid)
                 .execute(&mut *tx).await?.last_insert_id();
-                sqlx::query(
-                    "INSERT INTO authentication_owner_sites (owner_id, site_id) VALUES (?, ?)",
-                )
-                .bind(oid)
-                .bind(defaults.site_id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(OWNER_SITE)
+                    .bind(oid)
+                    .bind(defaults.site_id)
+                    .execute(&mut *tx)
+                    .await?;
                 let pid = sqlx::query(
                     "INSERT INTO playlist_playlist (date_created, name, description, password, visibility, autoplay, promoted, editable, slug, date_updated, owner_id, site_id) \
                      VALUES (?, 'Favorites', ?, '', 'private', true, false, false, ?, ?, ?, ?)",
@@ -424,7 +422,7 @@ impl PodDb {
                 .bind(now).bind(&defaults.favorites_description).bind(&temp_slug)
                 .bind(now).bind(uid).bind(defaults.site_id)
                 .execute(&mut *tx).await?.last_insert_id();
-                sqlx::query("UPDATE playlist_playlist SET slug = ? WHERE id = ?")
+                sqlx::query(SLUG)
                     .bind(format!("{pid}-favorites"))
                     .bind(pid)
                     .execute(&mut *tx)
@@ -451,6 +449,7 @@ impl PodDb {
         record_id: &str,
         source_url: &str,
     ) -> Result<bool, PodError> {
+        // Differs: strpos(haystack, needle) on PostgreSQL, LOCATE(needle, haystack) on MySQL.
         Ok(match self {
             PodDb::Pg(p) => sqlx::query(
                 "SELECT 1 FROM import_video_externalrecording WHERE owner_id = $1 AND (source_url = $2 OR strpos(source_url, $3) > 0) LIMIT 1",
@@ -476,6 +475,7 @@ impl PodDb {
             )));
         }
         let name = truncate_chars(&e.name, NAME_MAX_CHARS);
+        // Differs: RETURNING id on PostgreSQL, last_insert_id() on MySQL.
         Ok(match self {
             PodDb::Pg(p) => sqlx::query(
                 "INSERT INTO import_video_externalrecording (name, start_at, owner_id, site_id, type, source_url, state, uploaded_to_pod_by_id) \
@@ -497,34 +497,14 @@ impl PodDb {
 
     /// The recorder of manual claims (`recorder_recorder`), by id.
     pub async fn recorder(&self, id: i64) -> Result<Option<Recorder>, PodError> {
-        Ok(match self {
-            PodDb::Pg(p) => sqlx::query(
-                "SELECT id, name, directory, recording_type, user_id FROM recorder_recorder WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| Recorder {
-                id: r.get(0),
-                name: r.get(1),
-                directory: r.get(2),
-                recording_type: r.get(3),
-                manager_id: r.get(4),
-            }),
-            PodDb::My(p) => sqlx::query(
-                "SELECT id, name, directory, recording_type, user_id FROM recorder_recorder WHERE id = ?",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .map(|r| Recorder {
-                id: r.get(0),
-                name: r.get(1),
-                directory: r.get(2),
-                recording_type: r.get(3),
-                manager_id: r.get(4),
-            }),
-        })
+        Ok(per_dialect!(
+            self,
+            "SELECT id, name, directory, recording_type, user_id FROM recorder_recorder WHERE id = ?",
+            |sql, pool| sqlx::query_as::<_, Recorder>(sql)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        ))
     }
 
     /// Spec 9.2 RECOMMENDED: registers a placed file for manual claim, as Pod's `recorder
@@ -547,19 +527,25 @@ impl PodDb {
         let size = i64::try_from(size)
             .map_err(|_| PodError::Invalid(format!("{file}: size {size} out of range")))?;
         let now = Utc::now();
+        // `? … ?` is PostgreSQL's `$1 … $1`: the file, bound twice.
+        let known = per_dialect!(
+            self,
+            "SELECT 1 FROM recorder_recordingfiletreatment WHERE file = ? \
+             UNION ALL SELECT 1 FROM recorder_recording WHERE source_file = ? LIMIT 1",
+            |sql, pool| sqlx::query(sql)
+                .bind(file)
+                .bind(file)
+                .fetch_optional(pool)
+                .await?
+                .is_some()
+        );
+        if known {
+            return Ok(false);
+        }
+        // Differs: ON CONFLICT (file) DO NOTHING on PostgreSQL, the duplicate-key error caught on
+        // MySQL.
         let inserted = match self {
             PodDb::Pg(p) => {
-                let known = sqlx::query(
-                    "SELECT 1 FROM recorder_recordingfiletreatment WHERE file = $1 \
-                     UNION ALL SELECT 1 FROM recorder_recording WHERE source_file = $1 LIMIT 1",
-                )
-                .bind(file)
-                .fetch_optional(p)
-                .await?
-                .is_some();
-                if known {
-                    return Ok(false);
-                }
                 // A concurrent registration of the same file loses on the UNIQUE(file).
                 sqlx::query(
                     "INSERT INTO recorder_recordingfiletreatment (file, file_size, date_added, require_manual_claim, email_sent, date_email_sent, type, recorder_id) \
@@ -576,18 +562,6 @@ impl PodDb {
                     == 1
             }
             PodDb::My(p) => {
-                let known = sqlx::query(
-                    "SELECT 1 FROM recorder_recordingfiletreatment WHERE file = ? \
-                     UNION ALL SELECT 1 FROM recorder_recording WHERE source_file = ? LIMIT 1",
-                )
-                .bind(file)
-                .bind(file)
-                .fetch_optional(p)
-                .await?
-                .is_some();
-                if known {
-                    return Ok(false);
-                }
                 let r = sqlx::query(
                     "INSERT INTO recorder_recordingfiletreatment (file, file_size, date_added, require_manual_claim, email_sent, date_email_sent, type, recorder_id) \
                      VALUES (?, ?, ?, true, false, NULL, ?, ?)",
@@ -616,24 +590,6 @@ impl PodDb {
             PodDb::Pg(p) => p.close().await,
             PodDb::My(p) => p.close().await,
         }
-    }
-}
-
-fn user_pg(r: &sqlx::postgres::PgRow) -> PodUser {
-    PodUser {
-        id: r.get(0),
-        username: r.get(1),
-        first_name: r.get(2),
-        last_name: r.get(3),
-    }
-}
-
-fn user_my(r: &sqlx::mysql::MySqlRow) -> PodUser {
-    PodUser {
-        id: r.get(0),
-        username: r.get(1),
-        first_name: r.get(2),
-        last_name: r.get(3),
     }
 }
 
