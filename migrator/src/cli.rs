@@ -140,7 +140,7 @@ pub struct Selection {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Write a commented configuration template.
     InitConfig {

@@ -95,14 +95,28 @@ pub enum CacheMode {
     Read(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiSettings {
     pub base_url: String,
+    /// The shared secret: never in `Debug` output.
     pub secret: String,
     pub checksum: ChecksumAlgo,
     pub timeout: Duration,
     pub retries: u32,
     pub retry_delay: Duration,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("base_url", &bbb_common::redact::url_text(&self.base_url))
+            .field("secret", &"<redacted>")
+            .field("checksum", &self.checksum)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("retry_delay", &self.retry_delay)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -422,6 +436,21 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "639259d4-9dd8-4b25-bf01-95f9567eaf4b";
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let settings = ApiSettings {
+            base_url: "https://bbb.example.org/bigbluebutton/".into(),
+            secret: SECRET.into(),
+            checksum: ChecksumAlgo::Sha1,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            retry_delay: Duration::from_millis(1),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(shown.contains("bbb.example.org"), "{shown}");
+    }
 
     #[test]
     fn checksum_vectors_of_spec_3_1() {

@@ -12,18 +12,18 @@ impl App {
         host: Option<String>,
     ) -> Res<i32> {
         // Pre-checks first: a failed pre-check is never exit 0 (the Python command's was).
-        let registration = self.claim_registration(self.cli.dry_run).await?;
+        let registration = self.claim_registration(self.s.dry_run).await?;
         let claim_dir =
             self.claim_dir(registration.as_ref().map(|r| r.recorder.directory.as_str()))?;
-        claim_dir.check(!self.cli.dry_run).map_err(usage)?;
-        let program = resolve_program(self.cfg.recorder.command.as_deref());
+        claim_dir.check(!self.s.dry_run).map_err(usage)?;
+        let program = self.s.recorder.program.clone();
         let (recs, fetched, missing) = self.fetch_selected().await?;
-        let rewrite = self.cfg.bbb.playback_url_23;
+        let rewrite = self.s.bbb.rewrite_23;
         let needs_recorder = recs
             .iter()
             .any(|r| matches!(r.playback(rewrite), Some(Playback::Presentation(_))));
         if needs_recorder && program.is_none() {
-            return Err(usage(match &self.cfg.recorder.command {
+            return Err(usage(match &self.s.recorder_command {
                 Some(c) => format!("[recorder] command {c:?} not found"),
                 None => {
                     "bbb-record not found next to bbb-migrate nor in PATH (set [recorder] command)"
@@ -31,7 +31,7 @@ impl App {
                 }
             }));
         }
-        if self.cli.dry_run {
+        if self.s.dry_run {
             if let Some(r) = &registration {
                 r.db.close().await;
             }
@@ -72,41 +72,26 @@ impl App {
         // a running job, whose directory is live.
         clean_partials(&ledger, &claim_dir).await;
 
-        let jobs = jobs
-            .or((self.cfg.worker.jobs > 0).then_some(self.cfg.worker.jobs))
-            .unwrap_or_else(default_jobs);
+        let jobs = jobs.or(self.s.jobs).unwrap_or_else(default_jobs);
         let shutdown_rx = interruption("stopping the running jobs and giving them back");
         let ctx_claim_dir = claim_dir.clone();
         let ctx = Arc::new(WorkerContext {
             store: ledger.clone(),
             claim_dir,
-            tz: self.tz,
+            tz: self.s.tz,
             rewrite_23: rewrite,
-            recorder: RecorderSettings {
-                program,
-                format: self.cfg.recorder.format,
-                timeout_factor: self.cfg.recorder.timeout_factor,
-                timeout_margin_secs: self.cfg.recorder.timeout_margin_secs,
-                default_length_secs: self.cfg.recorder.default_length_secs,
-                grace: Duration::from_secs(self.cfg.recorder.grace_secs),
-                accept_broken: self.cfg.recorder.accept_broken,
-            },
-            download: DownloadSettings {
-                stall: Duration::from_secs(self.cfg.worker.download_stall_secs.max(1)),
-                retries: self.cfg.worker.download_retries,
-                retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
-                hosts: self.cfg.playback_hosts().map_err(usage)?,
-            },
+            recorder: self.s.recorder.clone(),
+            download: need(&self.s.download)?.clone(),
             space: worker::space::SpaceSettings {
                 dirs: vec![ctx_claim_dir.temp_dir.clone(), ctx_claim_dir.dir.clone()],
-                margin: self.cfg.worker.free_space_margin_mb.saturating_mul(1 << 20),
-                poll: Duration::from_millis(self.cfg.worker.free_space_poll_ms.max(100)),
+                margin: self.s.free_space_margin,
+                poll: self.s.free_space_poll,
             },
-            lease: Duration::from_secs(self.cfg.ledger.lease_secs.max(3)),
+            lease: self.s.ledger.lease,
             // Unique per process even when two runs share a host name; `:<n>` per worker task.
             worker_name: owner.base(),
             reporter: self.reporter.clone(),
-            api: if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
+            api: if self.s.cache_only() {
                 None
             } else {
                 Some(self.api()?)
@@ -114,7 +99,7 @@ impl App {
             shutdown: shutdown_rx.clone(),
             wait,
             registration: registration.clone(),
-            playback_hosts: self.cfg.playback_hosts().map_err(usage)?,
+            playback_hosts: need(&self.s.bbb.playback_hosts)?.clone(),
             adoptable: std::sync::Mutex::new(adoptable),
         });
         let runnable = ids
@@ -149,8 +134,8 @@ impl App {
             &reports,
             &missing,
             &fetched,
-            &self.cli.select.record_id,
-            self.tz,
+            &self.s.record_ids(),
+            self.s.tz,
         );
         summary.print(self.json_progress);
         Ok(summary
@@ -167,16 +152,10 @@ impl App {
         &self,
         read_only: bool,
     ) -> Res<Option<worker::ClaimRegistration>> {
-        let Some(url) = self
-            .cfg
-            .pod
-            .database_url
-            .as_ref()
-            .map(|u| u.expose_secret())
-        else {
+        let Some(url) = self.s.pod.database_url.as_ref().map(|u| u.expose_secret()) else {
             return Ok(None);
         };
-        let id = self.cfg.pod.recorder_id;
+        let id = self.s.pod.recorder_id;
         let db = pod::PodDb::connect(url, read_only)
             .await
             .map_err(|e| usage(format!("Pod database: {e}")))?;
@@ -200,7 +179,7 @@ impl App {
                 recorder.directory
             ))
         } else {
-            let dir = self.cfg.pod.default_recorder_path.join(&recorder.directory);
+            let dir = self.s.pod.default_recorder_path.join(&recorder.directory);
             (!dir.is_dir()).then(|| {
                 format!(
                     "its directory {:?} does not exist ({})",
@@ -216,7 +195,7 @@ impl App {
                 recorder.name
             )));
         }
-        if let Some(configured) = self.cfg.pod.recorder_directory.as_deref()
+        if let Some(configured) = self.s.pod.recorder_directory.as_deref()
             && configured != recorder.directory
         {
             tracing::warn!(
@@ -247,8 +226,8 @@ impl App {
         ledger.close().await;
         let mut o = out();
         let _ = writeln!(o, "dry run: nothing will be written");
-        let hosts = self.cfg.playback_hosts().map_err(usage)?;
-        let ext_p = self.cfg.recorder.format.ext();
+        let hosts = need(&self.s.bbb.playback_hosts)?.clone();
+        let ext_p = self.s.recorder.format.ext();
         for r in recs {
             let row = rows.get(r.record_id.as_str());
             if let Some(j) = row.filter(|j| j.state == JobState::Succeeded && !force) {
@@ -269,8 +248,8 @@ impl App {
                 );
                 continue;
             }
-            let stem = slug::file_stem(&r.name, r.start_time_ms, self.tz);
-            let (verb, url, ext) = match r.playback(self.cfg.bbb.playback_url_23) {
+            let stem = slug::file_stem(&r.name, r.start_time_ms, self.s.tz);
+            let (verb, url, ext) = match r.playback(self.s.bbb.rewrite_23) {
                 Some(Playback::Video(u)) => ("download video playback", u, "m4v"),
                 Some(Playback::Presentation(u)) => ("record presentation", u, ext_p),
                 None => {

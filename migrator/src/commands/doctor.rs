@@ -80,33 +80,19 @@ impl App {
 
     /// Everything secret in the configuration, for [`Report::new`] to mask.
     fn secrets(&self) -> Vec<String> {
-        let c = &self.cfg;
-        let mut s: Vec<String> = [
-            c.bbb.secret.as_ref(),
-            Some(&c.ledger.url),
-            c.pod.database_url.as_ref(),
-            c.pod.secret_key.as_ref(),
-            c.pod.rest_token.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|v| v.expose_secret().to_owned())
-        .collect();
-        s.extend(
-            c.moodle
-                .databases
-                .values()
-                .map(|d| d.url.expose_secret().to_owned()),
-        );
-        s
+        self.s
+            .secrets
+            .iter()
+            .map(|v| v.expose_secret().to_owned())
+            .collect()
     }
 
     async fn doctor_programs(&self, report: &mut Report, browser: Option<&Path>) -> Programs {
-        let recorder = resolve_program(self.cfg.recorder.command.as_deref());
+        let recorder = self.s.recorder.program.clone();
         match &recorder {
             None => report.push(Check::failure(
                 "recorder",
-                match &self.cfg.recorder.command {
+                match &self.s.recorder_command {
                     Some(c) => format!("[recorder] command {c:?} not found"),
                     None => "bbb-record not found next to bbb-migrate nor on PATH".into(),
                 },
@@ -185,7 +171,7 @@ impl App {
     async fn doctor_api(&self, report: &mut Report) -> Option<ApiClient> {
         // One retry at most: doctor answers in seconds, and a server that needs the whole
         // retry schedule of a run to answer is worth a failure line.
-        let client = self.api_settings().and_then(|mut s| {
+        let client = need(&self.s.bbb.api).cloned().and_then(|mut s| {
             s.retries = s.retries.min(1);
             ApiClient::new(s).map_err(|e| usage(format!("HTTP client: {e}")))
         });
@@ -200,9 +186,9 @@ impl App {
                 return None;
             }
         };
-        let shown = bbb_common::redact::url_text(self.cfg.bbb.base_url.as_deref().unwrap_or(""));
+        let shown = bbb_common::redact::url_text(self.s.bbb.base_url.as_deref().unwrap_or(""));
         let probe = RecordId::parse("bbb-migrate-doctor-probe").expect("a valid record id");
-        let algo = format!("{:?}", self.cfg.bbb.checksum).to_lowercase();
+        let algo = format!("{:?}", self.s.bbb.checksum).to_lowercase();
         match client.get_recording(&probe).await {
             Ok(_) => {
                 report.push(Check::ok(
@@ -307,7 +293,7 @@ impl App {
     /// With `[pod] database_url`: `claim`'s own pre-check (the recorder row and its directory),
     /// read-only. The registered directory, which the files go to, when it passed.
     async fn doctor_pod(&self, report: &mut Report) -> Option<String> {
-        if self.cfg.pod.database_url.is_none() {
+        if self.s.pod.database_url.is_none() {
             report.push(Check::ok(
                 "pod",
                 "not used ([pod] database_url not set): files go to [pod] recorder_directory",
@@ -421,8 +407,8 @@ impl App {
             ));
             return Ok(());
         };
-        let filter = self.filter()?;
-        let fetched = match api.fetch(self.cfg.bbb.fetch, &CacheMode::Off).await {
+        let filter = &self.s.filter;
+        let fetched = match api.fetch(self.s.bbb.fetch, &CacheMode::Off).await {
             Ok(f) => f,
             Err(e) => {
                 report.push(Check::failure(
@@ -433,12 +419,12 @@ impl App {
                 return Ok(());
             }
         };
-        let (selected, _) = select::select(fetched.recordings, &filter);
+        let (selected, _) = select::select(fetched.recordings, filter);
         let done = match ledger {
             Some(l) => by_recording(l.jobs().await.unwrap_or_default()),
             None => BTreeMap::new(),
         };
-        let rewrite = self.cfg.bbb.playback_url_23;
+        let rewrite = self.s.bbb.rewrite_23;
         let todo: Vec<u64> = selected
             .iter()
             .filter(|r| {
@@ -450,12 +436,12 @@ impl App {
                 Some(worker::estimated_bytes(
                     r,
                     &p,
-                    self.cfg.recorder.default_length_secs,
+                    self.s.recorder.default_length_secs,
                 ))
             })
             .collect();
         let needed: u64 = todo.iter().sum();
-        let margin = self.cfg.worker.free_space_margin_mb.saturating_mul(1 << 20);
+        let margin = self.s.free_space_margin;
         let mut dirs = vec![claim_dir.dir.clone()];
         // One filesystem holds a file in the temp dir and then, linked, in the claim directory:
         // counted once.
@@ -548,7 +534,7 @@ impl App {
         };
         let output = work
             .path()
-            .join(format!("doctor.{}", self.cfg.recorder.format.ext()));
+            .join(format!("doctor.{}", self.s.recorder.format.ext()));
         let mut extra_args = vec![
             "--duration".to_owned(),
             TEST_RECORDING_SECS.to_string(),
@@ -564,7 +550,7 @@ impl App {
         let cmd = RecorderCommand {
             program,
             timeout: TEST_RECORDING_TIMEOUT,
-            grace: Duration::from_secs(self.cfg.recorder.grace_secs),
+            grace: self.s.recorder.grace,
             accept_broken: false,
             allow_hosts: Vec::new(),
             extra_args,
@@ -608,7 +594,7 @@ impl App {
                 "{file_secs:.2} s of a local page recorded in {:.1} s ({}, {})",
                 took.as_secs_f64(),
                 human_bytes(bytes),
-                self.cfg.recorder.format.ext(),
+                self.s.recorder.format.ext(),
             ),
         )
     }

@@ -4,7 +4,7 @@ use super::*;
 
 impl App {
     pub(super) async fn export_csv(&self, output: Option<&str>, moodle: bool) -> Res<i32> {
-        let msettings = moodle.then(|| self.moodle_settings());
+        let msettings = moodle.then(|| self.s.moodle.clone());
         if let Some(m) = &msettings
             && m.databases.is_empty()
         {
@@ -16,7 +16,7 @@ impl App {
         // As for claim: malformed recordings (named on stderr) are rows missing from the CSV, so
         // the run is not a full success; with an explicit --record-id list they are not this
         // run's concern.
-        let malformed = if self.cli.select.record_id.is_empty() {
+        let malformed = if self.s.filter.record_ids.is_empty() {
             fetched.malformed.len()
         } else {
             0
@@ -49,17 +49,13 @@ impl App {
                 Some(all)
             }
         };
-        let bytes = csv::export_with_owners(
-            &recs,
-            self.tz,
-            self.cfg.bbb.playback_url_23,
-            owners.as_deref(),
-        );
+        let bytes =
+            csv::export_with_owners(&recs, self.s.tz, self.s.bbb.rewrite_23, owners.as_deref());
         match output.unwrap_or("out.csv") {
             "-" => {
                 let _ = out().write_all(&bytes);
             }
-            path if self.cli.dry_run => {
+            path if self.s.dry_run => {
                 let _ = writeln!(
                     out(),
                     "dry run: would write {} row(s) to {path}",

@@ -1,5 +1,8 @@
 //! `bbb-migrate import`: Pod's "import" mode as fenced ledger jobs (Pod and Moodle rows).
 
+use bbb_migrator::ledger::Lease;
+use bbb_migrator::worker::pool::{self, JobRunner, PoolSettings};
+
 use super::*;
 
 impl App {
@@ -10,13 +13,13 @@ impl App {
     /// lease expires) and for retry backoffs, unless `wait` is false (`--no-wait`).
     pub(super) async fn import(&self, moodle: bool, wait: bool) -> Res<i32> {
         let url = self
-            .cfg
+            .s
             .pod
             .database_url
             .as_ref()
             .map(|u| u.expose_secret())
             .ok_or_else(|| usage("[pod] database_url is not set (or set POD_DATABASE_URL)"))?;
-        let msettings = moodle.then(|| self.moodle_settings());
+        let msettings = moodle.then(|| self.s.moodle.clone());
         if let Some(m) = &msettings
             && m.databases.is_empty()
         {
@@ -24,7 +27,7 @@ impl App {
                 "--moodle: no [moodle.databases.\"<server>\"] or [moodle.databases.default] configured",
             ));
         }
-        let p = &self.cfg.pod;
+        let p = &self.s.pod;
         let rest = match p.rest_url.as_deref() {
             Some(u) => Some(
                 bbb_migrator::place::rest::PodRest::new(
@@ -36,7 +39,7 @@ impl App {
             ),
             None => None,
         };
-        let dry = self.cli.dry_run;
+        let dry = self.s.dry_run;
         let db = pod::PodDb::connect(url, dry)
             .await
             .map_err(|e| usage(format!("Pod database: {e}")))?;
@@ -44,8 +47,8 @@ impl App {
         let settings = pod::ImportSettings {
             admin_id: p.admin_id,
             site_id: p.site_id,
-            rewrite_23: self.cfg.bbb.playback_url_23,
-            playback_hosts: self.cfg.playback_hosts().map_err(usage)?,
+            rewrite_23: self.s.bbb.rewrite_23,
+            playback_hosts: need(&self.s.bbb.playback_hosts)?.clone(),
             dry_run: dry,
             user_defaults: pod::UserDefaults {
                 secret_key: p
@@ -61,15 +64,12 @@ impl App {
             },
             rest,
         };
-        let importer =
-            import_job::Importer::new(db, msettings, self.cfg.moodle.inform_html.clone(), settings);
-        let print = |n: usize, lines: &[String]| {
-            let mut o = out();
-            let _ = writeln!(o, "------------------------------\n#{n}");
-            for l in lines {
-                let _ = writeln!(o, "{l}");
-            }
-        };
+        let importer = Arc::new(import_job::Importer::new(
+            db,
+            msettings,
+            self.s.inform_html.clone(),
+            settings,
+        ));
         let (mut rows, mut users, mut notices, mut skipped) = (0, 0, 0, 0);
         let mut failures: Vec<String> = Vec::new();
         let mut unfinished = Unfinished::default();
@@ -84,7 +84,7 @@ impl App {
                     .is_some_and(|j| j.state == JobState::Succeeded)
                 {
                     skipped += 1;
-                    print(
+                    print_entry(
                         i + 1,
                         &[format!(
                             "{}: already imported (ledger): skip",
@@ -97,17 +97,17 @@ impl App {
                     Ok(o) => {
                         rows += o.rows_created;
                         users += o.users_created;
-                        print(i + 1, &o.lines);
+                        print_entry(i + 1, &o.lines);
                     }
                     Err((e, mut lines)) => {
                         lines.push(format!(" - Recording {}: would fail: {e}", rec.record_id));
                         failures.push(format!("{}: {e}", rec.record_id));
-                        print(i + 1, &lines);
+                        print_entry(i + 1, &lines);
                     }
                 }
             }
         } else {
-            let ledger = self.ledger_write().await?;
+            let ledger = Arc::new(self.ledger_write().await?);
             let ids: Vec<String> = recs.iter().map(|r| r.record_id.to_string()).collect();
             let new_jobs: Vec<NewJob> = recs
                 .iter()
@@ -119,88 +119,39 @@ impl App {
                 .collect();
             ledger.enqueue(&new_jobs).await.map_err(ledger_err)?;
             let owner = OwnerName::new(&host_name(None)?);
-            expire_dead_local_leases(&ledger, &owner)
+            expire_dead_local_leases(ledger.as_ref(), &owner)
                 .await
                 .map_err(ledger_err)?;
             ledger.sweep().await.map_err(ledger_err)?;
             let before = import_jobs(ledger.jobs().await.map_err(ledger_err)?);
-            let worker = owner.worker("import");
-            let lease_dur = Duration::from_secs(self.cfg.ledger.lease_secs.max(3));
-            let index: BTreeMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i + 1))
-                .collect();
+            let entries = Arc::new(ImportEntries {
+                importer: importer.clone(),
+                ledger: ledger.clone(),
+                lease: self.s.ledger.lease,
+                index: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.clone(), i + 1))
+                    .collect(),
+            });
+            let settings = PoolSettings {
+                target: import_job::TARGET_IMPORT,
+                lease: self.s.ledger.lease,
+                wait,
+                // One worker: two entries of one new owner at once would both create the user.
+                worker_names: vec![owner.worker("import")],
+            };
+            // An entry is a few statements: the one in hand is finished, never cut.
+            let stop = interruption("finishing the entry in hand, taking no other");
+            let reports =
+                pool::run(ledger.clone(), entries, settings, ids.clone(), stop.clone()).await;
+            interrupted = *stop.borrow();
             let mut ran = std::collections::BTreeSet::new();
-            let poll = worker::poll_interval(lease_dur);
-            let mut stop = interruption("finishing the entry in hand, taking no other");
-            loop {
-                // An entry is a few statements: the one in hand is finished, never cut.
-                if *stop.borrow() {
-                    interrupted = true;
-                    break;
-                }
-                let lease = match ledger
-                    .claim_target(
-                        &worker,
-                        lease_dur,
-                        Some(&ids),
-                        Some(import_job::TARGET_IMPORT),
-                    )
-                    .await
-                {
-                    Ok(Some(l)) => l,
-                    Ok(None) if !wait => break,
-                    Ok(None) => {
-                        // Held by another host or waiting for a retry: look again after a
-                        // while, and take over what a dead host's expired lease leaves. A job
-                        // whose holder died with no attempt left goes to dead (sweep), or it
-                        // would be waited for forever.
-                        ledger.sweep().await.map_err(ledger_err)?;
-                        let left = ledger
-                            .unfinished(Some(&ids), Some(import_job::TARGET_IMPORT))
-                            .await
-                            .map_err(ledger_err)?;
-                        if left == 0 {
-                            break;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(poll) => {}
-                            _ = stop.changed() => {}
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(ledger_err(e)),
-                };
-                let n = index.get(lease.recording_id.as_str()).copied().unwrap_or(0);
-                ran.insert(lease.recording_id.clone());
-                match importer.run_job(&ledger, &lease, lease_dur).await {
-                    import_job::JobResult::Done(o) => {
-                        rows += o.rows_created;
-                        users += o.users_created;
-                        notices += o.notices;
-                        print(n, &o.lines);
-                    }
-                    import_job::JobResult::Failed {
-                        state,
-                        error,
-                        mut lines,
-                    } => {
-                        lines.push(format!(
-                            " - Recording {}: failed ({}): {error}",
-                            lease.recording_id,
-                            state.as_str()
-                        ));
-                        print(n, &lines);
-                    }
-                    import_job::JobResult::LeaseLost { mut lines } => {
-                        lines.push(format!(
-                            " - Recording {}: lease lost, another worker owns it now; nothing more written.",
-                            lease.recording_id
-                        ));
-                        print(n, &lines);
-                    }
-                }
+            for r in reports {
+                rows += r.rows;
+                users += r.users;
+                notices += r.notices;
+                ran.insert(r.record_id);
             }
             let after = import_jobs(ledger.jobs().await.map_err(ledger_err)?);
             let running = held_by_target(
@@ -218,7 +169,7 @@ impl App {
                             skipped += 1;
                         }
                     }
-                    Some(j) if unfinished.add(j, &running, self.tz) => {}
+                    Some(j) if unfinished.add(j, &running, self.s.tz) => {}
                     Some(j) => failures.push(format!(
                         "{id} [{}]: {}",
                         j.state.as_str(),
@@ -232,7 +183,7 @@ impl App {
         for id in &missing {
             failures.push(format!("{id}: not listed by the server"));
         }
-        if self.cli.select.record_id.is_empty() {
+        if self.s.filter.record_ids.is_empty() {
             for m in &fetched.malformed {
                 failures.push(format!(
                     "{}: malformed: {}",
@@ -270,5 +221,79 @@ impl App {
             );
         }
         Ok(unfinished.exit_code(!failures.is_empty() || interrupted, wait))
+    }
+}
+
+/// One import entry's lines, numbered by the recording's place in the selection, as the Python
+/// command printed them.
+fn print_entry(n: usize, lines: &[String]) {
+    let mut o = out();
+    let _ = writeln!(o, "------------------------------\n#{n}");
+    for l in lines {
+        let _ = writeln!(o, "{l}");
+    }
+}
+
+/// The import jobs of a run, as the worker pool runs them: Pod's (and Moodle's) rows of one
+/// recording, fenced by its lease, printed when done.
+struct ImportEntries {
+    importer: Arc<import_job::Importer>,
+    ledger: Arc<AnyLedger>,
+    lease: Duration,
+    /// Each selected recording's number in the printed output.
+    index: BTreeMap<String, usize>,
+}
+
+/// What one import job created.
+struct EntryReport {
+    record_id: String,
+    rows: usize,
+    users: usize,
+    notices: usize,
+}
+
+impl JobRunner for ImportEntries {
+    type Report = EntryReport;
+
+    async fn run(&self, lease: Lease, _claimed: std::time::Instant) -> EntryReport {
+        let n = self.index.get(&lease.recording_id).copied().unwrap_or(0);
+        let mut report = EntryReport {
+            record_id: lease.recording_id.clone(),
+            rows: 0,
+            users: 0,
+            notices: 0,
+        };
+        match self
+            .importer
+            .run_job(self.ledger.as_ref(), &lease, self.lease)
+            .await
+        {
+            import_job::JobResult::Done(o) => {
+                report.rows = o.rows_created;
+                report.users = o.users_created;
+                report.notices = o.notices;
+                print_entry(n, &o.lines);
+            }
+            import_job::JobResult::Failed {
+                state,
+                error,
+                mut lines,
+            } => {
+                lines.push(format!(
+                    " - Recording {}: failed ({}): {error}",
+                    lease.recording_id,
+                    state.as_str()
+                ));
+                print_entry(n, &lines);
+            }
+            import_job::JobResult::LeaseLost { mut lines } => {
+                lines.push(format!(
+                    " - Recording {}: lease lost, another worker owns it now; nothing more written.",
+                    lease.recording_id
+                ));
+                print_entry(n, &lines);
+            }
+        }
+        report
     }
 }

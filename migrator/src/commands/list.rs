@@ -8,7 +8,7 @@ impl App {
         let ledger = self.ledger_read_only().await?;
         let rows = by_recording(ledger.jobs().await.map_err(ledger_err)?);
         ledger.close().await;
-        let rewrite = self.cfg.bbb.playback_url_23;
+        let rewrite = self.s.bbb.rewrite_23;
         let mut o = out();
         if json {
             let v: Vec<serde_json::Value> = recs
@@ -19,7 +19,7 @@ impl App {
                         "record_id": r.record_id,
                         "name": r.name,
                         "start_time": r.start_time_ms,
-                        "start_date": slug::local_date(r.start_time_ms, self.tz),
+                        "start_date": slug::local_date(r.start_time_ms, self.s.tz),
                         "state": r.state,
                         "playback": playback_kind(r.playback(rewrite).as_ref()),
                         "source_url": r.source_url(rewrite),
@@ -43,7 +43,7 @@ impl App {
                     "{:>5} {} {} {:<9} {:<12} {}",
                     i + 1,
                     r.record_id,
-                    slug::local_date(r.start_time_ms, self.tz),
+                    slug::local_date(r.start_time_ms, self.s.tz),
                     state,
                     playback_kind(r.playback(rewrite).as_ref()),
                     r.name

@@ -15,22 +15,20 @@ use bbb_migrator::api::{ApiClient, ApiSettings, CacheMode, FetchResult};
 use bbb_migrator::config::{self, Config};
 use bbb_migrator::ledger::any::AnyLedger;
 use bbb_migrator::ledger::{
-    JobRow, JobState, JobStore, NewJob, Progress, Requeue, RetryPolicy, RunningJob, SystemClock,
-    TARGET_FILE,
+    JobRow, JobState, JobStore, NewJob, Progress, Requeue, RunningJob, SystemClock, TARGET_FILE,
 };
 use bbb_migrator::place::{ClaimDir, csv, import as import_job, moodle, pod, slug};
 use bbb_migrator::progress::{BarsReporter, Event, JsonReporter, PlainReporter, Reporter};
 use bbb_migrator::recording::{Playback, RecordId, Recording};
-use bbb_migrator::select::{self, Filter};
-use bbb_migrator::worker::download::DownloadSettings;
+use bbb_migrator::select;
 use bbb_migrator::worker::owner::{OwnerName, expire_dead_local_leases};
-use bbb_migrator::worker::recorder::resolve_program;
-use bbb_migrator::worker::{self, JobOutcome, RecorderSettings, WorkerContext};
+use bbb_migrator::worker::{self, JobOutcome, WorkerContext};
 use chrono_tz::Tz;
 use tokio::sync::watch;
 
-use crate::cli::{Cli, Command, ProgressMode, exit};
+use crate::cli::{Cli, Command, ProgressMode, WaitArgs, exit};
 
+use self::settings::{Settings, need};
 use self::summary::{Summary, Unfinished, held_by_target};
 
 mod claim;
@@ -40,6 +38,7 @@ mod import;
 mod init_config;
 mod list;
 mod requeue;
+mod settings;
 mod status;
 mod summary;
 
@@ -94,43 +93,9 @@ fn interruption(doing: &'static str) -> watch::Receiver<bool> {
     rx
 }
 
-enum Mode {
-    InitConfig {
-        output: Option<String>,
-        force: bool,
-    },
-    List {
-        json: bool,
-    },
-    ExportCsv {
-        output: Option<String>,
-        moodle: bool,
-    },
-    Claim {
-        jobs: Option<usize>,
-        force: bool,
-        wait: bool,
-        host: Option<String>,
-    },
-    Status {
-        json: bool,
-    },
-    Retry {
-        failed: bool,
-    },
-    Import {
-        moodle: bool,
-        wait: bool,
-    },
-    Cancel,
-    Doctor {
-        json: bool,
-        browser: Option<PathBuf>,
-        skip_recording: bool,
-    },
-}
-
-fn mode(cli: &Cli) -> Res<Mode> {
+/// The command to run: the subcommand, or the one a Pod mode flag (`--use-...`) stands for.
+/// Without either, like the Python command without a mode: fetch and count (`list`).
+fn command(cli: &Cli) -> Res<Command> {
     if cli.use_database_moodle && !cli.use_import_video && !cli.use_export_csv {
         return Err(usage(
             "--use-database-moodle goes with --use-import-video or --use-export-csv (or use `import --moodle` / `export-csv --moodle`)",
@@ -151,19 +116,19 @@ fn mode(cli: &Cli) -> Res<Mode> {
         )));
     }
     let alias = if cli.use_import_video {
-        Some(Mode::Import {
+        Some(Command::Import {
             moodle: cli.use_database_moodle,
-            wait: true,
+            wait: WaitArgs::default(),
         })
     } else if cli.use_manual_claim {
-        Some(Mode::Claim {
+        Some(Command::Claim {
             jobs: None,
             force: false,
-            wait: true,
+            wait: WaitArgs::default(),
             host: None,
         })
     } else if cli.use_export_csv {
-        Some(Mode::ExportCsv {
+        Some(Command::ExportCsv {
             output: None,
             moodle: cli.use_database_moodle,
         })
@@ -174,54 +139,14 @@ fn mode(cli: &Cli) -> Res<Mode> {
         (Some(_), Some(_)) => Err(usage(
             "give either a command or a Pod mode flag (--use-...), not both",
         )),
-        (None, Some(m)) => Ok(m),
-        // Like the Python command without a mode: fetch and count.
-        (None, None) => Ok(Mode::List { json: false }),
-        (Some(c), None) => Ok(match c {
-            Command::InitConfig { output, force } => Mode::InitConfig {
-                output: output.clone(),
-                force: *force,
-            },
-            Command::List { json } => Mode::List { json: *json },
-            Command::ExportCsv { output, moodle } => Mode::ExportCsv {
-                output: output.clone(),
-                moodle: *moodle,
-            },
-            Command::Claim {
-                jobs,
-                force,
-                wait,
-                host,
-            } => Mode::Claim {
-                jobs: *jobs,
-                force: *force,
-                wait: !wait.no_wait,
-                host: host.clone(),
-            },
-            Command::Status { json } => Mode::Status { json: *json },
-            Command::Retry { failed } => Mode::Retry { failed: *failed },
-            Command::Import { moodle, wait } => Mode::Import {
-                moodle: *moodle,
-                wait: !wait.no_wait,
-            },
-            Command::Cancel => Mode::Cancel,
-            Command::Doctor {
-                json,
-                browser,
-                skip_recording,
-            } => Mode::Doctor {
-                json: *json,
-                browser: browser.clone(),
-                skip_recording: *skip_recording,
-            },
-        }),
+        (None, Some(c)) => Ok(c),
+        (None, None) => Ok(Command::List { json: false }),
+        (Some(c), None) => Ok(c.clone()),
     }
 }
 
 struct App {
-    cli: Cli,
-    cfg: Config,
-    tz: Tz,
+    s: Settings,
     reporter: Arc<dyn Reporter>,
     json_progress: bool,
 }
@@ -237,16 +162,16 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn run_inner(cli: Cli) -> Res<i32> {
-    let mode = mode(&cli)?;
+    let command = command(&cli)?;
     let config_path = cli
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("bbb-migrate.toml"));
-    if let Mode::InitConfig { output, force } = &mode {
+    if let Command::InitConfig { output, force } = &command {
         return init_config::init_config(&cli, output.as_deref(), &config_path, *force);
     }
     let cfg = Config::load(&config_path, cli.config.is_some()).map_err(usage)?;
-    let tz = cfg.time_zone().map_err(usage)?;
+    let s = Settings::resolve(&cli, cfg)?;
     let json_progress = cli.progress == ProgressMode::Json;
     let reporter: Arc<dyn Reporter> = match cli.progress {
         ProgressMode::Json => Arc::new(JsonReporter::default()),
@@ -255,27 +180,25 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         _ => Arc::new(PlainReporter),
     };
     let app = App {
-        cli,
-        cfg,
-        tz,
+        s,
         reporter,
         json_progress,
     };
-    match mode {
-        Mode::InitConfig { .. } => unreachable!("handled above"),
-        Mode::List { json } => app.list(json).await,
-        Mode::ExportCsv { output, moodle } => app.export_csv(output.as_deref(), moodle).await,
-        Mode::Claim {
+    match command {
+        Command::InitConfig { .. } => unreachable!("handled above"),
+        Command::List { json } => app.list(json).await,
+        Command::ExportCsv { output, moodle } => app.export_csv(output.as_deref(), moodle).await,
+        Command::Claim {
             jobs,
             force,
             wait,
             host,
-        } => app.claim(jobs, force, wait, host).await,
-        Mode::Status { json } => app.status(json).await,
-        Mode::Retry { failed } => app.retry(failed).await,
-        Mode::Import { moodle, wait } => app.import(moodle, wait).await,
-        Mode::Cancel => app.cancel().await,
-        Mode::Doctor {
+        } => app.claim(jobs, force, !wait.no_wait, host).await,
+        Command::Status { json } => app.status(json).await,
+        Command::Retry { failed } => app.retry(failed).await,
+        Command::Import { moodle, wait } => app.import(moodle, !wait.no_wait).await,
+        Command::Cancel => app.cancel().await,
+        Command::Doctor {
             json,
             browser,
             skip_recording,
@@ -288,71 +211,27 @@ fn out() -> std::io::StdoutLock<'static> {
 }
 
 impl App {
-    fn filter(&self) -> Res<Filter> {
-        let s = &self.cli.select;
-        let record_ids = s
-            .record_id
-            .iter()
-            .map(|r| RecordId::parse(r).map_err(usage))
-            .collect::<Res<Vec<_>>>()?;
-        let since_ms = s
-            .since
-            .as_deref()
-            .map(|d| select::parse_date(d, self.tz, false))
-            .transpose()
-            .map_err(|e| usage(format!("--since: {e}")))?;
-        let until_ms = s
-            .until
-            .as_deref()
-            .map(|d| select::parse_date(d, self.tz, true))
-            .transpose()
-            .map_err(|e| usage(format!("--until: {e}")))?;
-        if let (Some(min), Some(max)) = (s.min, s.max)
-            && min > max
-        {
-            return Err(usage(format!("--min {min} is greater than --max {max}")));
-        }
-        Ok(Filter {
-            record_ids,
-            since_ms,
-            until_ms,
-            min: s.min,
-            max: s.max,
-            limit: s.limit,
-        })
-    }
-
     fn api(&self) -> Res<ApiClient> {
-        ApiClient::new(self.api_settings()?).map_err(|e| usage(format!("HTTP client: {e}")))
-    }
-
-    fn api_settings(&self) -> Res<ApiSettings> {
-        Ok(ApiSettings {
-            base_url: self.cfg.base_url().map_err(usage)?.to_owned(),
-            secret: self.cfg.secret().map_err(usage)?.to_owned(),
-            checksum: self.cfg.bbb.checksum,
-            timeout: self.cfg.api_timeout(),
-            retries: self.cfg.bbb.retries,
-            retry_delay: Duration::from_millis(self.cfg.bbb.retry_delay_ms),
-        })
+        ApiClient::new(need(&self.s.bbb.api)?.clone())
+            .map_err(|e| usage(format!("HTTP client: {e}")))
     }
 
     /// Fetches, reports malformed recordings, selects. Exit 3 when the list cannot be had.
     async fn fetch_selected(&self) -> Res<(Vec<Recording>, FetchResult, Vec<RecordId>)> {
-        let filter = self.filter()?;
-        let cache = if self.cli.use_cache {
-            CacheMode::Read(self.cfg.bbb.cache_dir.clone())
-        } else if self.cli.dry_run {
+        let bbb = &self.s.bbb;
+        let cache = if self.s.use_cache {
+            CacheMode::Read(bbb.cache_dir.clone())
+        } else if self.s.dry_run {
             CacheMode::Off
         } else {
-            CacheMode::Write(self.cfg.bbb.cache_dir.clone())
+            CacheMode::Write(bbb.cache_dir.clone())
         };
-        let client = if self.cli.use_cache && self.cfg.bbb.base_url.is_none() {
+        let client = if self.s.cache_only() {
             // Reading the cache needs no server; a placeholder keeps one code path.
             ApiClient::new(ApiSettings {
                 base_url: "http://127.0.0.1/".into(),
                 secret: String::new(),
-                checksum: self.cfg.bbb.checksum,
+                checksum: bbb.checksum,
                 timeout: Duration::from_secs(1),
                 retries: 0,
                 retry_delay: Duration::from_millis(1),
@@ -361,13 +240,10 @@ impl App {
         } else {
             self.api()?
         };
-        let mut fetched = client
-            .fetch(self.cfg.bbb.fetch, &cache)
-            .await
-            .map_err(|e| Fatal {
-                code: exit::FETCH,
-                message: format!("the recording list could not be fetched: {e}"),
-            })?;
+        let mut fetched = client.fetch(bbb.fetch, &cache).await.map_err(|e| Fatal {
+            code: exit::FETCH,
+            message: format!("the recording list could not be fetched: {e}"),
+        })?;
         for m in &fetched.malformed {
             tracing::warn!(
                 record_id = m.record_id.as_deref(),
@@ -379,7 +255,7 @@ impl App {
         }
         let all = std::mem::take(&mut fetched.recordings);
         let total = all.len();
-        let (selected, missing) = select::select(all, &filter);
+        let (selected, missing) = select::select(all, &self.s.filter);
         for id in &missing {
             tracing::warn!(record_id = %id, "not listed by the server");
         }
@@ -393,7 +269,7 @@ impl App {
     }
 
     fn ledger_url(&self) -> &str {
-        self.cfg.ledger.url.expose_secret()
+        self.s.ledger.url.expose_secret()
     }
 
     async fn ledger_read_only(&self) -> Res<AnyLedger> {
@@ -405,70 +281,19 @@ impl App {
 
     async fn ledger_write(&self) -> Res<AnyLedger> {
         check_ledger_url(self.ledger_url())?;
-        let policy = RetryPolicy {
-            max_attempts: self.cfg.ledger.max_attempts.max(1),
-            base: Duration::from_secs(self.cfg.ledger.retry_base_secs),
-            cap: Duration::from_secs(3600),
-        };
-        AnyLedger::open(self.ledger_url(), Arc::new(SystemClock), policy)
-            .await
-            .map_err(ledger_err)
+        AnyLedger::open(
+            self.ledger_url(),
+            Arc::new(SystemClock),
+            self.s.ledger.policy.clone(),
+        )
+        .await
+        .map_err(ledger_err)
     }
 
     /// The claim directory: Pod's recorder's own directory when Pod's database is used
     /// (`registered`), else `[pod] recorder_directory`.
     fn claim_dir(&self, registered: Option<&str>) -> Res<ClaimDir> {
-        let directory = match registered {
-            Some(d) => d,
-            None => self.cfg.recorder_directory().map_err(usage)?,
-        };
-        let root = &self.cfg.pod.default_recorder_path;
-        Ok(ClaimDir {
-            dir: root.join(directory),
-            temp_dir: self
-                .cfg
-                .pod
-                .temp_dir
-                .clone()
-                .unwrap_or_else(|| ClaimDir::default_temp_dir(root)),
-        })
-    }
-
-    fn moodle_settings(&self) -> moodle::MoodleSettings {
-        let m = &self.cfg.moodle;
-        moodle::MoodleSettings {
-            table_prefix: m.table_prefix.clone(),
-            schema: m.schema.clone(),
-            ignored_servers: m.ignored_servers.clone(),
-            databases: m
-                .databases
-                .iter()
-                .map(|(k, v)| (k.clone(), v.url.expose_secret().to_owned()))
-                .collect(),
-        }
-    }
-
-    /// The `--record-id`s of a command that works on the ledger alone (`status`, `retry`,
-    /// `cancel`): the other selection flags select from the server's listing, which these
-    /// commands do not fetch, so they are refused rather than ignored.
-    fn ledger_selection(&self, command: &str) -> Res<Vec<String>> {
-        let s = &self.cli.select;
-        let other = [
-            (s.since.is_some(), "--since"),
-            (s.until.is_some(), "--until"),
-            (s.min.is_some(), "--min"),
-            (s.max.is_some(), "--max"),
-            (s.limit.is_some(), "--limit"),
-        ];
-        if let Some((_, flag)) = other.iter().find(|f| f.0) {
-            return Err(usage(format!(
-                "{command} takes only --record-id: {flag} selects from the server's listing (use it with list, claim, import or export-csv)"
-            )));
-        }
-        s.record_id
-            .iter()
-            .map(|r| RecordId::parse(r).map(|r| r.to_string()).map_err(usage))
-            .collect()
+        self.s.claim_dir.resolve(registered)
     }
 }
 

@@ -6,11 +6,11 @@ impl App {
     /// Cancels the selected recordings: a pending job at once, a running one by its worker (on
     /// whatever host) at its next heartbeat.
     pub(super) async fn cancel(&self) -> Res<i32> {
-        let ids = self.ledger_selection("cancel")?;
+        let ids = self.s.ledger_selection("cancel")?;
         if ids.is_empty() {
             return Err(usage("cancel needs --record-id ID (repeatable)"));
         }
-        if self.cli.dry_run {
+        if self.s.dry_run {
             let _ = writeln!(out(), "dry run: would cancel {} recording(s)", ids.len());
             return Ok(exit::OK);
         }
@@ -33,14 +33,14 @@ impl App {
     }
 
     pub(super) async fn retry(&self, failed: bool) -> Res<i32> {
-        let ids = self.ledger_selection("retry")?;
+        let ids = self.s.ledger_selection("retry")?;
         let what = match (failed, ids.is_empty()) {
             (true, true) => Requeue::Failed(None),
             (true, false) => Requeue::Failed(Some(ids)),
             (false, false) => Requeue::Recordings(ids),
             (false, true) => return Err(usage("retry needs --failed or --record-id ID")),
         };
-        if self.cli.dry_run {
+        if self.s.dry_run {
             let ledger = self.ledger_read_only().await?;
             let rows = ledger.jobs().await.map_err(ledger_err)?;
             ledger.close().await;

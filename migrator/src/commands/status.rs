@@ -4,7 +4,7 @@ use super::*;
 
 impl App {
     pub(super) async fn status(&self, json: bool) -> Res<i32> {
-        let only = self.ledger_selection("status")?;
+        let only = self.s.ledger_selection("status")?;
         let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
         let ledger = self.ledger_read_only().await?;
         let mut rows = ledger.jobs().await.map_err(ledger_err)?;
@@ -66,7 +66,7 @@ impl App {
                         let at = chrono::DateTime::from_timestamp_millis(t)?;
                         Some(format!(
                             "{} ({} ago)",
-                            at.with_timezone(&self.tz).format("%Y-%m-%d %H:%M:%S"),
+                            at.with_timezone(&self.s.tz).format("%Y-%m-%d %H:%M:%S"),
                             human_secs((now_ms - t).max(0) / 1000)
                         ))
                     })

@@ -5,10 +5,12 @@
 
 pub mod download;
 pub mod owner;
+pub mod pool;
 pub mod recorder;
 pub mod space;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use crate::playback_hosts::PlaybackHosts;
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, PlaybackFormat, Recording};
 use download::DownloadSettings;
+use pool::{JobRunner, PoolSettings};
 use recorder::{RecordOutput, RecorderCommand};
 use space::SpaceSettings;
 
@@ -162,97 +165,25 @@ pub async fn run_pool<S: JobStore>(
     jobs: usize,
     only: Vec<String>,
 ) -> Vec<JobReport> {
-    let only = Arc::new(only);
-    let mut tasks = Vec::new();
-    for n in 0..jobs.max(1) {
-        let ctx = ctx.clone();
-        let only = only.clone();
-        tasks.push(tokio::spawn(async move {
-            let name = format!("{}:{n}", ctx.worker_name);
-            worker_loop(&ctx, &name, &only).await
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        match t.await {
-            Ok(r) => all.extend(r),
-            Err(e) => tracing::error!("worker task failed: {e}"),
-        }
-    }
-    all
+    let settings = PoolSettings {
+        target: TARGET_FILE,
+        lease: ctx.lease,
+        wait: ctx.wait,
+        worker_names: (0..jobs.max(1))
+            .map(|n| format!("{}:{n}", ctx.worker_name))
+            .collect(),
+    };
+    let (store, shutdown) = (ctx.store.clone(), ctx.shutdown.clone());
+    pool::run(store, ctx, settings, only, shutdown).await
 }
 
-/// How long a worker keeps retrying when the ledger cannot be reached before it gives up: a
-/// restarting database server or a network blip must not end the run.
-fn ledger_patience(lease: Duration) -> Duration {
-    (lease * 2).max(Duration::from_secs(30))
-}
+/// A claimed file job: download or record, place, complete.
+impl<S: JobStore> JobRunner for WorkerContext<S> {
+    type Report = JobReport;
 
-/// The pause between two looks at the ledger when there is nothing to claim yet: a third of the
-/// lease, so that a dead host's job is taken over soon after its lease runs out.
-pub fn poll_interval(lease: Duration) -> Duration {
-    (lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(10))
-}
-
-async fn worker_loop<S: JobStore>(
-    ctx: &WorkerContext<S>,
-    name: &str,
-    only: &[String],
-) -> Vec<JobReport> {
-    let mut reports = Vec::new();
-    let mut shutdown = ctx.shutdown.clone();
-    let poll = poll_interval(ctx.lease);
-    let mut failing_since: Option<Instant> = None;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        // Taken before the claim is sent: the lease runs at least until then + lease.
-        let sent = Instant::now();
-        let claimed = ctx
-            .store
-            .claim_target(name, ctx.lease, Some(only), Some(TARGET_FILE))
-            .await;
-        let idle = match claimed {
-            Ok(Some(lease)) => {
-                failing_since = None;
-                reports.push(run_job(ctx, lease, sent).await);
-                continue;
-            }
-            Ok(None) if !ctx.wait => break,
-            Ok(None) => {
-                failing_since = None;
-                // A job whose holder died with no attempt left would otherwise be waited for
-                // forever.
-                let left = match ctx.store.sweep().await {
-                    Ok(_) => ctx.store.unfinished(Some(only), Some(TARGET_FILE)).await,
-                    Err(e) => Err(e),
-                };
-                match left {
-                    Ok(0) => break,
-                    Ok(_) => poll,
-                    Err(e) => {
-                        tracing::warn!("ledger: {e}");
-                        poll
-                    }
-                }
-            }
-            Err(e) => {
-                let since = *failing_since.get_or_insert(sent);
-                if since.elapsed() >= ledger_patience(ctx.lease) {
-                    tracing::error!("claiming a job: {e}; giving up");
-                    break;
-                }
-                tracing::warn!("claiming a job: {e}; retrying");
-                poll.min(Duration::from_secs(2))
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(idle) => {}
-            _ = shutdown.changed() => {}
-        }
+    fn run(&self, lease: Lease, claimed: Instant) -> impl Future<Output = JobReport> + Send {
+        run_job(self, lease, claimed)
     }
-    reports
 }
 
 /// The `<recordID>.<epoch>` prefixes of partial files that a live lease may still be writing.
