@@ -5,6 +5,9 @@
 //! with `PR_SET_PDEATHSIG` so that the kernel kills it if our process dies without running any
 //! destructor (SIGKILL, OOM killer). [`GroupChild::terminate`] signals the whole group with SIGTERM,
 //! waits a grace period, then sends SIGKILL; `Drop` does the same, so a panic never orphans it.
+//! Dropped inside a tokio runtime, it sends SIGTERM at once and waits out the grace period on a
+//! blocking thread (which the runtime's shutdown waits for), so a cancelled future never stalls
+//! the runtime's threads.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process. A child
 //! forked from a short-lived thread (tokio's blocking pool retires idle threads after 10 s) would be
@@ -204,7 +207,7 @@ impl Spawn {
         let pid = child.id();
         tracing::debug!(label = %label, pid, "started child process");
         Ok(GroupChild {
-            child,
+            child: Some(child),
             label,
             pid,
             stderr: tail,
@@ -212,6 +215,7 @@ impl Spawn {
             keeper: Some((keeper, release_tx)),
             status: None,
             reaped: false,
+            defer_drop: true,
         })
     }
 
@@ -281,7 +285,8 @@ impl Spawn {
 /// A running child in its own process group. Dropping it terminates the group.
 #[derive(Debug)]
 pub struct GroupChild {
-    child: Child,
+    /// `None` only once a drop handed the child to a blocking thread to terminate.
+    child: Option<Child>,
     label: String,
     pid: u32,
     stderr: Arc<Mutex<VecDeque<u8>>>,
@@ -290,6 +295,9 @@ pub struct GroupChild {
     /// The leader's exit status, seen without reaping it (see [`GroupChild::try_status`]).
     status: Option<ExitStatus>,
     reaped: bool,
+    /// Whether a drop inside an async runtime may hand the termination to a blocking thread
+    /// (false for the handed-off child itself, whose drop must finish the job in place).
+    defer_drop: bool,
 }
 
 impl GroupChild {
@@ -303,12 +311,12 @@ impl GroupChild {
 
     /// The child's stdout, when started with [`Spawn::stdout_piped`].
     pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.stdout.take()
+        self.child.as_mut()?.stdout.take()
     }
 
     /// The child's stdin, when started with [`Spawn::stdin_piped`].
     pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
-        self.child.stdin.take()
+        self.child.as_mut()?.stdin.take()
     }
 
     /// Resolves once the leader has ended, without reaping it (so its group's number stays ours
@@ -361,7 +369,11 @@ impl GroupChild {
 
     /// Collects the ended leader (after the last signal to its group).
     fn reap(&mut self) -> std::io::Result<ExitStatus> {
-        let status = self.child.wait()?;
+        let child = self
+            .child
+            .as_mut()
+            .expect("reaped before it was handed off");
+        let status = child.wait()?;
         self.reaped = true;
         Ok(*self.status.get_or_insert(status))
     }
@@ -428,11 +440,42 @@ impl GroupChild {
     }
 }
 
+/// How long a dropped child gets between SIGTERM and SIGKILL.
+const DROP_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        if self.keeper.is_some() || !self.reaped {
-            let _ = self.terminate(Duration::from_secs(2));
+        if self.keeper.is_none() && self.reaped {
+            return;
         }
+        // Dropped in async code (a cancelled future, a task that ended early): the grace period
+        // must not block one of the runtime's few threads (the heartbeats of every other job
+        // run there), so the group gets SIGTERM now and the wait moves to a blocking thread,
+        // which the runtime waits for when it shuts down. Outside a runtime, here and now.
+        if self.defer_drop
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(child) = self.child.take()
+        {
+            self.signal_group(Signal::SIGTERM);
+            let mut handed = GroupChild {
+                child: Some(child),
+                label: std::mem::take(&mut self.label),
+                pid: self.pid,
+                stderr: self.stderr.clone(),
+                stderr_thread: self.stderr_thread.take(),
+                keeper: self.keeper.take(),
+                status: self.status,
+                reaped: self.reaped,
+                // Dropped unrun (the runtime is shutting down): terminated where it is dropped.
+                defer_drop: false,
+            };
+            self.reaped = true;
+            runtime.spawn_blocking(move || {
+                let _ = handed.terminate(DROP_GRACE);
+            });
+            return;
+        }
+        let _ = self.terminate(DROP_GRACE);
     }
 }
 
@@ -462,4 +505,74 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell whose group ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    fn stubborn() -> GroupChild {
+        Spawn::new("stubborn", "sh")
+            .args(["-c", "trap '' TERM; sleep 30 & wait"])
+            .start()
+            .expect("sh starts")
+    }
+
+    /// `(state, process group)` from `/proc/<pid>/stat`.
+    fn stat(pid: &str) -> Option<(char, u32)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let mut fields = text.rsplit(')').next()?.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let pgrp = fields.nth(1)?.parse().ok()?;
+        Some((state, pgrp))
+    }
+
+    /// Whether `pid` runs (a zombie, killed and waiting to be reaped, does not).
+    fn alive(pid: u32) -> bool {
+        stat(&pid.to_string()).is_some_and(|(state, _)| state != 'Z')
+    }
+
+    /// Whether a process of group `pgid` still runs (the orphaned `sleep` is reaped by init,
+    /// whenever it gets to it: only its state counts).
+    fn group_alive(pgid: u32) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            stat(&e.file_name().to_string_lossy()).is_some_and(|(s, g)| g == pgid && s != 'Z')
+        })
+    }
+
+    #[test]
+    fn a_drop_outside_a_runtime_ends_the_group_before_it_returns() {
+        let child = stubborn();
+        let pid = child.pid();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(child);
+        assert!(!alive(pid), "the leader is gone when drop returns");
+        assert!(!group_alive(pid), "no group member left");
+    }
+
+    #[test]
+    fn a_drop_in_async_code_does_not_block_and_the_runtime_waits_for_the_group() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (pid, drop_took) = runtime.block_on(async {
+            let child = stubborn();
+            let pid = child.pid();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let t = Instant::now();
+            drop(child);
+            (pid, t.elapsed())
+        });
+        // The old drop waited the whole grace period on the runtime's thread.
+        assert!(drop_took < DROP_GRACE / 4, "drop blocked for {drop_took:?}");
+        drop(runtime);
+        assert!(
+            !alive(pid),
+            "the runtime's shutdown waited for the termination"
+        );
+        assert!(!group_alive(pid), "no group member left");
+    }
 }
