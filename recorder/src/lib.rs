@@ -19,6 +19,7 @@
 pub mod assets;
 pub mod browser;
 pub mod capture;
+pub mod clock_feed;
 pub mod encode;
 pub mod error;
 pub mod fetch;

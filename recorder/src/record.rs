@@ -22,13 +22,12 @@ use bbb_common::redact;
 
 use crate::browser::{Chromium, LaunchOptions, find_browser};
 use crate::capture::{FrameSource, wall_now};
+use crate::clock_feed::{ClockFeed, FeedEvent};
 use crate::encode::{self, AudioCut, Container, VideoSettings};
 use crate::error::{Context as _, Phase, RecordError};
 use crate::fetch::{download, fetch_metadata, fetch_text};
 use crate::pipeline::Pipeline;
-use crate::playback::page::{
-    MEDIA, PROBE_JS, PageMessage, Probe, clock_js, hide_chrome_js, usable, wall_micros,
-};
+use crate::playback::page::{MEDIA, PROBE_JS, Probe, clock_js, hide_chrome_js, usable};
 use crate::playback::{self, PageKind};
 use crate::pulse;
 use crate::render_watch::{self, RenderWatch};
@@ -509,19 +508,18 @@ impl Session<'_> {
         }
 
         let play_result = if player.kind.is_bbb() {
-            self.play_bbb(
-                &page,
-                &player,
-                start,
-                end,
-                &clock,
-                &pipeline,
-                &mut messages,
-                &mut crashes,
-            )
-            .await
+            match self.start_player(&page, &player, start, &clock).await {
+                Ok(()) => {
+                    let feed = ClockFeed::Player(&mut messages);
+                    self.play(feed, start, end, &clock, &pipeline, &mut crashes)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
         } else {
-            self.play_generic(&clock, start, end, &pipeline, &mut crashes)
+            // Media time of a generic page is the wall time since it finished loading.
+            let feed = ClockFeed::wall(start);
+            self.play(feed, start, end, &clock, &pipeline, &mut crashes)
                 .await
         };
         let end = match play_result {
@@ -639,7 +637,7 @@ impl Session<'_> {
         let deadline = Instant::now() + PLAYER_READY_LIMIT;
         let mut renavigated = false;
         loop {
-            self.check_alive()?;
+            self.watchdog()?;
             let probe = Probe::read(
                 page.evaluate_expression(PROBE_JS)
                     .await
@@ -859,7 +857,11 @@ impl Session<'_> {
         ))
     }
 
-    fn check_alive(&mut self) -> Result<(), RecordError> {
+    /// The recording's polled health, checked while the page loads and while it plays: the
+    /// media download, the signal, the DevTools connection, the display, the timeout, the
+    /// browser process, and the sound capture with its server. (What arrives as an event, a
+    /// renderer crash or a lost connection, is awaited by [`interruption`] too.)
+    fn watchdog(&mut self) -> Result<(), RecordError> {
         if self
             .media_download
             .as_ref()
@@ -901,21 +903,31 @@ impl Session<'_> {
                 format!("gave up after the {timeout:?} timeout"),
             ));
         }
+        if let Some(why) = self.chromium.exited() {
+            return Err(RecordError::transient(Phase::Browser, why));
+        }
+        if self.sound_capture.as_ref().is_some_and(|c| c.is_finished()) {
+            return Err(RecordError::transient(
+                Phase::Audio,
+                "the sound capture stopped (PulseAudio failed)",
+            ));
+        }
+        if let Some(why) = self.pulse.as_mut().and_then(|p| p.exited()) {
+            return Err(RecordError::transient(Phase::Audio, why));
+        }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn play_bbb(
+    /// Readies a BBB player and starts it at `start`: its controls hidden, every slide decoded
+    /// once, the render watcher and the media clock installed, the paused start picture
+    /// captured and the clock anchored on it; then playback. Its time events then feed the clock.
+    async fn start_player(
         &mut self,
         page: &Page,
         player: &Player,
         start: f64,
-        end: f64,
         clock: &Arc<Mutex<MediaClock>>,
-        pipeline: &Pipeline,
-        messages: &mut chromiumoxide::listeners::EventStream<EventBindingCalled>,
-        crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
-    ) -> Result<f64, RecordError> {
+    ) -> Result<(), RecordError> {
         let is23 = matches!(player.kind, PageKind::Bbb23 { .. });
         page.evaluate_expression(hide_chrome_js(is23))
             .await
@@ -1034,6 +1046,24 @@ impl Session<'_> {
                 format!("the player refused to play: {played}"),
             ));
         }
+        Ok(())
+    }
+
+    /// Plays until the end time, the playback's end or an error, with the media clock fed by
+    /// `feed`: the clock samples go to the capture, the recording's health is watched four
+    /// times a second, progress is reported once a second. Returns the media time it ended at.
+    async fn play(
+        &mut self,
+        mut feed: ClockFeed<'_>,
+        start: f64,
+        end: f64,
+        clock: &Arc<Mutex<MediaClock>>,
+        pipeline: &Pipeline,
+        crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
+    ) -> Result<f64, RecordError> {
+        let push =
+            |sample: ClockSample| clock.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+        let end_margin = feed.end_margin();
         let mut last_advance = Instant::now();
         let mut last_media = start;
         let mut last_report = Instant::now() - Duration::from_secs(2);
@@ -1042,54 +1072,53 @@ impl Session<'_> {
         let mut cancel = self.cancel.clone();
         loop {
             tokio::select! {
-                message = messages.next() => {
-                    let Some(message) = message else {
-                        return Err(RecordError::transient(Phase::Browser, "the page's event stream ended"));
-                    };
-                    let Some(msg) = PageMessage::parse(&message.payload) else { continue };
-                    match msg {
-                        PageMessage::Time { w, m } => {
-                            let sample = ClockSample { wall: wall_micros(w), media: m };
-                            clock.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
-                            if m > last_media + 1e-6 {
-                                last_media = m;
-                                last_advance = Instant::now();
-                            }
-                            if m >= end {
-                                return Ok(end);
-                            }
+                event = feed.next() => match event {
+                    FeedEvent::Time(sample) => {
+                        push(sample);
+                        if sample.media > last_media + 1e-6 {
+                            last_media = sample.media;
+                            last_advance = Instant::now();
                         }
-                        PageMessage::Ended { w, m, d } => {
-                            let at = d.unwrap_or(m).max(m);
-                            let sample = ClockSample { wall: wall_micros(w), media: at };
-                            clock.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
-                            if at + 0.5 < end {
-                                (self.report)(Event::Warning(format!(
-                                    "the playback ended at {at:.3} s, before the expected {end:.3} s"
-                                )));
-                            }
-                            return Ok(at);
-                        }
-                        PageMessage::Waiting { m } => {
-                            (self.report)(Event::Stalled { media_time: m - start });
-                        }
-                        PageMessage::Defect { kind, text, m } => {
-                            if let Some(render) = self.render.as_mut() {
-                                render.page_defect(&kind, &text, m);
-                                render.check(last_media)?;
-                            }
-                        }
-                        PageMessage::Error => {
-                            return Err(RecordError::transient(Phase::Play, "the media element reported an error (network or decoding)"));
+                        if sample.media >= end + end_margin {
+                            return Ok(end);
                         }
                     }
-                }
+                    FeedEvent::Ended(sample) => {
+                        push(sample);
+                        let at = sample.media;
+                        if at + 0.5 < end {
+                            (self.report)(Event::Warning(format!(
+                                "the playback ended at {at:.3} s, before the expected {end:.3} s"
+                            )));
+                        }
+                        return Ok(at);
+                    }
+                    FeedEvent::Waiting(m) => {
+                        (self.report)(Event::Stalled { media_time: m - start });
+                    }
+                    FeedEvent::Defect { kind, text, at } => {
+                        if let Some(render) = self.render.as_mut() {
+                            render.page_defect(&kind, &text, at);
+                            render.check(last_media)?;
+                        }
+                    }
+                    FeedEvent::MediaError => {
+                        return Err(RecordError::transient(Phase::Play, "the media element reported an error (network or decoding)"));
+                    }
+                    FeedEvent::Closed => {
+                        return Err(RecordError::transient(Phase::Browser, "the page's event stream ended"));
+                    }
+                },
                 e = interruption(crashes, &mut lost, &mut cancel) => return Err(e),
                 _ = tick.tick() => {
                     if let Some(render) = self.render.as_mut() {
                         render.check(last_media)?;
                     }
-                    if self.watch(pipeline)? == Pipe::Finished {
+                    self.watchdog()?;
+                    // The end is known before capture starts, so the encoder may legitimately
+                    // finish before the page reports the end; if it failed instead, joining it
+                    // reports why.
+                    if pipeline.is_finished() {
                         return Ok(end);
                     }
                     if last_advance.elapsed() > STALL_LIMIT {
@@ -1106,87 +1135,6 @@ impl Session<'_> {
             }
         }
     }
-
-    async fn play_generic(
-        &mut self,
-        clock: &Arc<Mutex<MediaClock>>,
-        start: f64,
-        end: f64,
-        pipeline: &Pipeline,
-        crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
-    ) -> Result<f64, RecordError> {
-        // Media time of a generic page is the wall time since it finished loading.
-        let t0 = wall_now();
-        let push = |now: i64| {
-            clock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(ClockSample {
-                    wall: now,
-                    media: start + (now - t0) as f64 / 1e6,
-                });
-        };
-        push(t0);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut last_report = Instant::now();
-        let mut lost = self.chromium.connection_lost.clone();
-        let mut cancel = self.cancel.clone();
-        loop {
-            tokio::select! {
-                e = interruption(crashes, &mut lost, &mut cancel) => return Err(e),
-                _ = tick.tick() => {
-                    let now = wall_now();
-                    push(now);
-                    if self.watch(pipeline)? == Pipe::Finished {
-                        return Ok(end);
-                    }
-                    let media = start + (now - t0) as f64 / 1e6;
-                    if last_report.elapsed() >= Duration::from_secs(1) {
-                        last_report = Instant::now();
-                        (self.report)(Event::Progress { media_time: media - start, duration: end - start });
-                    }
-                    if media >= end + 0.2 {
-                        return Ok(end);
-                    }
-                }
-            }
-        }
-    }
-
-    fn chromium_exited(&mut self) -> Option<String> {
-        self.chromium.exited()
-    }
-
-    /// The periodic health check of the play loops: the media download, the signal, the browser
-    /// and the encoder.
-    fn watch(&mut self, pipeline: &Pipeline) -> Result<Pipe, RecordError> {
-        self.check_alive()?;
-        if let Some(why) = self.chromium_exited() {
-            return Err(RecordError::transient(Phase::Browser, why));
-        }
-        if self.sound_capture.as_ref().is_some_and(|c| c.is_finished()) {
-            return Err(RecordError::transient(
-                Phase::Audio,
-                "the sound capture stopped (PulseAudio failed)",
-            ));
-        }
-        if let Some(why) = self.pulse.as_mut().and_then(|p| p.exited()) {
-            return Err(RecordError::transient(Phase::Audio, why));
-        }
-        // The end is known before capture starts, so the encoder may legitimately finish before
-        // the page reports the end; if it failed instead, joining it reports why.
-        Ok(if pipeline.is_finished() {
-            Pipe::Finished
-        } else {
-            Pipe::Running
-        })
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Pipe {
-    Running,
-    Finished,
 }
 
 /// Resolves when the recording must stop: the renderer crashed, the DevTools connection was lost
