@@ -802,6 +802,24 @@ mod tests {
     use crate::progress::PlainReporter;
     use crate::recording::RecordId;
 
+    const RECORD_ID: &str = "ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124";
+
+    /// A published recording of 2018 named `name` with these playback formats.
+    fn recording(name: &str, formats: Vec<PlaybackFormat>) -> Recording {
+        Recording {
+            record_id: RecordId::parse(RECORD_ID).unwrap(),
+            meeting_id: String::new(),
+            internal_meeting_id: RECORD_ID.into(),
+            name: name.into(),
+            published: "true".into(),
+            state: "published".into(),
+            start_time_ms: 1530718721124,
+            end_time_ms: None,
+            metadata: BTreeMap::new(),
+            formats,
+        }
+    }
+
     #[test]
     fn a_videos_size_is_its_estimate_and_a_presentation_is_estimated_from_its_length() {
         let format = |kind: &str, minutes, size| PlaybackFormat {
@@ -810,23 +828,14 @@ mod tests {
             length_minutes: Some(minutes),
             size_bytes: size,
         };
-        let id = "ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124";
-        let rec = Recording {
-            record_id: RecordId::parse(id).unwrap(),
-            meeting_id: String::new(),
-            internal_meeting_id: id.into(),
-            name: "Sizes".into(),
-            published: "true".into(),
-            state: "published".into(),
-            start_time_ms: 1530718721124,
-            end_time_ms: None,
-            metadata: BTreeMap::new(),
-            formats: vec![
+        let rec = recording(
+            "Sizes",
+            vec![
                 format("video", 10, Some(123_456_789)),
                 // The presentation's <size> is that of its slides and media, not of a video.
                 format("presentation", 10, Some(1_000)),
             ],
-        };
+        );
         let video = Playback::Video("https://bbb.test/video".into());
         let presentation = Playback::Presentation("https://bbb.test/presentation".into());
         assert_eq!(estimated_bytes(&rec, &video, 60), 123_456_789);
@@ -850,25 +859,17 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let id = "ffbfc4cc24428694e8b53a4e144f414052431693-1530718721124";
-        let rec = Recording {
-            record_id: RecordId::parse(id).unwrap(),
-            meeting_id: String::new(),
-            internal_meeting_id: id.into(),
-            name: "Hang".into(),
-            published: "true".into(),
-            state: "published".into(),
-            start_time_ms: 1530718721124,
-            end_time_ms: None,
-            metadata: BTreeMap::new(),
+        let id = RECORD_ID;
+        let rec = recording(
+            "Hang",
             // The stand-in takes its mode from the URL's last segment.
-            formats: vec![PlaybackFormat {
+            vec![PlaybackFormat {
                 kind: "presentation".into(),
                 url: "http://bbb.test/hang".into(),
                 length_minutes: Some(60),
                 size_bytes: None,
             }],
-        };
+        );
         store
             .enqueue(&[NewJob {
                 recording_id: id.into(),
