@@ -30,7 +30,7 @@ impl App {
         let p = &self.s.pod;
         let rest = match p.rest_url.as_deref() {
             Some(u) => Some(
-                bbb_migrator::place::rest::PodRest::new(
+                bbb_migrator::place::pod::PodRest::new(
                     u,
                     p.rest_token.as_ref().map_or("", |t| t.expose_secret()),
                     Duration::from_secs(60),
@@ -93,7 +93,10 @@ impl App {
                     );
                     continue;
                 }
-                match importer.import_one(rec, &pod::Unfenced, &[]).await {
+                match importer
+                    .import_one(rec, &bbb_migrator::ledger::fence::Unfenced, &[])
+                    .await
+                {
                     Ok(o) => {
                         rows += o.rows_created;
                         users += o.users_created;

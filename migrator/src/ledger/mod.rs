@@ -4,6 +4,7 @@
 //! touches files or the network.
 
 pub mod any;
+pub mod fence;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;

@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::ErrorClass;
+use crate::ledger::fence::{LeaseFence, WriteFence};
 use crate::ledger::{JobState, JobStore, Lease, LedgerError};
 use crate::place::moodle::{self, MoodleDb, MoodleSettings};
-use crate::place::pod::{
-    ImportSettings, LeaseFence, Placed, PodDb, PodError, WriteFence, import_recording_fenced,
-};
+use crate::place::pod::{ImportSettings, Placed, PodDb, PodError, import_recording_fenced};
 use crate::recording::Recording;
 
 /// The ledger target of an import job.
@@ -168,7 +167,7 @@ impl Importer {
                 continue;
             }
             if let Err(e) = fence.check().await {
-                return Err((e, out.lines));
+                return Err((e.into(), out.lines));
             }
             match mdb.append_notice(*a, html).await {
                 Ok(true) => {

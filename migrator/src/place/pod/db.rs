@@ -1,18 +1,20 @@
-//! Mode 2 on Pod's own database (spec 6.1, 6.2, 6.6, 6.8): the owner of a recording from Pod's
-//! meetings, Pod users found by username or created with every row Pod's signals add, and one
-//! `import_video_externalrecording` row per (recording, owner). PostgreSQL and MySQL/MariaDB, with
-//! static SQL and bound parameters only. MySQL sessions are forced into strict mode: Pod's schema
-//! has no column defaults and a lax session would store zero dates for a forgotten column.
+//! Pod's own database (spec 6.2, 6.6, 6.8, 9.2): the [`PodDb`] pool and all its SQL, the owner of
+//! a recording from Pod's meetings, Pod users found by username or created with every row Pod's
+//! signals add, `import_video_externalrecording` rows and manual-claim registrations.
+//! PostgreSQL and MySQL/MariaDB, with static SQL and bound parameters only. MySQL sessions are
+//! forced into strict mode: Pod's schema has no column defaults and a lax session would store
+//! zero dates for a forgotten column.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 
+use crate::place::pod::{
+    NewUser, PodError, PodUser, UserCreator, UserDefaults, hashkey, truncate_chars,
+};
 use crate::place::sql_dialect::{DialectPool, per_dialect, pg_sql};
 use crate::recording::Recording;
 
@@ -22,65 +24,6 @@ pub const NAME_MAX_CHARS: usize = 250;
 pub const SOURCE_URL_MAX_CHARS: usize = 500;
 
 const MYSQL_STRICT: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'";
-
-#[derive(Debug, thiserror::Error)]
-pub enum PodError {
-    #[error("Pod database URL must start with postgres://, postgresql:// or mysql://")]
-    Scheme,
-    #[error("Pod database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("Pod REST API: {0}")]
-    Rest(String),
-    /// The ledger lease of this import was taken over: nothing more may be written.
-    #[error("lease lost: another worker owns this recording's import now")]
-    LeaseLost,
-    #[error("ledger: {0}")]
-    Ledger(String),
-}
-
-impl PodError {
-    /// Whether a retry can help: database and network trouble can pass, bad data does not.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, PodError::Invalid(_) | PodError::Scheme)
-    }
-}
-
-/// Checked right before every write to Pod or Moodle. The import of a recording belongs to a
-/// ledger job; its fence renews the job's lease and fails once another worker took the job
-/// over, so a worker that lost its lease writes nothing more.
-pub trait WriteFence: Sync {
-    fn check(&self) -> impl std::future::Future<Output = Result<(), PodError>> + Send;
-}
-
-/// No ledger (dry run, which writes nothing anyway, and library tests).
-#[derive(Debug, Clone, Copy)]
-pub struct Unfenced;
-
-impl WriteFence for Unfenced {
-    async fn check(&self) -> Result<(), PodError> {
-        Ok(())
-    }
-}
-
-/// The fence of a ledger lease: a fenced heartbeat (0 rows once the epoch moved on).
-pub struct LeaseFence<'a, S> {
-    pub store: &'a S,
-    pub lease: &'a crate::ledger::Lease,
-    pub duration: std::time::Duration,
-}
-
-impl<S: crate::ledger::JobStore> WriteFence for LeaseFence<'_, S> {
-    async fn check(&self) -> Result<(), PodError> {
-        match self.store.heartbeat(self.lease, self.duration, None).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(PodError::Ledger("cancelled on request".into())),
-            Err(crate::ledger::LedgerError::LeaseLost { .. }) => Err(PodError::LeaseLost),
-            Err(e) => Err(PodError::Ledger(e.to_string())),
-        }
-    }
-}
 
 /// A connection pool to Pod's database, on either engine.
 #[derive(Debug, Clone)]
@@ -95,89 +38,6 @@ impl<'a> From<&'a PodDb> for DialectPool<'a> {
             PodDb::Pg(p) => DialectPool::Pg(p),
             PodDb::My(p) => DialectPool::My(p),
         }
-    }
-}
-
-/// A Pod user (`auth_user`), as `str(User)` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct PodUser {
-    pub id: i32,
-    pub username: String,
-    pub first_name: String,
-    pub last_name: String,
-}
-
-impl fmt::Display for PodUser {
-    /// Pod's `User.__str__` (authentication/models.py `get_name`): "First Last (username)".
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} ({})",
-            self.first_name, self.last_name, self.username
-        )
-    }
-}
-
-/// Who to create when a username is not in Pod yet (from Moodle's `mdl_user`, whose
-/// `firstname`/`lastname` the query aliases to these field names).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct NewUser {
-    pub username: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
-}
-
-/// The values Pod's settings put into the rows its signals create.
-#[derive(Clone)]
-pub struct UserDefaults {
-    /// Pod's SECRET_KEY: `authentication_owner.hashkey` = sha256_hex(SECRET_KEY + username).
-    pub secret_key: String,
-    pub site_id: i32,
-    /// `AUTH_TYPE[0][0]`, `AFFILIATION[0][0]`, `ESTABLISHMENTS[0][0]` of Pod's settings.
-    pub auth_type: String,
-    pub affiliation: String,
-    pub establishment: String,
-    /// gettext("Your favorites videos.") in Pod's LANGUAGE_CODE.
-    pub favorites_description: String,
-}
-
-impl fmt::Debug for UserDefaults {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserDefaults")
-            .field("secret_key", &"<redacted>")
-            .field("site_id", &self.site_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl UserDefaults {
-    /// Pod's own defaults (pod/main/settings.py, English).
-    pub fn new(secret_key: String, site_id: i32) -> Self {
-        UserDefaults {
-            secret_key,
-            site_id,
-            auth_type: "local".into(),
-            affiliation: "student".into(),
-            establishment: "Etab_1".into(),
-            favorites_description: "Your favorites videos.".into(),
-        }
-    }
-}
-
-/// sha256_hex(SECRET_KEY + username), as Pod's `Owner.save()` computes it.
-pub fn hashkey(secret_key: &str, username: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(secret_key.as_bytes());
-    h.update(username.as_bytes());
-    hex::encode(h.finalize())
-}
-
-/// The first `max` characters (never cuts a UTF-8 sequence).
-pub fn truncate_chars(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
@@ -593,195 +453,16 @@ impl PodDb {
     }
 }
 
-/// What the import did (or, in a dry run, would do) for one recording.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ImportReport {
-    /// Printed lines, Python's wording where there is one.
-    pub lines: Vec<String>,
-    pub users_created: usize,
-    pub rows_created: usize,
-    /// Every owner that has this recording now (created now or found): recorded in the ledger.
-    pub placed: Vec<Placed>,
-}
-
-/// One owner of an imported recording, as the ledger keeps it (recordID + owner).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Placed {
-    pub user_id: i32,
-    pub username: String,
-    /// The row created by this import; None when the owner already had one.
-    pub external_id: Option<i64>,
-}
-
-/// Settings of one import run.
-#[derive(Debug, Clone)]
-pub struct ImportSettings {
-    pub admin_id: i32,
-    pub site_id: i32,
-    pub rewrite_23: bool,
-    pub dry_run: bool,
-    pub user_defaults: UserDefaults,
-    /// Create missing users through Pod's REST API instead of SQL.
-    pub rest: Option<crate::place::rest::PodRest>,
-    /// Pod fetches the playback URL we hand it: it must pass the same host policy as ours.
-    pub playback_hosts: crate::playback_hosts::PlaybackHosts,
-}
-
-/// Spec 6.1 for one recording, without Moodle: the Pod meeting's owner, else the admin; then
-/// spec 6.6/6.8 for each owner. `owners` are the Moodle moderators already found (may be empty).
-pub async fn import_recording(
-    db: &PodDb,
-    rec: &Recording,
-    owners: &[NewUser],
-    moodle_msg: &str,
-    s: &ImportSettings,
-) -> Result<ImportReport, PodError> {
-    import_recording_fenced(db, rec, owners, moodle_msg, s, &Unfenced, &[]).await
-}
-
-/// [`import_recording`] with every write behind `fence`. `done` are the owners an earlier
-/// attempt of the same ledger job already placed (its checkpoint): they get nothing more, even
-/// if the playback URL changed since.
-pub async fn import_recording_fenced(
-    db: &PodDb,
-    rec: &Recording,
-    owners: &[NewUser],
-    moodle_msg: &str,
-    s: &ImportSettings,
-    fence: &impl WriteFence,
-    done: &[Placed],
-) -> Result<ImportReport, PodError> {
-    let mut rep = ImportReport {
-        lines: vec![format!(
-            "Use import video for recording {} {}",
-            rec.record_id, rec.internal_meeting_id
-        )],
-        ..Default::default()
-    };
-    // No playback at all gets no row (below); any URL given to Pod must pass.
-    let source = rec.source_url(s.rewrite_23);
-    if !source.is_empty() {
-        s.playback_hosts
-            .check(&source)
-            .map_err(|why| PodError::Invalid(format!("select: {why}")))?;
+impl UserCreator for PodDb {
+    fn via(&self) -> &'static str {
+        ""
     }
-    let mut targets: Vec<(PodUser, i32, String)> = Vec::new();
-    if let Some((owner_id, site_id)) = db.meeting_owner(&rec.meeting_id).await? {
-        let user = db.user_by_id(owner_id).await?.ok_or_else(|| {
-            PodError::Invalid(format!("meeting owner {owner_id} not in auth_user"))
-        })?;
-        targets.push((user, site_id, "BBB session made with Pod.".into()));
-    } else if !owners.is_empty() {
-        let msg = format!("{moodle_msg} Create user in Pod if necessary.");
-        for o in owners {
-            let user = match db.user_by_username(&o.username).await? {
-                Some(u) => u,
-                None if s.dry_run => {
-                    rep.lines.push(format!(
-                        " - Would create Pod user {} <{}>",
-                        o.username, o.email
-                    ));
-                    rep.users_created += 1;
-                    PodUser {
-                        id: 0,
-                        username: o.username.clone(),
-                        first_name: o.first_name.clone(),
-                        last_name: o.last_name.clone(),
-                    }
-                }
-                None => {
-                    fence.check().await?;
-                    let u = match &s.rest {
-                        Some(rest) => {
-                            rest.create_user(o).await?;
-                            db.user_by_username(&o.username).await?.ok_or_else(|| {
-                                PodError::Rest(format!(
-                                    "user {:?} was created but is not in auth_user",
-                                    o.username
-                                ))
-                            })?
-                        }
-                        None => db.create_user(o, &s.user_defaults).await?,
-                    };
-                    let how = if s.rest.is_some() { " (REST API)" } else { "" };
-                    rep.lines.push(format!(" - Pod user created{how}: {u}"));
-                    rep.users_created += 1;
-                    u
-                }
-            };
-            targets.push((user, s.site_id, msg.clone()));
-        }
-    } else {
-        let admin = db.user_by_id(s.admin_id).await?.ok_or_else(|| {
-            PodError::Invalid(format!(
-                "[pod] admin_id {} is not a user of this Pod",
-                s.admin_id
-            ))
-        })?;
-        targets.push((admin, s.site_id, String::new()));
-    }
-    for (user, site_id, msg) in targets {
-        let Some(row) = ExternalRecording::for_recording(rec, user.id, site_id, s.rewrite_23)
-        else {
-            rep.lines.push(format!(
-                " - Recording {} has no playback: no external recording for {user}.",
-                rec.internal_meeting_id
-            ));
-            continue;
-        };
-        rep.lines.push(format!(
-            " - Recording {}, playback {}, owner {user}: create an external recording if necessary. {msg}",
-            rec.internal_meeting_id, row.source_url
-        ).trim_end().to_owned());
-        if user.id != 0 && done.iter().any(|d| d.user_id == user.id) {
-            rep.lines
-                .push("   already placed by an earlier attempt (ledger).".into());
-            continue;
-        }
-        // A user that does not exist yet (dry run) has no rows.
-        let exists = user.id != 0
-            && db
-                .has_external(user.id, rec.record_id.as_str(), &row.source_url)
-                .await?;
-        if exists {
-            rep.lines.push("   already there.".into());
-            rep.placed.push(Placed {
-                user_id: user.id,
-                username: user.username.clone(),
-                external_id: None,
-            });
-        } else if s.dry_run {
-            rep.lines.push("   would be created.".into());
-            rep.rows_created += 1;
-        } else {
-            fence.check().await?;
-            let id = db.insert_external(&row).await?;
-            rep.lines.push(format!("   created (id {id})."));
-            rep.rows_created += 1;
-            rep.placed.push(Placed {
-                user_id: user.id,
-                username: user.username.clone(),
-                external_id: Some(id),
-            });
-        }
-    }
-    Ok(rep)
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashkey_and_truncation() {
-        // Computed outside this code: `printf %s 'kjdoe' | sha256sum`.
-        assert_eq!(
-            hashkey("k", "jdoe"),
-            "18138519e66ff4195fc367e39f3017ed503435c39aea971f164383e279bdc0e0"
-        );
-        assert_eq!(truncate_chars("ééé", 2), "éé");
-        assert_eq!(truncate_chars("ab", 5), "ab");
-        let s = "é".repeat(300);
-        assert_eq!(truncate_chars(&s, NAME_MAX_CHARS).chars().count(), 250);
+    async fn create_user(
+        &self,
+        new: &NewUser,
+        defaults: &UserDefaults,
+    ) -> Result<Option<PodUser>, PodError> {
+        PodDb::create_user(self, new, defaults).await.map(Some)
     }
 }

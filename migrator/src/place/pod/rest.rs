@@ -5,11 +5,13 @@
 //! (`pod/authentication/rest_views.py`, routed by `pod/main/rest_router.py` under `/rest/`):
 //! `username, first_name, last_name, email, is_staff, groups`; Pod answers 201.
 //!
+//! This file owns [`PodRest`], one [`UserCreator`] of the import policy.
+//!
 //! The token is a secret: it is never printed, logged, or put into an error message.
 
 use std::time::Duration;
 
-use crate::place::pod::{NewUser, PodError};
+use crate::place::pod::{NewUser, PodError, PodUser, UserCreator, UserDefaults};
 
 #[derive(Clone)]
 pub struct PodRest {
@@ -108,5 +110,21 @@ impl PodRest {
             new.username,
             text.replace(&self.token, "<redacted>")
         )))
+    }
+}
+
+impl UserCreator for PodRest {
+    fn via(&self) -> &'static str {
+        " (REST API)"
+    }
+
+    /// Pod writes the rows with its own settings: `defaults` are not used, and the user is read
+    /// back from Pod's database by the caller.
+    async fn create_user(
+        &self,
+        new: &NewUser,
+        _defaults: &UserDefaults,
+    ) -> Result<Option<PodUser>, PodError> {
+        PodRest::create_user(self, new).await.map(|()| None)
     }
 }
