@@ -1,13 +1,14 @@
 //! A recording's own files over HTTP, as the recorder reads them itself (not through the
 //! browser): bounded text files (`metadata.xml`, `shapes.svg`, `panzooms.xml`), refused above
-//! [`MAX_RECORDING_FILE`], and the media track, downloaded with retries and resumed under the
-//! shared rule of `bbb_common::resume`. Every URL in a message is redacted.
+//! [`MAX_RECORDING_FILE`], and the media track, downloaded with retries and resumed by the
+//! shared loop of `bbb_common::download`. Every URL in a message is redacted.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bbb_common::{redact, resume};
-use futures::StreamExt;
+use bbb_common::download::{self, ErrorKind, Failure, NoHooks};
+use bbb_common::redact;
+use reqwest::header::{HeaderMap, HeaderValue};
 use url::Url;
 
 use crate::error::{Context as _, Phase, RecordError};
@@ -99,110 +100,46 @@ pub async fn fetch_metadata(
     })
 }
 
-/// Downloads the recording's media track `url` into `dest`, with retries, resuming where an
-/// attempt stopped under the shared rule (`bbb_common::resume`): `Range` with `If-Range`
-/// naming the version the bytes came from, so a file replaced on the server between attempts
-/// is sent whole and never spliced onto the old bytes.
+/// Downloads the recording's media track `url` into `dest` through the shared resumable loop
+/// (`bbb_common::download`): five attempts, each resuming where the last stopped with `Range`
+/// and `If-Range` naming the version the bytes came from, so a file replaced on the server
+/// between attempts is sent whole and never spliced onto the old bytes. Each recording run
+/// downloads into its own directory, so no validator is kept for a later run.
 pub async fn download(
     http: &reqwest::Client,
     url: Url,
     cookies: &str,
     dest: PathBuf,
 ) -> Result<PathBuf, RecordError> {
-    use tokio::io::AsyncWriteExt;
-    let ph = Phase::Audio;
-    let mut last_error = String::new();
-    // The version of the bytes in `dest`. Each recording run downloads into its own directory,
-    // so the bytes only ever come from this run's earlier attempts.
-    let mut validator: Option<String> = None;
-    for attempt in 0..5u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
-        }
-        let have = tokio::fs::metadata(&dest)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let mut request = http.get(url.clone()).timeout(Duration::from_secs(3600));
-        if !cookies.is_empty() {
-            request = request.header(reqwest::header::COOKIE, cookies);
-        }
-        let request = resume::resume_request(request, have, validator.as_deref());
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let status = response.status();
-        if !status.is_success() {
-            last_error = format!("answered {status}");
-            if status.is_client_error() && status != reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-                return Err(RecordError::permanent(
-                    ph,
-                    format!("downloading {}: {last_error}", redact::url(&url)),
-                ));
-            }
-            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-                let _ = tokio::fs::remove_file(&dest).await;
-            }
-            continue;
-        }
-        let append = status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0;
-        if append {
-            // The server must continue exactly where the bytes end.
-            match resume::content_range(response.headers()) {
-                Some((start, _)) if start == have => {}
-                other => {
-                    last_error = format!("asked for byte {have}, got {other:?}");
-                    let _ = tokio::fs::remove_file(&dest).await;
-                    continue;
+    let mut headers = HeaderMap::new();
+    if !cookies.is_empty() {
+        let value = HeaderValue::from_str(cookies)
+            .map_err(|e| RecordError::permanent(Phase::Audio, format!("cookie header: {e}")))?;
+        headers.insert(reqwest::header::COOKIE, value);
+    }
+    let options = download::Options {
+        attempts: 5,
+        first_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(4),
+        headers,
+        request_timeout: Some(Duration::from_secs(3600)),
+        stall: None,
+        persist_validator: false,
+    };
+    match download::fetch_resumable(http, &url, &dest, &options, &mut NoHooks, None).await {
+        Ok(_) => Ok(dest),
+        Err(Failure::Hook(never)) => match never {},
+        Err(Failure::Download(e)) => {
+            let class = match e.kind {
+                ErrorKind::Permanent => RecordError::permanent,
+                ErrorKind::Transient | ErrorKind::DiskFull | ErrorKind::Cancelled => {
+                    RecordError::transient
                 }
-            }
-        } else {
-            // A whole file (the first answer, or the file changed and If-Range sent it all).
-            validator = resume::response_validator(response.headers());
-        }
-        let expected = response
-            .content_length()
-            .map(|n| if append { have + n } else { n });
-        let mut file = if append {
-            tokio::fs::OpenOptions::new().append(true).open(&dest).await
-        } else {
-            tokio::fs::File::create(&dest).await
-        }
-        .transient(ph, "writing the media")?;
-        let mut stream = response.bytes_stream();
-        let mut broken = false;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => file
-                    .write_all(&bytes)
-                    .await
-                    .transient(ph, "writing the media")?,
-                Err(e) => {
-                    last_error = e.to_string();
-                    broken = true;
-                    break;
-                }
-            }
-        }
-        file.flush().await.transient(ph, "writing the media")?;
-        drop(file);
-        let size = tokio::fs::metadata(&dest)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if !broken && expected.is_none_or(|e| e == size) {
-            return Ok(dest);
-        }
-        if !broken {
-            last_error = format!("got {size} bytes, expected {expected:?}");
+            };
+            Err(class(
+                Phase::Audio,
+                format!("downloading {}: {}", redact::url(&url), e.message),
+            ))
         }
     }
-    Err(RecordError::transient(
-        ph,
-        format!("downloading {}: {last_error}", redact::url(&url)),
-    ))
 }

@@ -420,16 +420,7 @@ pub fn cache_file(dir: &Path, query: &str) -> PathBuf {
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in `source()`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use bbb_common::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,22 +1,24 @@
 //! Download of a video playback (spec 7.3): the HTML page at `/playback/video/<id>/` names the file
 //! in a `<source>` tag; protected Scalelite token URLs need the cookie the page sets, so each job
 //! gets its own client with a cookie jar. The file is fetched resumably (HTTP Range) into the
-//! job's temp file and its size checked against what the server announced.
+//! job's temp file by the shared loop of `bbb_common::download` (which checks its size against
+//! what the server announced), behind the job's free-space gate.
 
 use std::path::Path;
 use std::time::Duration;
 
-use bbb_common::{redact, resume};
-use futures::StreamExt;
+use std::future::Future;
+
+use bbb_common::download::{self, DownloadError, ErrorKind, Failure, Room};
+use bbb_common::redact;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::api::error_chain;
 use crate::error::{ErrorClass, JobError, Phase};
 use crate::playback_hosts::PlaybackHosts;
-use crate::worker::space::{SpaceSettings, is_no_space};
+use crate::worker::space::SpaceSettings;
 
 /// Pod's `VIDEO_ALLOWED_EXTENSIONS` that a BBB video page may name.
 const VIDEO_EXTENSIONS: &[&str] = &[
@@ -128,14 +130,6 @@ pub struct DownloadSettings {
     pub hosts: PlaybackHosts,
 }
 
-/// What one request of the download loop ended with.
-enum Step {
-    Done,
-    /// The server announced `needed` more bytes than the disks have room for: wait, then ask
-    /// again (the answer is dropped rather than held open for as long as that takes).
-    NeedSpace(u64),
-}
-
 /// Downloads the video playback at `page_url` into `dest`. `progress(done, total)` is called as
 /// bytes arrive. Resolves to the byte count, or stops early when `cancel` turns true. No byte of
 /// the body is written before `space` has room for what the server announced; a full disk
@@ -147,7 +141,7 @@ pub async fn download_video(
     dest: &Path,
     settings: &DownloadSettings,
     space: &SpaceSettings,
-    mut cancel: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
     progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
 ) -> Result<u64, JobError> {
     let err = |class, msg: String| JobError::new(record_id, Phase::Download, class, msg);
@@ -246,148 +240,83 @@ pub async fn download_video(
             ),
         ));
     }
-    let mut out = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dest)
-        .await
-        .map_err(|e| {
-            err(
-                ErrorClass::Transient,
-                format!("temp file {}: {e}", dest.display()),
-            )
-        })?;
-    let mut have = out.metadata().await.map(|m| m.len()).unwrap_or(0);
-    // What names the server's file the bytes in `dest` came from (its ETag or Last-Modified),
-    // kept beside it: a resumed download asks `If-Range` so that a changed file is sent whole
-    // instead of being spliced onto the old bytes. Bytes without it are not trusted.
-    let mut validator = if have > 0 {
-        resume::saved_validator(dest).await
-    } else {
-        None
+    let options = download::Options {
+        attempts: settings.retries + 1,
+        first_delay: settings.retry_delay,
+        max_delay: Duration::from_secs(60),
+        headers: Default::default(),
+        request_timeout: None,
+        stall: Some(settings.stall),
+        // The validator is kept beside the temp file: a later run of this job resumes the bytes.
+        persist_validator: true,
     };
-    if have > 0 && validator.is_none() {
-        out.set_len(0)
-            .await
-            .map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
-        have = 0;
+    let mut hooks = JobHooks {
+        record_id,
+        space,
+        cancel: cancel.clone(),
+        progress,
+    };
+    match download::fetch_resumable(&client, &file, dest, &options, &mut hooks, Some(cancel)).await
+    {
+        Ok(0) => Err(err(ErrorClass::Transient, format!("{file}: empty file"))),
+        Ok(size) => Ok(size),
+        Err(Failure::Hook(e)) => Err(e),
+        Err(Failure::Download(e)) => {
+            let class = match e.kind {
+                ErrorKind::Permanent => ErrorClass::Permanent,
+                // A full disk is not retried here, but the job is: once space is freed.
+                ErrorKind::Transient | ErrorKind::DiskFull | ErrorKind::Cancelled => {
+                    ErrorClass::Transient
+                }
+            };
+            let message = match e.kind {
+                ErrorKind::Cancelled => e.message,
+                _ => format!("{file}: {}", e.message),
+            };
+            Err(err(class, message))
+        }
     }
-    let mut total: Option<u64> = None;
-    let mut delay = settings.retry_delay;
-    let mut attempt = 0;
-    // Set by a write that failed because the disk is full.
-    let mut disk_full = false;
-    loop {
-        attempt += 1;
-        let result: Result<Step, JobError> = async {
-            let req = resume::resume_request(client.get(file.clone()), have, validator.as_deref());
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| err(send_error_class(&e), format!("{file}: {}", error_chain(&e.without_url()))))?;
-            let status = resp.status();
-            match status {
-                StatusCode::PARTIAL_CONTENT => {
-                    let (start, t) = resume::content_range(resp.headers())
-                        .ok_or_else(|| err(ErrorClass::Transient, format!("{file}: 206 without a usable Content-Range")))?;
-                    if start != have {
-                        return Err(err(ErrorClass::Transient, format!("{file}: asked for byte {have}, got {start}")));
-                    }
-                    total = t.or(total);
-                }
-                StatusCode::OK => {
-                    // The server ignored Range, or the file changed (If-Range): start over.
-                    if have > 0 {
-                        out.set_len(0).await.map_err(|e| err(ErrorClass::Transient, e.to_string()))?;
-                        have = 0;
-                    }
-                    total = resp.content_length();
-                    validator = resume::response_validator(resp.headers());
-                    resume::save_validator(dest, validator.as_deref())
-                        .await
-                        .map_err(|e| err(ErrorClass::Transient, format!("{}: {e}", resume::validator_path(dest).display())))?;
-                }
-                StatusCode::RANGE_NOT_SATISFIABLE if total == Some(have) => return Ok(Step::Done),
-                s => return Err(err(status_class(s), format!("{file}: HTTP {s}"))),
-            }
-            // Unknown size (chunked): at least the margin must be free.
-            let needed = total.map_or(0, |t| t.saturating_sub(have));
-            if !space.has_room(needed) {
-                return Ok(Step::NeedSpace(needed));
-            }
-            progress(have, total);
-            let mut body = resp.bytes_stream();
-            loop {
-                let next = tokio::select! {
-                    n = tokio::time::timeout(settings.stall, body.next()) => n,
-                    _ = cancel.changed() => return Err(err(ErrorClass::Transient, "cancelled".into())),
-                };
-                match next {
-                    Err(_) => {
-                        return Err(err(ErrorClass::Transient, format!("{file}: no data for {:?}", settings.stall)));
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        return Err(err(ErrorClass::Transient, format!("{file}: {}", error_chain(&e.without_url()))));
-                    }
-                    Ok(Some(Ok(chunk))) => {
-                        if let Err(e) = out.write_all(&chunk).await {
-                            disk_full = is_no_space(&e);
-                            // Which bytes reached the file is unknown (tokio reports a failed
-                            // write on the next one, and part of a chunk may be in): start over
-                            // rather than resume at a byte that may be wrong.
-                            let _ = out.set_len(0).await;
-                            let at = std::mem::take(&mut have);
-                            return Err(err(ErrorClass::Transient, format!("writing the temp file {} at byte {at}: {e}", dest.display())));
-                        }
-                        have += chunk.len() as u64;
-                        progress(have, total);
-                    }
-                }
-            }
-            if let Err(e) = out.flush().await {
-                disk_full = is_no_space(&e);
-                return Err(err(ErrorClass::Transient, format!("writing the temp file {}: {e}", dest.display())));
-            }
-            match total {
-                Some(t) if t != have => Err(err(
-                    ErrorClass::Transient,
-                    format!("{file}: the server announced {t} bytes, {have} arrived"),
-                )),
-                _ => Ok(Step::Done),
-            }
+}
+
+/// The job's side of the shared download loop: which answers are final, the free-space gate,
+/// progress, and the log line of a retry.
+struct JobHooks<'a> {
+    record_id: &'a str,
+    space: &'a SpaceSettings,
+    cancel: watch::Receiver<bool>,
+    progress: &'a (dyn Fn(u64, Option<u64>) + Send + Sync),
+}
+
+impl download::Hooks for JobHooks<'_> {
+    type Error = JobError;
+
+    fn permanent(&self, status: StatusCode) -> bool {
+        status_class(status) == ErrorClass::Permanent
+    }
+
+    fn room(&self, needed: u64) -> Room {
+        if self.space.has_room(needed) {
+            Room::Yes
+        } else {
+            Room::Wait
         }
-        .await;
-        match result {
-            Ok(Step::NeedSpace(needed)) => {
-                // Not an attempt: nothing went wrong with the server.
-                attempt -= 1;
-                space
-                    .wait(record_id, Phase::Download, needed, &mut cancel)
-                    .await?;
-            }
-            Ok(Step::Done) if have == 0 => {
-                return Err(err(ErrorClass::Transient, format!("{file}: empty file")));
-            }
-            Ok(Step::Done) => return Ok(have),
-            Err(e) if *cancel.borrow() => return Err(e),
-            Err(e) if disk_full => return Err(e),
-            Err(e) if e.class == ErrorClass::Permanent || attempt > settings.retries => {
-                return Err(e);
-            }
-            Err(e) => {
-                tracing::warn!(
-                    record_id,
-                    "download attempt {attempt}: {}; resuming at byte {have} in {delay:?}",
-                    e.message
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.changed() => return Err(err(ErrorClass::Transient, "cancelled".into())),
-                }
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        }
+    }
+
+    fn wait_for_room(&mut self, needed: u64) -> impl Future<Output = Result<(), JobError>> + Send {
+        self.space
+            .wait(self.record_id, Phase::Download, needed, &mut self.cancel)
+    }
+
+    fn progress(&self, done: u64, total: Option<u64>) {
+        (self.progress)(done, total);
+    }
+
+    fn retrying(&self, attempt: u32, error: &DownloadError, have: u64, delay: Duration) {
+        tracing::warn!(
+            record_id = self.record_id,
+            "download attempt {attempt}: {}; resuming at byte {have} in {delay:?}",
+            error.message
+        );
     }
 }
 

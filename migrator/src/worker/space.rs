@@ -28,9 +28,7 @@ pub struct SpaceSettings {
 }
 
 /// Whether an I/O error means the filesystem (or the user's quota) is full.
-pub fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
+pub use bbb_common::download::is_no_space;
 
 /// Bytes available to this (unprivileged or not) process in the filesystem of `dir`.
 pub fn free_bytes(dir: &Path) -> nix::Result<u64> {

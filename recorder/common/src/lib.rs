@@ -11,6 +11,7 @@
 
 pub mod chromium;
 pub mod cli_docs;
+pub mod download;
 pub mod durable;
 pub mod logging;
 pub mod process;
@@ -18,3 +19,16 @@ pub mod record_id;
 pub mod recorder_protocol;
 pub mod redact;
 pub mod resume;
+
+/// An error and its sources, `: `-separated: the whole cause of a failure on one line (reqwest
+/// and sqlx put the useful part, "connection refused", in a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
