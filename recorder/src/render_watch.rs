@@ -195,7 +195,7 @@ impl RenderWatch {
             ),
             DefectKind::PlayerError => {
                 let code = text.trim();
-                let class = if code.contains("400") || code.contains("404") {
+                let class = if crate::playback::PlayerError::parse(code).is_not_found() {
                     Class::Permanent
                 } else {
                     Class::Transient

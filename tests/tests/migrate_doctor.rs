@@ -244,6 +244,12 @@ fn a_ledger_database_that_is_down_fails_without_showing_its_password() {
     assert_status(&all, "ledger-clock", "skipped");
     let (_, line) = check(&all, "ledger");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    // Told apart from a refusal (a wrong password, a missing database) by the error's cause.
+    assert!(
+        text(&o.stdout).contains("the database server did not answer"),
+        "{}",
+        text(&o.stdout)
+    );
     let shown = text(&o.stdout) + &text(&o.stderr);
     assert!(!shown.contains(PASSWORD), "{shown}");
 }

@@ -209,14 +209,23 @@ impl App {
         let shown = bbb_common::redact::url_text(url);
         let hint = "check [ledger] url (or BBB_MIGRATE_LEDGER) and that its database is up and reachable from this host";
         let ledger = match check_ledger_url(url) {
-            Err(f) => Err(f.message),
+            Err(f) => Err((f.message, hint)),
             Ok(()) => AnyLedger::open_read_only(url, Arc::new(SystemClock))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| {
+                    // Told apart by the typed cause: no answer at all, or an answer that refused.
+                    let hint = if e.is_unreachable() {
+                        "the database server did not answer: check that it is up, its address \
+                         in [ledger] url, and the firewall between this host and it"
+                    } else {
+                        hint
+                    };
+                    (e.to_string(), hint)
+                }),
         };
         let ledger = match ledger {
             Ok(l) => l,
-            Err(e) => {
+            Err((e, hint)) => {
                 report.push(Check::failure("ledger", e, hint));
                 report.push(Check::skipped(
                     "ledger-clock",

@@ -27,7 +27,7 @@ pub fn is_postgres(url: &str) -> LedgerResult<bool> {
         Ok(true)
     } else {
         let scheme = url.split(':').next().unwrap_or("");
-        Err(LedgerError::Db(format!(
+        Err(LedgerError::Corrupt(format!(
             "[ledger] url: unsupported scheme {scheme:?} (use sqlite://FILE or postgres://USER@HOST/DB)"
         )))
     }

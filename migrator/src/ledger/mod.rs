@@ -241,15 +241,70 @@ pub enum LedgerError {
     LeaseLost { job_id: i64, epoch: i64 },
     #[error("output name {0} is already owned by another recording")]
     OutputTaken(String),
-    #[error("ledger {url}: {message}")]
-    Open { url: String, message: String },
+    /// The database could not be opened or migrated.
+    #[error("ledger {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A statement failed; the text is the whole chain of causes, as before.
+    #[error("ledger: {}", crate::api::error_chain(.0))]
+    Db(#[source] sqlx::Error),
+    /// The ledger holds or was given something this build cannot use (not a database error).
     #[error("ledger: {0}")]
-    Db(String),
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for LedgerError {
     fn from(e: sqlx::Error) -> Self {
-        LedgerError::Db(crate::api::error_chain(&e))
+        LedgerError::Db(e)
+    }
+}
+
+impl LedgerError {
+    /// Whether the database itself could not be reached (network, TLS, pool timeout), judged
+    /// from the typed source rather than from the message.
+    pub fn is_unreachable(&self) -> bool {
+        let sqlx_err = match self {
+            LedgerError::Db(e) => Some(e),
+            LedgerError::Open { source, .. } => source.downcast_ref::<sqlx::Error>(),
+            _ => None,
+        };
+        matches!(
+            sqlx_err,
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
+        )
+    }
+}
+
+#[cfg(test)]
+mod ledger_error_tests {
+    use super::*;
+
+    #[test]
+    fn connection_refused_is_unreachable_from_the_typed_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = LedgerError::from(sqlx::Error::Io(io));
+        assert!(e.is_unreachable());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "ledger: {}",
+                crate::api::error_chain(match &e {
+                    LedgerError::Db(s) => s,
+                    _ => unreachable!(),
+                })
+            )
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let open = LedgerError::Open {
+            url: "postgres://db/x".into(),
+            source: Box::new(sqlx::Error::Io(io)),
+        };
+        assert!(open.is_unreachable());
+        assert!(!LedgerError::Corrupt("unknown job state \"x\"".into()).is_unreachable());
+        assert!(!LedgerError::from(sqlx::Error::RowNotFound).is_unreachable());
     }
 }
 

@@ -32,10 +32,10 @@ pub struct PgLedger {
     policy: RetryPolicy,
 }
 
-fn open_err(url: &str, e: impl std::fmt::Display) -> LedgerError {
+fn open_err(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
     LedgerError::Open {
         url: bbb_common::redact::url_text(url),
-        message: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -504,8 +504,9 @@ impl JobStore for PgLedger {
                     id: r.try_get("id")?,
                     recording_id: r.try_get("recording_id")?,
                     target: r.try_get("target")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| LedgerError::Db(format!("unknown job state {state:?}")))?,
+                    state: JobState::parse(&state).ok_or_else(|| {
+                        LedgerError::Corrupt(format!("unknown job state {state:?}"))
+                    })?,
                     attempts: r.try_get("attempts")?,
                     max_attempts: r.try_get("max_attempts")?,
                     run_after_ms: r.try_get("run_after_ms")?,

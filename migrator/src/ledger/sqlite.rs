@@ -39,10 +39,10 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     }
 }
 
-fn open_err(url: &str, e: impl std::fmt::Display) -> LedgerError {
+fn open_err(url: &str, e: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
     LedgerError::Open {
         url: url.to_owned(),
-        message: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -553,8 +553,9 @@ impl JobStore for SqliteLedger {
                     id: r.try_get("id")?,
                     recording_id: r.try_get("recording_id")?,
                     target: r.try_get("target")?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| LedgerError::Db(format!("unknown job state {state:?}")))?,
+                    state: JobState::parse(&state).ok_or_else(|| {
+                        LedgerError::Corrupt(format!("unknown job state {state:?}"))
+                    })?,
                     attempts: r.try_get("attempts")?,
                     max_attempts: r.try_get("max_attempts")?,
                     run_after_ms: r.try_get("run_after")?,

@@ -42,7 +42,7 @@ pub enum MoodleError {
     #[error("Moodle database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("activity {0}: participants is not valid JSON: {1}")]
-    Json(i64, String),
+    Json(i64, #[source] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
 }
@@ -160,7 +160,7 @@ pub fn moderator_rules(
         return Ok((Vec::new(), Vec::new()));
     }
     let rules: Vec<Rule> =
-        serde_json::from_str(text).map_err(|e| MoodleError::Json(activity, e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| MoodleError::Json(activity, e))?;
     let (mut users, mut roles) = (Vec::new(), Vec::new());
     for r in rules.iter().filter(|r| r.role == "moderator") {
         let id = match &r.selectionid {

@@ -300,6 +300,56 @@ pub fn first_panzoom(panzooms_xml: &str) -> Option<f64> {
     first
 }
 
+/// The error the BBB player shows in place of the playback, parsed from its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerError {
+    /// The HTTP status the text names: the first token of exactly three digits in 100..=599.
+    pub code: Option<u16>,
+    pub text: String,
+}
+
+impl PlayerError {
+    pub fn parse(text: &str) -> PlayerError {
+        let code = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|t| t.len() == 3)
+            .filter_map(|t| t.parse::<u16>().ok())
+            .find(|c| (100..=599).contains(c));
+        PlayerError {
+            code,
+            text: text.to_owned(),
+        }
+    }
+
+    /// 404 (no such recording) and 400 (refused request) will not change on a retry.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.code, Some(400 | 404))
+    }
+}
+
+#[cfg(test)]
+mod player_error_tests {
+    use super::PlayerError;
+
+    #[test]
+    fn parses_a_whole_status_token() {
+        for (text, code, nf) in [
+            ("404", Some(404), true),
+            ("Error 404", Some(404), true),
+            ("400: bad request", Some(400), true),
+            ("500", Some(500), false),
+            ("", None, false),
+            ("1404 items", None, false),
+            ("error4040", None, false),
+            ("something went wrong", None, false),
+        ] {
+            let e = PlayerError::parse(text);
+            assert_eq!((e.code, e.is_not_found()), (code, nf), "{text:?}");
+            assert_eq!(e.text, text);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

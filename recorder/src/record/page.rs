@@ -104,14 +104,16 @@ impl Session<'_> {
             match probe {
                 Probe::Error { text, .. } => {
                     let message = format!("the player shows an error: {text:?} ({href})");
-                    return Err(if text.contains("404") || text.contains("400") {
-                        RecordError::permanent(
-                            Phase::Load,
-                            format!("playback not found: {message}"),
-                        )
-                    } else {
-                        RecordError::transient(Phase::Load, message)
-                    });
+                    return Err(
+                        if crate::playback::PlayerError::parse(&text).is_not_found() {
+                            RecordError::permanent(
+                                Phase::Load,
+                                format!("playback not found: {message}"),
+                            )
+                        } else {
+                            RecordError::transient(Phase::Load, message)
+                        },
+                    );
                 }
                 Probe::Ready {
                     player, duration, ..

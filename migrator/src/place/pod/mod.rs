@@ -12,6 +12,7 @@ use std::future::Future;
 
 use sha2::{Digest, Sha256};
 
+use crate::ledger::LedgerError;
 use crate::ledger::fence::{FenceError, Unfenced, WriteFence};
 use crate::recording::Recording;
 
@@ -33,8 +34,12 @@ pub enum PodError {
     /// The ledger lease of this import was taken over: nothing more may be written.
     #[error("lease lost: another worker owns this recording's import now")]
     LeaseLost,
-    #[error("ledger: {0}")]
-    Ledger(String),
+    /// The job was cancelled on request while its import ran.
+    #[error("ledger: cancelled on request")]
+    Cancelled,
+    /// The ledger could not confirm the lease before a write.
+    #[error("{0}")]
+    Ledger(#[source] LedgerError),
 }
 
 impl PodError {
@@ -48,8 +53,8 @@ impl From<FenceError> for PodError {
     fn from(e: FenceError) -> PodError {
         match e {
             FenceError::LeaseLost => PodError::LeaseLost,
-            FenceError::Cancelled => PodError::Ledger("cancelled on request".into()),
-            FenceError::Ledger(e) => PodError::Ledger(e.to_string()),
+            FenceError::Cancelled => PodError::Cancelled,
+            FenceError::Ledger(e) => PodError::Ledger(e),
         }
     }
 }
