@@ -53,6 +53,8 @@ pub struct PipelineControl {
 pub struct Pipeline {
     thread: Option<JoinHandle<Result<(PathBuf, u64), RecordError>>>,
     pub control: Arc<PipelineControl>,
+    /// Resolves (its sender dropped) when the encoder thread ends, by a return or a panic.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Pipeline {
@@ -71,10 +73,13 @@ impl Pipeline {
         let ctl = Arc::clone(&control);
         let reader = clock.lock().unwrap_or_else(|e| e.into_inner()).reader();
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
         // libav's scaler is not Send: the encoder is created on the thread that uses it.
         let thread = std::thread::Builder::new()
             .name("encoder".into())
             .spawn(move || {
+                // Dropped when this thread ends, however it ends: that is the signal.
+                let _ended = ended_tx;
                 let writer = match VideoWriter::create(&path, &settings) {
                     Ok(w) => {
                         let _ = opened_tx.send(Ok(()));
@@ -100,6 +105,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             thread: Some(thread),
             control,
+            ended: Some(ended_rx),
         };
         match opened_rx.recv() {
             Ok(Ok(())) => Ok(pipeline),
@@ -117,6 +123,20 @@ impl Pipeline {
 
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits, at most `within`, for the encoder thread to end; whether it did.
+    pub async fn ended(&mut self, within: Duration) -> bool {
+        let Some(ended) = self.ended.as_mut() else {
+            return true;
+        };
+        // Resolves with an error, the sender dropped, once the thread is over.
+        if tokio::time::timeout(within, ended).await.is_ok() {
+            // Not to be polled again once it has resolved.
+            self.ended = None;
+            return true;
+        }
+        false
     }
 
     /// Wait for the pipeline to finish; returns the intermediate file and its frame count.
@@ -456,5 +476,74 @@ mod tests {
         );
         assert_eq!(result.unwrap().1, 10);
         assert!(!frames.contains(&9), "{frames:?}");
+    }
+
+    /// The real encoder thread: its end is awaited, not polled, and a thread still at work is
+    /// not taken as ended.
+    #[tokio::test]
+    async fn the_end_of_the_encoder_thread_is_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |fps| VideoSettings {
+            width: 64,
+            height: 64,
+            fps,
+            container: crate::encode::Container::Mp4,
+            crf: None,
+            preset: None,
+        };
+        let picture = |wall, paint| Frame {
+            wall,
+            data: Arc::new(vec![paint; 64 * 64 * 4]),
+            stride: 64 * 4,
+        };
+        // The real wall clock this time: the pipeline forgets clock reports older than its
+        // frames in flight, measured on it.
+        let w0 = wall_now();
+        let mut clock = MediaClock::new(0, 100_000);
+        for k in 0..=20 {
+            clock.push(ClockSample {
+                wall: w0 + k * 100_000,
+                media: k as f64 / 10.0,
+            });
+        }
+        let clock = Arc::new(Mutex::new(clock));
+        let (tx, rx) = sync_channel(100);
+        let mut pipeline = Pipeline::start(
+            rx,
+            false,
+            Arc::clone(&clock),
+            0.0,
+            settings(10),
+            dir.path().join("video.mkv"),
+        )
+        .unwrap();
+        // The end is known before the first frame, as in a recording.
+        pipeline.set_end(0.5);
+        for k in 0..10 {
+            tx.send(Ok(picture(w0 + k * 100_000, k as u8 * 20)))
+                .unwrap();
+        }
+        assert!(pipeline.ended(Duration::from_secs(30)).await);
+        let (path, frames) = pipeline.join().unwrap();
+        assert_eq!(frames, 5);
+        assert!(std::fs::metadata(path).unwrap().len() > 0);
+        drop(tx);
+
+        // No end known and the source open: the thread works on.
+        let (tx, rx) = sync_channel(100);
+        let mut pipeline = Pipeline::start(
+            rx,
+            false,
+            clock,
+            0.0,
+            settings(10),
+            dir.path().join("open.mkv"),
+        )
+        .unwrap();
+        assert!(!pipeline.ended(Duration::from_millis(300)).await);
+        // Once its source closes before any end is known, it ends (with an error) and is seen.
+        drop(tx);
+        assert!(pipeline.ended(Duration::from_secs(30)).await);
+        assert!(pipeline.join().is_err());
     }
 }

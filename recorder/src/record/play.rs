@@ -78,7 +78,7 @@ impl Session<'_> {
             }
         };
         let frames = std::mem::replace(&mut source.frames, std::sync::mpsc::sync_channel(1).1);
-        let pipeline = Pipeline::start(
+        let mut pipeline = Pipeline::start(
             frames,
             source.repeats_when_idle,
             Arc::clone(clock),
@@ -121,17 +121,13 @@ impl Session<'_> {
         };
         pipeline.set_end(end);
         // The pipeline needs about a second after the end to decide the last slots.
-        let wait_start = Instant::now();
-        while !pipeline.is_finished() {
-            if wait_start.elapsed() > Duration::from_secs(30) {
-                pipeline.control.abort.store(true, Ordering::SeqCst);
-                source.stop();
-                return Err(RecordError::transient(
-                    Phase::Encode,
-                    "the encoder did not finish",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !pipeline.ended(Duration::from_secs(30)).await {
+            pipeline.control.abort.store(true, Ordering::SeqCst);
+            source.stop();
+            return Err(RecordError::transient(
+                Phase::Encode,
+                "the encoder did not finish",
+            ));
         }
         let changed_frames = pipeline.control.changed_frames.load(Ordering::Relaxed);
         let (video, frames) = tokio::task::spawn_blocking(move || pipeline.join())
