@@ -101,9 +101,10 @@ pub async fn fetch_metadata(
 }
 
 /// Downloads the recording's media track `url` into `dest` through the shared resumable loop
-/// (`bbb_common::download`): five attempts, each resuming where the last stopped with `Range`
-/// and `If-Range` naming the version the bytes came from, so a file replaced on the server
-/// between attempts is sent whole and never spliced onto the old bytes. Each recording run
+/// (`bbb_common::download`): five attempts (a minute without data ends one), each resuming
+/// where the last stopped with `Range` and `If-Range` naming the version the bytes came from,
+/// so a file replaced on the server between attempts is sent whole and never spliced onto the
+/// old bytes. Each recording run
 /// downloads into its own directory, so no validator is kept for a later run.
 pub async fn download(
     http: &reqwest::Client,
@@ -123,7 +124,9 @@ pub async fn download(
         max_delay: Duration::from_secs(4),
         headers,
         request_timeout: Some(Duration::from_secs(3600)),
-        stall: None,
+        // A connection that stops sending is given up and resumed, rather than waited on
+        // for the rest of the hour.
+        stall: Some(Duration::from_secs(60)),
         persist_validator: false,
     };
     match download::fetch_resumable(http, &url, &dest, &options, &mut NoHooks, None).await {
