@@ -15,7 +15,7 @@ use migrate_support::*;
 
 /// A setup whose `bbb-record` is the workspace's.
 fn doctor_env() -> Env {
-    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
     setup(
         "prefix",
         &format!("[recorder]\ncommand = \"{}\"\n", recorder.display()),
@@ -297,7 +297,7 @@ fn a_recorder_that_cannot_record_fails_the_test_recording_with_its_message() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
     edit_config(
         &env,
         &format!("command = \"{}\"", recorder.display()),

@@ -48,7 +48,7 @@ struct Cluster {
 
 fn cluster(name: &str, recorder: bool) -> Cluster {
     let extra = if recorder {
-        let bin = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+        let bin = workspace_bin("bbb-record", "bbb-recorder");
         format!(
             "[recorder]\ncommand = \"{}\"\ngrace_secs = 3\n",
             bin.display()

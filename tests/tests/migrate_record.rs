@@ -17,7 +17,7 @@ const PRESENTATION_ID: &str = "2e7380bcd2a9cc83f2a744b8707a7f75c0a94e9d-17672616
 const PRESENTATION_FILE: &str = "sample-presentation-2026-01-01.mp4";
 
 fn record_env() -> Env {
-    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
     setup(
         "prefix",
         &format!("[recorder]\ncommand = \"{}\"\n", recorder.display()),
@@ -245,7 +245,7 @@ fn no_token_password_or_secret_in_process_lists_or_logs() {
     assert!(status.success(), "{status}\n{}", lines.join("\n"));
     assert_recorded(&env.claim.join(&env.claimed()[0]), SAMPLE_F_SECONDS);
     // The recorder was seen running, and its URL came another way than its command line.
-    let recorder = workspace_bin("bbb-record", "bbb-recorder", "recorder");
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
     let recorders: Vec<&String> = cmdlines
         .iter()
         .filter(|c| c.contains(&*recorder.to_string_lossy()))

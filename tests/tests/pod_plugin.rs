@@ -107,7 +107,7 @@ impl Plugin {
 }
 
 fn bbb_record() -> PathBuf {
-    workspace_bin("bbb-record", "bbb-recorder", "recorder")
+    workspace_bin("bbb-record", "bbb-recorder")
 }
 
 fn last_line(log: &str) -> &str {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::SystemTime;
+use std::sync::Mutex;
 
 use fake_bbb::FakeBbb;
 
@@ -39,118 +39,36 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The newest file under `path` (or `path` itself) with its modification time.
-fn newest_file(path: &Path) -> (SystemTime, PathBuf) {
-    if !path.is_dir() {
-        let t = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        return (t, path.to_path_buf());
+/// A binary of this workspace, built now by cargo itself (`cargo build -p <package> --bin
+/// <name>`, the profile and target directory of this test), so a test never runs a stale one.
+/// Cargo hands a test the path of its own package's binaries only; for the other packages'
+/// binaries, escargot runs the build and reads the path from cargo's messages. When nothing
+/// changed the build takes a fraction of a second; it is asked once per binary and test process.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
     }
-    let mut newest = (SystemTime::UNIX_EPOCH, path.to_path_buf());
-    for e in std::fs::read_dir(path).expect("read source dir").flatten() {
-        newest = newest.max(newest_file(&e.path()));
-    }
-    newest
-}
-
-/// What a binary of the workspace crate in `crate_dir` is compiled from: its `build.rs`, `src/`
-/// and the folders it embeds (every folder beside `src/` but tests, examples, benches and
-/// design docs: `migrations/`, `assets/`), and the same of every workspace crate it depends on
-/// (path dependencies of `[workspace.dependencies]`, e.g. xvfb for bbb-record), recursively.
-/// Manifests are left out: cargo does not relink a binary for a comment in Cargo.toml.
-pub fn build_inputs(crate_dir: &str) -> Vec<PathBuf> {
-    let root = workspace();
-    let manifest = |dir: &Path| -> toml::Table {
-        let path = dir.join("Cargo.toml");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.parse()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let members: Vec<(String, PathBuf)> = manifest(&root)["workspace"]["dependencies"]
-        .as_table()
-        .expect("[workspace.dependencies]")
-        .iter()
-        .filter_map(|(name, dep)| Some((name.clone(), root.join(dep.get("path")?.as_str()?))))
-        .collect();
-    let mut crates = vec![root.join(crate_dir)];
-    let mut inputs = Vec::new();
-    let mut i = 0;
-    while i < crates.len() {
-        let dir = crates[i].clone();
-        i += 1;
-        let m = manifest(&dir);
-        for section in ["dependencies", "build-dependencies"] {
-            for name in m
-                .get(section)
-                .and_then(|d| d.as_table())
-                .into_iter()
-                .flatten()
-            {
-                if let Some((_, path)) = members.iter().find(|(n, _)| n == name.0)
-                    && !crates.contains(path)
-                {
-                    crates.push(path.clone());
-                }
-            }
-        }
-        for e in std::fs::read_dir(&dir).expect("read crate dir").flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let embedded =
-                p.is_dir() && !["tests", "examples", "benches", "design"].contains(&name.as_str());
-            if embedded || name == "build.rs" {
-                inputs.push(p);
-            }
-        }
-    }
-    inputs.sort();
-    inputs
-}
-
-/// A binary of this workspace built by `cargo build -p <package>` with the same profile: looked
-/// for next to this test (same CARGO_TARGET_DIR), then in the workspace's `target/<profile>/`;
-/// the newest wins. Fails clearly when it is missing or older than its sources: a test against a
-/// stale binary would test the wrong thing.
-pub fn workspace_bin(name: &str, package: &str, crate_dir: &str) -> PathBuf {
-    let own = profile_dir();
-    let profile = own.file_name().expect("profile name").to_owned();
-    let candidates = [
-        own.join(name),
-        workspace().join("target").join(&profile).join(name),
-    ];
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let bin = candidates
-        .iter()
-        .filter(|p| p.is_file())
-        .max_by_key(|p| mtime(p))
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found in {} nor {}: build it first with `cargo build -p {package}`",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
-        .clone();
-    let built = mtime(&bin).expect("mtime");
-    let inputs = build_inputs(crate_dir);
-    assert!(
-        inputs.iter().any(|p| p.ends_with("src")),
-        "no sources found for {crate_dir}: {inputs:?}"
-    );
-    let (newest, file) = inputs.iter().map(|p| newest_file(p)).max().expect("inputs");
-    assert!(
-        built >= newest,
-        "{} is older than {}: rebuild it with `cargo build -p {package}`",
-        bin.display(),
-        file.display()
-    );
-    bin
+    let target_dir = profile_dir()
+        .parent()
+        .expect("the target directory")
+        .to_path_buf();
+    let run = escargot::CargoBuild::new()
+        .manifest_path(workspace().join("Cargo.toml"))
+        .package(package)
+        .bin(name)
+        .current_release()
+        .target_dir(target_dir)
+        .run()
+        .unwrap_or_else(|e| panic!("cargo build -p {package} --bin {name}: {e}"));
+    let path = run.path().to_path_buf();
+    built.push((name.to_owned(), path.clone()));
+    path
 }
 
 pub fn migrate_bin() -> PathBuf {
-    workspace_bin("bbb-migrate", "bbb-migrator", "migrator")
+    workspace_bin("bbb-migrate", "bbb-migrator")
 }
 
 pub struct Env {
