@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
 use sha1::Digest;
 
 use crate::recording::{RecordId, Recording};
@@ -99,18 +100,20 @@ pub enum CacheMode {
 pub struct ApiSettings {
     pub base_url: String,
     /// The shared secret: never in `Debug` output.
-    pub secret: String,
+    pub secret: SecretString,
     pub checksum: ChecksumAlgo,
     pub timeout: Duration,
     pub retries: u32,
     pub retry_delay: Duration,
 }
 
+/// Written out for the URL, shown redacted (a BBB URL may carry a token); the secret is
+/// `secrecy`'s.
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
             .field("base_url", &bbb_common::redact::url_text(&self.base_url))
-            .field("secret", &"<redacted>")
+            .field("secret", &self.secret)
             .field("checksum", &self.checksum)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
@@ -178,7 +181,12 @@ impl ApiClient {
 
     /// The full URL of an API call, checksum included. Never log it.
     pub fn call_url(&self, call: &str, query: &str) -> String {
-        let sum = checksum(self.settings.checksum, call, query, &self.settings.secret);
+        let sum = checksum(
+            self.settings.checksum,
+            call,
+            query,
+            self.settings.secret.expose_secret(),
+        );
         let sep = if query.is_empty() { "" } else { "&" };
         format!(
             "{}bigbluebutton/api/{call}?{query}{sep}checksum={sum}",

@@ -51,11 +51,7 @@ impl App {
             playback_hosts: need(&self.s.bbb.playback_hosts)?.clone(),
             dry_run: dry,
             user_defaults: pod::UserDefaults {
-                secret_key: p
-                    .secret_key
-                    .as_ref()
-                    .map(|k| k.expose_secret().to_owned())
-                    .unwrap_or_default(),
+                secret_key: p.secret_key.clone().unwrap_or_default(),
                 site_id: p.site_id,
                 auth_type: p.auth_type.clone(),
                 affiliation: p.affiliation.clone(),

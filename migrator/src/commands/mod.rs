@@ -230,7 +230,7 @@ impl App {
             // Reading the cache needs no server; a placeholder keeps one code path.
             ApiClient::new(ApiSettings {
                 base_url: "http://127.0.0.1/".into(),
-                secret: String::new(),
+                secret: "".into(),
                 checksum: bbb.checksum,
                 timeout: Duration::from_secs(1),
                 retries: 0,

@@ -116,7 +116,7 @@ impl Settings {
             .and_then(|base_url| Ok((base_url, cfg.secret()?)))
             .map(|(base_url, secret)| ApiSettings {
                 base_url: base_url.to_owned(),
-                secret: secret.to_owned(),
+                secret: secret.into(),
                 checksum: cfg.bbb.checksum,
                 timeout: cfg.api_timeout(),
                 retries: cfg.bbb.retries,
@@ -345,7 +345,7 @@ mod tests {
             Duration::from_secs(3),
             "a lease is at least 3 s"
         );
-        assert!(need(&s.bbb.api).is_ok_and(|a| a.secret == "s3cr3t"));
+        assert!(need(&s.bbb.api).is_ok_and(|a| a.secret.expose_secret() == "s3cr3t"));
         assert!(s.download.is_ok());
     }
 }

@@ -8,6 +8,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
@@ -183,7 +184,7 @@ impl PodDb {
                 new.username
             )));
         }
-        if defaults.secret_key.is_empty() {
+        if defaults.secret_key.expose_secret().is_empty() {
             // An empty key would give every created user a guessable hashkey.
             return Err(PodError::Invalid(format!(
                 "cannot create Pod user {:?}: [pod] secret_key (or POD_SECRET_KEY) is not set",
@@ -194,7 +195,7 @@ impl PodDb {
         let last = truncate_chars(&new.last_name, 150);
         let email = truncate_chars(&new.email, 254);
         let now = Utc::now();
-        let key = hashkey(&defaults.secret_key, &new.username);
+        let key = hashkey(defaults.secret_key.expose_secret(), &new.username);
         // Unique and temporary: the real slug needs the playlist's id (Pod uses MAX(id)+1, which
         // races; setting it from the id inside the transaction cannot collide).
         let temp_slug = format!("tmp-{}", uuid::Uuid::new_v4());

@@ -10,6 +10,7 @@ pub mod rest;
 use std::fmt;
 use std::future::Future;
 
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 use crate::ledger::LedgerError;
@@ -105,10 +106,10 @@ pub struct NewUser {
 }
 
 /// The values Pod's settings put into the rows its signals create.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct UserDefaults {
     /// Pod's SECRET_KEY: `authentication_owner.hashkey` = sha256_hex(SECRET_KEY + username).
-    pub secret_key: String,
+    pub secret_key: SecretString,
     pub site_id: i32,
     /// `AUTH_TYPE[0][0]`, `AFFILIATION[0][0]`, `ESTABLISHMENTS[0][0]` of Pod's settings.
     pub auth_type: String,
@@ -118,20 +119,11 @@ pub struct UserDefaults {
     pub favorites_description: String,
 }
 
-impl fmt::Debug for UserDefaults {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserDefaults")
-            .field("secret_key", &"<redacted>")
-            .field("site_id", &self.site_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl UserDefaults {
     /// Pod's own defaults (pod/main/settings.py, English).
     pub fn new(secret_key: String, site_id: i32) -> Self {
         UserDefaults {
-            secret_key,
+            secret_key: secret_key.into(),
             site_id,
             auth_type: "local".into(),
             affiliation: "student".into(),
@@ -357,5 +349,18 @@ mod tests {
         assert_eq!(truncate_chars("ab", 5), "ab");
         let s = "é".repeat(300);
         assert_eq!(truncate_chars(&s, NAME_MAX_CHARS).chars().count(), 250);
+    }
+
+    #[test]
+    fn debug_output_shows_no_pod_secret() {
+        let defaults = UserDefaults::new("pod-key-5e1".into(), 1);
+        let timeout = std::time::Duration::from_secs(1);
+        let rest = PodRest::new("https://pod.example.org/rest/", "pod-token-77a", timeout).unwrap();
+        let shown = format!("{defaults:?} {rest:?}");
+        assert!(shown.contains("pod.example.org"), "{shown}");
+        assert!(
+            !shown.contains("pod-key-5e1") && !shown.contains("pod-token-77a"),
+            "{shown}"
+        );
     }
 }

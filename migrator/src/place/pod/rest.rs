@@ -11,22 +11,15 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::place::pod::{NewUser, PodError, PodUser, UserCreator, UserDefaults};
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PodRest {
     client: reqwest::Client,
     users_url: url::Url,
-    token: String,
-}
-
-impl std::fmt::Debug for PodRest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PodRest")
-            .field("users_url", &self.users_url.as_str())
-            .field("token", &"<redacted>")
-            .finish()
-    }
+    token: SecretString,
 }
 
 impl PodRest {
@@ -61,7 +54,7 @@ impl PodRest {
         Ok(PodRest {
             client,
             users_url,
-            token: token.to_owned(),
+            token: token.into(),
         })
     }
 
@@ -85,7 +78,7 @@ impl PodRest {
             .post(self.users_url.clone())
             .header(
                 reqwest::header::AUTHORIZATION,
-                format!("Token {}", self.token),
+                format!("Token {}", self.token.expose_secret()),
             )
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body)
@@ -108,7 +101,7 @@ impl PodRest {
             "POST {} for user {:?}: HTTP {status}: {}",
             self.users_url,
             new.username,
-            text.replace(&self.token, "<redacted>")
+            text.replace(self.token.expose_secret(), "<redacted>")
         )))
     }
 }
