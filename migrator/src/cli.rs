@@ -33,7 +33,7 @@ pub mod exit {
     name = "bbb-migrate",
     version,
     about = "Lists BigBlueButton/Scalelite recordings, keeps a job ledger, and places them for Pod (claim directory) or exports a CSV.",
-    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed), 5 the ledger could not be opened, read or written (e.g. its database is unreachable). `doctor`: 0 nothing failed, 1 a check failed, 2 usage or configuration error."
+    after_help = "Selection (--record-id, --since, --until, --min, --max, --limit) applies after a deterministic sort: start time descending, then recordID. The Python command used the server's order, which is arbitrary on BBB.\n\nExit codes: 0 all selected recordings done, 1 some failed, 2 usage/config error or failed pre-check (e.g. claim: the Pod recorder or its directory is missing), 3 the recording list could not be fetched, 4 (claim/import --no-wait) nothing failed but some jobs are held by other hosts or wait for a retry (listed), 5 the ledger could not be opened, read or written (e.g. its database is unreachable). `doctor`: 0 nothing failed, 1 a check failed, 2 usage or configuration error. `serve`: 0 stopped by SIGINT or SIGTERM, 2 it may not or cannot listen there (a non-loopback address without a token, a port in use), 5 the ledger could not be opened."
 )]
 pub struct Cli {
     /// Configuration file (TOML).
@@ -195,6 +195,15 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the migration's state over HTTP, read-only, from the ledger the workers write:
+    /// /api/status (the JSON of `status --json`) and /metrics (Prometheus text). Beyond loopback
+    /// every request needs the token of [serve] token (or BBB_MIGRATE_SERVE_TOKEN) as
+    /// `Authorization: Bearer TOKEN`; without a token only a loopback address is accepted.
+    Serve {
+        /// Address and port to listen on (port 0: any free port, printed on stdout).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
     },
     /// Cancel the jobs of --record-id: a pending one at once, a running one on whatever host holds
     /// it within one heartbeat (its worker stops the recorder and places nothing).

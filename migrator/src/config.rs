@@ -26,6 +26,16 @@ pub struct Config {
     pub worker: WorkerConfig,
     #[serde(default)]
     pub moodle: MoodleConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`: the status API and metrics of `bbb-migrate serve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Asked of every request (`Authorization: Bearer …`); needed to listen beyond loopback.
+    pub token: Option<SecretString>,
 }
 
 /// `[moodle]`: where `import --moodle` finds the moderators of a recording.
@@ -304,6 +314,9 @@ impl Config {
         if let Some(v) = get("POD_REST_TOKEN") {
             self.pod.rest_token = Some(v.into());
         }
+        if let Some(v) = get("BBB_MIGRATE_SERVE_TOKEN") {
+            self.serve.token = Some(v.into());
+        }
     }
 
     pub fn base_url(&self) -> Result<&str, ConfigError> {
@@ -493,6 +506,12 @@ download_retries = 5
 # the worker waits, looking again every free_space_poll_ms.
 free_space_margin_mb = 1024
 free_space_poll_ms = 30000
+
+[serve]
+# `bbb-migrate serve` (status API and Prometheus metrics) asks every request for this token
+# (Authorization: Bearer TOKEN); without one it listens on loopback only. Env:
+# BBB_MIGRATE_SERVE_TOKEN.
+# token = ""
 "#;
 
 #[cfg(test)]

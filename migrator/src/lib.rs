@@ -13,5 +13,7 @@ pub mod place;
 pub mod playback_hosts;
 pub mod progress;
 pub mod recording;
+pub mod report;
 pub mod select;
+pub mod serve;
 pub mod worker;

@@ -38,6 +38,7 @@ mod import;
 mod init_config;
 mod list;
 mod requeue;
+mod serve;
 mod settings;
 mod status;
 mod summary;
@@ -198,6 +199,7 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         Command::Retry { failed } => app.retry(failed).await,
         Command::Import { moodle, wait } => app.import(moodle, !wait.no_wait).await,
         Command::Cancel => app.cancel().await,
+        Command::Serve { listen } => app.serve(listen).await,
         Command::Doctor {
             json,
             browser,

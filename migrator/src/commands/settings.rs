@@ -61,6 +61,8 @@ pub(super) struct Settings {
     pub moodle: moodle::MoodleSettings,
     /// `[moodle] inform_html`: the notice added to a Moodle activity that was migrated.
     pub inform_html: Option<String>,
+    /// `[serve] token` (or `BBB_MIGRATE_SERVE_TOKEN`): asked of every request of `serve`.
+    pub serve_token: Option<SecretString>,
     /// Every secret of the configuration, for the outputs that must mask them (`doctor`).
     pub secrets: Vec<SecretString>,
 }
@@ -193,6 +195,7 @@ impl Settings {
             free_space_margin: cfg.worker.free_space_margin_mb.saturating_mul(1 << 20),
             free_space_poll: Duration::from_millis(cfg.worker.free_space_poll_ms.max(100)),
             claim_dir,
+            serve_token: cfg.serve.token,
             pod: cfg.pod,
             moodle,
             inform_html: cfg.moodle.inform_html,
@@ -271,6 +274,7 @@ fn secrets(c: &Config) -> Vec<SecretString> {
         c.pod.database_url.as_ref(),
         c.pod.secret_key.as_ref(),
         c.pod.rest_token.as_ref(),
+        c.serve.token.as_ref(),
     ]
     .into_iter()
     .flatten()

@@ -1,65 +1,33 @@
 //! `bbb-migrate status`: the ledger's state, every host's running jobs and the failures.
 
+use bbb_migrator::report::Report;
+
 use super::*;
 
 impl App {
     pub(super) async fn status(&self, json: bool) -> Res<i32> {
         let only = self.s.ledger_selection("status")?;
-        let wanted = |id: &str| only.is_empty() || only.iter().any(|o| o == id);
         let ledger = self.ledger_read_only().await?;
-        let mut rows = ledger.jobs().await.map_err(ledger_err)?;
-        let mut running = ledger.running().await.map_err(ledger_err)?;
+        let report = Report::read(&ledger, &only).await.map_err(ledger_err)?;
         ledger.close().await;
-        rows.retain(|r| wanted(&r.recording_id));
-        running.retain(|r| wanted(&r.recording_id));
-        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in &rows {
-            *counts.entry(r.state.as_str()).or_default() += 1;
-        }
-        let bytes: i64 = rows.iter().filter_map(|r| r.output_bytes).sum();
-        let busy: i64 = rows.iter().map(|r| r.busy_ms).sum();
         let mut o = out();
         if json {
-            let v = serde_json::json!({
-                "counts": counts,
-                "bytes_placed": bytes,
-                "machine_time_secs": busy as f64 / 1000.0,
-                "failures": rows.iter().filter(|r| r.last_error.is_some() && r.state != JobState::Succeeded).map(|r| serde_json::json!({
-                    "record_id": r.recording_id, "state": r.state.as_str(), "attempts": r.attempts,
-                    "error_class": r.error_class, "last_error": r.last_error,
-                })).collect::<Vec<_>>(),
-                "outputs": rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
-                    "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
-                    "degraded": r.degraded(),
-                })).collect::<Vec<_>>(),
-                "running": running.iter().map(|r| {
-                    let progress = r.progress.as_deref().and_then(Progress::parse);
-                    serde_json::json!({
-                        "record_id": r.recording_id, "owner": r.owner,
-                        "host": r.owner.as_deref().and_then(|o| o.split(':').next()),
-                        "epoch": r.epoch, "since_ms": r.since_ms, "heartbeat_ms": r.heartbeat_ms,
-                        "lease_expired": r.expired, "checkpoint": r.checkpoint,
-                        "progress": progress.map(|p| serde_json::json!({
-                            "unit": p.unit, "done": p.done, "total": p.total,
-                            "percent": p.percent(),
-                        })),
-                    })
-                }).collect::<Vec<_>>(),
-            });
-            let _ = serde_json::to_writer_pretty(&mut o, &v);
+            let _ = serde_json::to_writer_pretty(&mut o, &report.to_json());
             let _ = writeln!(o);
             return Ok(exit::OK);
         }
+        let (rows, running) = (&report.rows, &report.running);
+        let busy = report.busy_ms();
         let _ = writeln!(o, "jobs: {}", rows.len());
-        for (state, n) in &counts {
+        for (state, n) in &report.counts() {
             let _ = writeln!(o, "  {state}: {n}");
         }
-        let _ = writeln!(o, "bytes placed: {bytes}");
+        let _ = writeln!(o, "bytes placed: {}", report.bytes_placed());
         let _ = writeln!(o, "machine time: {}", human_secs(busy / 1000));
         if !running.is_empty() {
             let now_ms = chrono::Utc::now().timestamp_millis();
             let _ = writeln!(o, "running (per host):");
-            for r in &running {
+            for r in running {
                 let since = r
                     .since_ms
                     .and_then(|t| {
@@ -85,10 +53,7 @@ impl App {
                 );
             }
         }
-        let failures: Vec<&JobRow> = rows
-            .iter()
-            .filter(|r| r.last_error.is_some() && r.state != JobState::Succeeded)
-            .collect();
+        let failures: Vec<&JobRow> = report.failures().collect();
         if !failures.is_empty() {
             let _ = writeln!(o, "failures:");
             for r in failures {

@@ -142,6 +142,7 @@ impl Env {
             .env_remove("BBB_URL")
             .env_remove("BBB_SECRET")
             .env_remove("BBB_MIGRATE_LEDGER")
+            .env_remove("BBB_MIGRATE_SERVE_TOKEN")
             .arg("--config")
             .arg(&self.config)
             .args(args);

@@ -1,0 +1,36 @@
+//! `bbb-migrate serve`: the status API and the metrics over HTTP, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+
+use bbb_migrator::serve;
+
+use super::*;
+
+impl App {
+    pub(super) async fn serve(&self, listen: SocketAddr) -> Res<i32> {
+        let only = self.s.ledger_selection("serve")?;
+        let token = self.s.serve_token.clone();
+        serve::check_listen(listen, token.as_ref()).map_err(usage)?;
+        // Opened once here so that a ledger that cannot be read is exit 5 at once, not an
+        // error on every request.
+        self.ledger_read_only().await?.close().await;
+        let listener = serve::bind(listen).await.map_err(usage)?;
+        let at = listener
+            .local_addr()
+            .map_err(|e| usage(format!("serve: {e}")))?;
+        // On stdout, for whoever started it with port 0 (a script, the tests).
+        let _ = writeln!(out(), "listening on http://{at}/ (/api/status, /metrics)");
+        tracing::info!("serve: listening on http://{at}/");
+        let mut stop = interruption("serve: stopping");
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        serve::run(listener, self.s.ledger.url.clone(), only, token, shutdown)
+            .await
+            .map_err(|e| Fatal {
+                code: exit::FAILED,
+                message: format!("serve: {e}"),
+            })?;
+        Ok(exit::OK)
+    }
+}

@@ -1,0 +1,193 @@
+//! The ledger's state in the Prometheus text format (version 0.0.4): jobs by state and target,
+//! running jobs per host, bytes placed, machine time, failed jobs by error class, and the age
+//! of each running job's last heartbeat. Every value is a gauge: requeued jobs make totals go
+//! down as well as up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::report::Report;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// The whole exposition; `now_ms` is the instant heartbeat ages are measured from.
+pub fn render(report: &Report, now_ms: i64) -> String {
+    let mut out = String::new();
+
+    family(
+        &mut out,
+        "bbb_migrate_jobs",
+        "Jobs in the ledger, by state and target.",
+    );
+    let mut jobs: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for r in &report.rows {
+        *jobs.entry((r.state.as_str(), &r.target)).or_default() += 1;
+    }
+    for ((state, target), n) in jobs {
+        let _ = writeln!(
+            out,
+            "bbb_migrate_jobs{{state=\"{}\",target=\"{}\"}} {n}",
+            label(state),
+            label(target)
+        );
+    }
+
+    family(
+        &mut out,
+        "bbb_migrate_running_jobs",
+        "Jobs running now, by host.",
+    );
+    let mut hosts: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &report.running {
+        *hosts.entry(Report::host(r).unwrap_or("")).or_default() += 1;
+    }
+    for (host, n) in hosts {
+        let _ = writeln!(
+            out,
+            "bbb_migrate_running_jobs{{host=\"{}\"}} {n}",
+            label(host)
+        );
+    }
+
+    family(
+        &mut out,
+        "bbb_migrate_bytes_placed",
+        "Bytes of the outputs placed.",
+    );
+    let _ = writeln!(out, "bbb_migrate_bytes_placed {}", report.bytes_placed());
+
+    family(
+        &mut out,
+        "bbb_migrate_machine_seconds",
+        "Wall time of every attempt of every job, summed.",
+    );
+    let _ = writeln!(
+        out,
+        "bbb_migrate_machine_seconds {}",
+        report.busy_ms() as f64 / 1000.0
+    );
+
+    family(
+        &mut out,
+        "bbb_migrate_failed_jobs",
+        "Jobs whose last attempt failed and that have not succeeded since, by error class.",
+    );
+    let mut classes: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in report.failures() {
+        *classes
+            .entry(r.error_class.as_deref().unwrap_or("unknown"))
+            .or_default() += 1;
+    }
+    for (class, n) in classes {
+        let _ = writeln!(
+            out,
+            "bbb_migrate_failed_jobs{{class=\"{}\"}} {n}",
+            label(class)
+        );
+    }
+
+    family(
+        &mut out,
+        "bbb_migrate_heartbeat_age_seconds",
+        "Time since the last heartbeat of each running job.",
+    );
+    for r in &report.running {
+        let Some(beat) = r.heartbeat_ms else { continue };
+        let _ = writeln!(
+            out,
+            "bbb_migrate_heartbeat_age_seconds{{host=\"{}\",record_id=\"{}\",target=\"{}\"}} {}",
+            label(Report::host(r).unwrap_or("")),
+            label(&r.recording_id),
+            label(&r.target),
+            (now_ms - beat).max(0) as f64 / 1000.0
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{JobRow, JobState, RunningJob};
+
+    fn job(id: &str, state: JobState, class: Option<&str>, bytes: Option<i64>) -> JobRow {
+        JobRow {
+            id: 1,
+            recording_id: id.into(),
+            target: "file".into(),
+            state,
+            attempts: 1,
+            max_attempts: 3,
+            run_after_ms: 0,
+            lease_epoch: 1,
+            last_error: class.map(|_| "boom".into()),
+            error_class: class.map(str::to_owned),
+            output_path: None,
+            output: None,
+            output_bytes: bytes,
+            finished_at_ms: None,
+            busy_ms: 1500,
+        }
+    }
+
+    #[test]
+    fn the_exposition_counts_every_job_and_escapes_labels() {
+        let report = Report {
+            rows: vec![
+                job("a", JobState::Succeeded, None, Some(100)),
+                job("b", JobState::Succeeded, None, Some(23)),
+                job("c", JobState::Dead, Some("permanent"), None),
+                job("d", JobState::Pending, Some("transient"), None),
+                job("e", JobState::Running, None, None),
+            ],
+            running: vec![RunningJob {
+                recording_id: "e\"vil\\\n".into(),
+                target: "file".into(),
+                owner: Some("enc-1:42:0".into()),
+                epoch: 1,
+                checkpoint: None,
+                progress: None,
+                since_ms: Some(1_000),
+                heartbeat_ms: Some(8_000),
+                lease_expires_ms: None,
+                expired: false,
+            }],
+        };
+        let text = render(&report, 10_500);
+        for line in [
+            "bbb_migrate_jobs{state=\"succeeded\",target=\"file\"} 2",
+            "bbb_migrate_jobs{state=\"dead\",target=\"file\"} 1",
+            "bbb_migrate_running_jobs{host=\"enc-1\"} 1",
+            "bbb_migrate_bytes_placed 123",
+            "bbb_migrate_machine_seconds 7.5",
+            "bbb_migrate_failed_jobs{class=\"permanent\"} 1",
+            "bbb_migrate_failed_jobs{class=\"transient\"} 1",
+            "bbb_migrate_heartbeat_age_seconds{host=\"enc-1\",record_id=\"e\\\"vil\\\\\\n\",target=\"file\"} 2.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        // Every sample line belongs to a family declared before it.
+        let mut declared = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert!(declared.iter().any(|d| d == name), "{l}");
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `bbb-migrate serve`: the state of a migration over HTTP, read-only, from the same ledger the
+//! workers write: `/api/status` (the JSON of `status --json`) and `/metrics` (Prometheus text),
+//! so that the monitoring a university already runs can watch a migration of weeks.
+//!
+//! Listening on anything but loopback needs a token (`[serve] token` or
+//! `BBB_MIGRATE_SERVE_TOKEN`, never the command line), asked of every request as
+//! `Authorization: Bearer <token>`.
+
+pub mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::ledger::any::AnyLedger;
+use crate::ledger::{JobStore, SystemClock};
+use crate::report::Report;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "serve: {0} is not a loopback address, and no token is set ([serve] token or \
+         BBB_MIGRATE_SERVE_TOKEN): anyone who reaches the port would read the migration"
+    )]
+    NeedsToken(SocketAddr),
+    #[error("serve: cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
+/// Refuses a listener that anyone on the network could read without a token.
+pub fn check_listen(listen: SocketAddr, token: Option<&SecretString>) -> Result<(), ServeError> {
+    let has_token = token.is_some_and(|t| !t.expose_secret().is_empty());
+    if listen.ip().is_loopback() || has_token {
+        Ok(())
+    } else {
+        Err(ServeError::NeedsToken(listen))
+    }
+}
+
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Bind(listen, e))
+}
+
+struct Shared {
+    /// The ledger's URL: opened read-only for each request, so that a SQLite ledger is read
+    /// as it is now (a read-only open with no writer around takes the file as immutable), and
+    /// a database that restarts costs one failed request, not the server.
+    ledger_url: SecretString,
+    /// `--record-id`s: the recordings shown (empty: all).
+    only: Vec<String>,
+    /// SHA-256 of the token: requests are compared digest to digest, so the comparison takes
+    /// the same time whatever the bytes sent.
+    token: Option<[u8; 32]>,
+}
+
+/// Serves the recordings `only` (empty: all) until `shutdown` resolves; requests under way are
+/// finished first.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    ledger_url: SecretString,
+    only: Vec<String>,
+    token: Option<SecretString>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = token
+        .filter(|t| !t.expose_secret().is_empty())
+        .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into());
+    let shared = Arc::new(Shared {
+        ledger_url,
+        only,
+        token,
+    });
+    let app = Router::new()
+        .route("/api/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `None` when the request may be answered, else the refusal.
+fn refused(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let want = shared.token.as_ref()?;
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+    if sent.as_ref() == Some(want) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a token is needed: Authorization: Bearer <[serve] token>\n",
+        )
+            .into_response(),
+    )
+}
+
+async fn read(shared: &Shared) -> Result<Report, Response> {
+    let url = shared.ledger_url.expose_secret();
+    let report = match AnyLedger::open_read_only(url, Arc::new(SystemClock)).await {
+        Ok(ledger) => {
+            let report = Report::read(&ledger, &shared.only).await;
+            ledger.close().await;
+            report
+        }
+        Err(e) => Err(e),
+    };
+    report.map_err(|e| {
+        tracing::warn!("serve: {e}");
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+    })
+}
+
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&shared, &headers) {
+        return no;
+    }
+    match read(&shared).await {
+        Ok(report) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{:#}\n", report.to_json()),
+        )
+            .into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&shared, &headers) {
+        return no;
+    }
+    match read(&shared).await {
+        Ok(report) => {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            (
+                [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                metrics::render(&report, now_ms),
+            )
+                .into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listens_without_a_token() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(check_listen(at("127.0.0.1:8090"), None).is_ok());
+        assert!(check_listen(at("[::1]:8090"), None).is_ok());
+        let open = check_listen(at("0.0.0.0:8090"), None).unwrap_err();
+        assert!(open.to_string().contains("0.0.0.0:8090"), "{open}");
+        let empty = SecretString::from("");
+        assert!(check_listen(at("192.0.2.1:8090"), Some(&empty)).is_err());
+        let token = SecretString::from("t0k3n");
+        assert!(check_listen(at("0.0.0.0:8090"), Some(&token)).is_ok());
+    }
+}

@@ -1,0 +1,199 @@
+//! `bbb-migrate serve` against the ledger of real `claim` runs on the fake BBB server: its
+//! `/api/status` is what `status --json` prints, its `/metrics` parses as Prometheus text with
+//! the same numbers, while the ledger changes under it; a non-loopback listener needs a token,
+//! and with a token every request must carry it.
+
+mod migrate_support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use migrate_support::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const VIDEO_FILE: &str = "sample-two-formats-2026-01-01.m4v";
+
+/// A running `serve`, stopped with SIGTERM when dropped.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(env: &Env, listen: &str, token: Option<&str>) -> Served {
+        let mut c = env.command(&["serve", "--listen", listen]);
+        if let Some(t) = token {
+            c.env("BBB_MIGRATE_SERVE_TOKEN", t);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bbb-migrate serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let at = line
+            .strip_prefix("listening on http://")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("serve printed {line:?}"));
+        // A wildcard listener is reached through loopback.
+        let port = at.rsplit(':').next().unwrap();
+        Served {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> Option<i32> {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path`, with `Authorization: Bearer TOKEN` when given: the status and the body.
+fn get(served: &Served, path: &str, token: Option<&str>) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", served.url));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    })
+}
+
+fn status_json(env: &Env) -> serde_json::Value {
+    let o = env.run(&["status", "--json"]);
+    expect_code(&o, 0);
+    serde_json::from_slice(&o.stdout).expect("status --json")
+}
+
+/// A sample's name and its labels, sorted.
+type SampleKey = (String, Vec<(String, String)>);
+
+/// The samples of `/metrics` by name and sorted labels.
+fn metrics(text: &str) -> HashMap<SampleKey, f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    assert!(!scrape.samples.is_empty(), "{text}");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                other => panic!("{} is not a gauge: {other:?}", s.metric),
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            ((s.metric, labels), value)
+        })
+        .collect()
+}
+
+fn jobs(m: &HashMap<SampleKey, f64>, state: &str) -> Option<f64> {
+    let labels = vec![
+        ("state".to_owned(), state.to_owned()),
+        ("target".to_owned(), "file".to_owned()),
+    ];
+    m.get(&("bbb_migrate_jobs".to_owned(), labels)).copied()
+}
+
+/// `/api/status` and `/metrics` against `status --json`, now.
+fn assert_served_matches_status(env: &Env, served: &Served) -> serde_json::Value {
+    let want = status_json(env);
+    let (code, body) = get(served, "/api/status", None);
+    assert_eq!(code, 200, "{body}");
+    let got: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(got, want);
+    let (code, text) = get(served, "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    let m = metrics(&text);
+    for (state, n) in want["counts"].as_object().unwrap() {
+        assert_eq!(jobs(&m, state), n.as_f64(), "{state} in\n{text}");
+    }
+    let bytes = m[&("bbb_migrate_bytes_placed".to_owned(), vec![])];
+    assert_eq!(Some(bytes), want["bytes_placed"].as_f64(), "{text}");
+    let failed: f64 = m
+        .iter()
+        .filter(|((name, _), _)| name == "bbb_migrate_failed_jobs")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        failed as usize,
+        want["failures"].as_array().unwrap().len(),
+        "{text}"
+    );
+    want
+}
+
+#[test]
+fn status_and_metrics_follow_the_ledger_of_claim_runs() {
+    let env = setup("single", "");
+    // A video that is gone: a permanent failure, dead at once.
+    env.bbb.faults().hide_files(&[".m4v"]);
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 1);
+    let served = Served::start(&env, "127.0.0.1:0", None);
+    let s = assert_served_matches_status(&env, &served);
+    assert_eq!(s["counts"]["dead"], 1, "{s}");
+
+    // Back, retried and placed: the same server reads the new state.
+    env.bbb.faults().reset();
+    expect_code(&env.run(&["retry", "--failed", "--record-id", VIDEO_ID]), 0);
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 0);
+    assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
+    let s = assert_served_matches_status(&env, &served);
+    assert_eq!(s["counts"]["succeeded"], 1, "{s}");
+    assert!(s["bytes_placed"].as_i64().unwrap() > 0, "{s}");
+
+    let (code, _) = get(&served, "/nothing-here", None);
+    assert_eq!(code, 404);
+    assert_eq!(served.stop(), Some(0), "serve ends cleanly on SIGTERM");
+}
+
+#[test]
+fn beyond_loopback_a_token_is_needed_and_every_request_must_carry_it() {
+    let env = setup("single", "");
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 0);
+
+    let o = env.run(&["serve", "--listen", "0.0.0.0:0"]);
+    expect_code(&o, 2);
+    let err = text(&o.stderr);
+    assert!(err.contains("0.0.0.0:0") && err.contains("token"), "{err}");
+
+    const TOKEN: &str = "serve-token-4f1c9";
+    let served = Served::start(&env, "0.0.0.0:0", Some(TOKEN));
+    for path in ["/api/status", "/metrics"] {
+        assert_eq!(get(&served, path, None).0, 401, "{path} without a token");
+        assert_eq!(get(&served, path, Some("wrong")).0, 401, "{path}");
+        let (code, body) = get(&served, path, Some(TOKEN));
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let ps = std::fs::read_to_string(format!("/proc/{}/cmdline", served.child.id())).unwrap();
+    assert!(
+        !ps.contains(TOKEN),
+        "the token is on the command line: {ps:?}"
+    );
+    assert_eq!(served.stop(), Some(0));
+}
