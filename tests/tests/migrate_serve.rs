@@ -1,13 +1,21 @@
 //! `bbb-migrate serve` against the ledger of real `claim` runs on the fake BBB server: its
 //! `/api/status` is what `status --json` prints, its `/metrics` parses as Prometheus text with
-//! the same numbers, while the ledger changes under it; a non-loopback listener needs a token,
-//! and with a token every request must carry it.
+//! the same numbers, while the ledger changes under it; its page, loaded by real headless
+//! Chromium, shows the counts and the failure, with hostile text shown as text; a non-loopback
+//! listener needs a token, and with a token every data request must carry it.
 
 mod migrate_support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use bbb_common::process::Spawn;
+use chromiumoxide::Browser;
+use chromiumoxide::page::ScreenshotParams;
+use futures::StreamExt;
 
 use migrate_support::*;
 use nix::sys::signal::{Signal, kill};
@@ -196,4 +204,130 @@ fn beyond_loopback_a_token_is_needed_and_every_request_must_carry_it() {
         "the token is on the command line: {ps:?}"
     );
     assert_eq!(served.stop(), Some(0));
+}
+
+/// What a server may send as an error text: markup and a script that must stay text.
+const HOSTILE: &str = "<img src=x onerror=\"window.pwned=1\"><b>bold</b> & \"quoted\"";
+
+/// Waits until `probe` (a JS expression) is truthy on the page at `url` in headless Chromium;
+/// returns its value and saves a screenshot at `shot`.
+async fn page_state(url: &str, probe: &str, shot: &Path) -> serde_json::Value {
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    assert!(
+        chromium.is_file(),
+        "Chromium is missing: run .ci/install-deps"
+    );
+    let mut process = Spawn::new("Chromium", chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--window-size=1200,900",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .start()
+        .expect("start Chromium");
+    let port_file = profile.path().join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ws_url = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let mut lines = text.lines();
+            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no DevTools port within 30 s: {}",
+            process.stderr_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (browser, mut handler) = Browser::connect(ws_url).await.expect("DevTools");
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(url).await.expect("open the page");
+    let until = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let result = page.evaluate(probe).await.expect("evaluate");
+        if let Some(value) = result.value().filter(|v| !v.is_null() && *v != false) {
+            break value.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "{url}: the page did not show the state within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let png = page
+        .screenshot(ScreenshotParams::builder().full_page(true).build())
+        .await
+        .expect("screenshot");
+    std::fs::write(shot, png).unwrap();
+    events.abort();
+    tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    state
+}
+
+#[test]
+fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
+    let env = setup("single", "");
+    env.bbb.faults().hide_files(&[".m4v"]);
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 1);
+    // The error text as a hostile server could make it: the page must show it, not run it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.ledger.display()))
+            .await
+            .unwrap();
+        let changed = sqlx::query("UPDATE job SET last_error = ? WHERE recording_id = ?")
+            .bind(HOSTILE)
+            .bind(VIDEO_ID)
+            .execute(&db)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(changed, 1);
+        db.close().await;
+    });
+    let served = Served::start(&env, "127.0.0.1:0", None);
+    let (code, _) = get(&served, "/", None);
+    assert_eq!(code, 200);
+    let shot = env.dir.path().join("serve-page.png");
+    const PROBE: &str = r#"(() => {
+        const dead = document.querySelector('.count[data-state=dead] b');
+        const error = document.querySelector('#failures .failure .error');
+        if (!dead || dead.textContent !== '1' || !error) return null;
+        return {
+            dead: dead.textContent,
+            group: document.querySelector('#failures h3').textContent,
+            id: document.querySelector('#failures .failure .id').textContent,
+            error: error.textContent,
+            markup: document.querySelectorAll('#failures img, #failures b').length,
+            pwned: typeof window.pwned,
+            placed: document.querySelector('#outputs').textContent,
+        };
+    })()"#;
+    let state = runtime.block_on(page_state(&format!("{}/", served.url), PROBE, &shot));
+    assert_eq!(state["dead"], "1", "{state}");
+    assert_eq!(state["group"], "permanent · dead (1)", "{state}");
+    assert_eq!(state["id"], VIDEO_ID, "{state}");
+    assert_eq!(state["error"], HOSTILE, "{state}");
+    assert_eq!(state["markup"], 0, "{state}");
+    assert_eq!(state["pwned"], "undefined", "{state}");
+    assert_eq!(state["placed"], "nothing placed yet", "{state}");
+    if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&dir).join("serve-page.png")).unwrap();
+    }
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
 }

@@ -1,10 +1,13 @@
 //! `bbb-migrate serve`: the state of a migration over HTTP, read-only, from the same ledger the
-//! workers write: `/api/status` (the JSON of `status --json`) and `/metrics` (Prometheus text),
-//! so that the monitoring a university already runs can watch a migration of weeks.
+//! workers write: `/api/status` (the JSON of `status --json`), `/metrics` (Prometheus text),
+//! so that the monitoring a university already runs can watch a migration of weeks, and `/`, a
+//! page that draws `/api/status` live (`page/`: built in, no external asset, a strict content
+//! security policy, every ledger text set as text).
 //!
 //! Listening on anything but loopback needs a token (`[serve] token` or
-//! `BBB_MIGRATE_SERVE_TOKEN`, never the command line), asked of every request as
-//! `Authorization: Bearer <token>`.
+//! `BBB_MIGRATE_SERVE_TOKEN`, never the command line), asked of every data request as
+//! `Authorization: Bearer <token>`. The page's own files hold no data and are served to anyone;
+//! the page asks for the token and sends it with its requests.
 
 pub mod metrics;
 
@@ -81,12 +84,47 @@ pub async fn run(
         token,
     });
     let app = Router::new()
+        .route(
+            "/",
+            get(|| async { page(PAGE_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/page.js",
+            get(|| async { page(PAGE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/page.css",
+            get(|| async { page(PAGE_CSS, "text/css; charset=utf-8") }),
+        )
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/page.js");
+const PAGE_CSS: &str = include_str!("page/page.css");
+
+/// Only this server's own script and style, fetches to itself, no frames, no forms posted
+/// anywhere: text from the ledger that slipped into markup could still run nothing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `None` when the request may be answered, else the refusal.
