@@ -55,10 +55,34 @@ impl Report {
         job.owner.as_deref().and_then(|o| o.split(':').next())
     }
 
-    /// What `status --json` prints and `/api/status` answers.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// Jobs that succeeded in the hour before `now_ms`.
+    pub fn succeeded_last_hour(&self, now_ms: i64) -> u64 {
+        let since = now_ms - 3_600_000;
+        self.rows
+            .iter()
+            .filter(|r| r.state == JobState::Succeeded)
+            .filter(|r| r.finished_at_ms.is_some_and(|t| t > since && t <= now_ms))
+            .count() as u64
+    }
+
+    /// How long the jobs still to do (pending and running) take at the last hour's pace; `None`
+    /// when nothing succeeded in that hour.
+    pub fn eta_secs(&self, now_ms: i64) -> Option<f64> {
+        let pace = self.succeeded_last_hour(now_ms);
+        let counts = self.counts();
+        let left = counts.get("pending").unwrap_or(&0) + counts.get("running").unwrap_or(&0);
+        (pace > 0).then(|| left as f64 * 3600.0 / pace as f64)
+    }
+
+    /// What `status --json` prints and `/api/status` answers, with the pace of the hour before
+    /// `now_ms`.
+    pub fn to_json(&self, now_ms: i64) -> serde_json::Value {
         serde_json::json!({
             "counts": self.counts(),
+            "last_hour": {
+                "succeeded": self.succeeded_last_hour(now_ms),
+                "eta_secs": self.eta_secs(now_ms),
+            },
             "bytes_placed": self.bytes_placed(),
             "machine_time_secs": self.busy_ms() as f64 / 1000.0,
             "failures": self.failures().map(|r| serde_json::json!({
@@ -83,5 +107,63 @@ impl Report {
                 })
             }).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, finished_at_ms: Option<i64>) -> JobRow {
+        JobRow {
+            id: 1,
+            recording_id: "r".into(),
+            target: "file".into(),
+            state,
+            attempts: 1,
+            max_attempts: 3,
+            run_after_ms: 0,
+            lease_epoch: 1,
+            last_error: None,
+            error_class: None,
+            output_path: None,
+            output: None,
+            output_bytes: None,
+            finished_at_ms,
+            busy_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_pace_is_the_last_hours_and_the_eta_follows_it() {
+        let now = 10 * 3_600_000;
+        let report = Report {
+            rows: vec![
+                job(JobState::Succeeded, Some(now - 60_000)),
+                job(JobState::Succeeded, Some(now - 3_000_000)),
+                // Older than the hour, or not succeeded: not counted.
+                job(JobState::Succeeded, Some(now - 4_000_000)),
+                job(JobState::Dead, Some(now - 1_000)),
+                job(JobState::Pending, None),
+                job(JobState::Pending, None),
+                job(JobState::Running, None),
+                job(JobState::Pending, None),
+            ],
+            running: vec![],
+        };
+        assert_eq!(report.succeeded_last_hour(now), 2);
+        // Four left at two an hour.
+        assert_eq!(report.eta_secs(now), Some(2.0 * 3600.0));
+        let v = report.to_json(now);
+        assert_eq!(v["last_hour"]["succeeded"], 2);
+        assert_eq!(v["last_hour"]["eta_secs"], 7200.0);
+        assert_eq!(
+            Report {
+                rows: vec![],
+                running: vec![]
+            }
+            .eta_secs(now),
+            None
+        );
     }
 }

@@ -173,6 +173,7 @@ fn status_and_metrics_follow_the_ledger_of_claim_runs() {
     assert_eq!(env.claimed(), vec![VIDEO_FILE.to_owned()]);
     let s = assert_served_matches_status(&env, &served);
     assert_eq!(s["counts"]["succeeded"], 1, "{s}");
+    assert_eq!(s["last_hour"]["succeeded"], 1, "{s}");
     assert!(s["bytes_placed"].as_i64().unwrap() > 0, "{s}");
 
     let (code, _) = get(&served, "/nothing-here", None);
@@ -316,6 +317,7 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
             markup: document.querySelectorAll('#failures img, #failures b').length,
             pwned: typeof window.pwned,
             placed: document.querySelector('#outputs').textContent,
+            totals: document.querySelector('#totals').textContent,
         };
     })()"#;
     let state = runtime.block_on(page_state(&format!("{}/", served.url), PROBE, &shot));
@@ -326,6 +328,10 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
     assert_eq!(state["markup"], 0, "{state}");
     assert_eq!(state["pwned"], "undefined", "{state}");
     assert_eq!(state["placed"], "nothing placed yet", "{state}");
+    assert_eq!(
+        state["totals"], "0 of 1 placed · 0 B · machine time 0 s · 0 placed in the last hour",
+        "{state}"
+    );
     if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {
         std::fs::copy(&shot, Path::new(&dir).join("serve-page.png")).unwrap();
     }

@@ -12,7 +12,10 @@ impl App {
         ledger.close().await;
         let mut o = out();
         if json {
-            let _ = serde_json::to_writer_pretty(&mut o, &report.to_json());
+            let _ = serde_json::to_writer_pretty(
+                &mut o,
+                &report.to_json(chrono::Utc::now().timestamp_millis()),
+            );
             let _ = writeln!(o);
             return Ok(exit::OK);
         }

@@ -171,7 +171,10 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     match read(&shared).await {
         Ok(report) => (
             [(header::CONTENT_TYPE, "application/json")],
-            format!("{:#}\n", report.to_json()),
+            format!(
+                "{:#}\n",
+                report.to_json(chrono::Utc::now().timestamp_millis())
+            ),
         )
             .into_response(),
         Err(e) => e,

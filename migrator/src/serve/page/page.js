@@ -65,8 +65,11 @@ function draw(s) {
   }
   const done = (s.counts.succeeded || 0);
   document.getElementById("done-bar").style.width = (total ? 100 * done / total : 0) + "%";
+  const pace = s.last_hour.succeeded;
+  const eta = s.last_hour.eta_secs;
   document.getElementById("totals").textContent =
-    `${done} of ${total} placed · ${bytes(s.bytes_placed)} · machine time ${duration(s.machine_time_secs)}`;
+    `${done} of ${total} placed · ${bytes(s.bytes_placed)} · machine time ${duration(s.machine_time_secs)}` +
+    ` · ${pace} placed in the last hour` + (eta === null ? "" : ` · about ${duration(eta)} to go at that pace`);
 
   const running = document.getElementById("running");
   running.replaceChildren();
