@@ -204,6 +204,10 @@ pub enum Command {
         /// Address and port to listen on (port 0: any free port, printed on stdout).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
+        /// Offer retry and cancel on the page (as `retry --record-id` and `cancel --record-id`);
+        /// without it the server only reads.
+        #[arg(long)]
+        allow_actions: bool,
     },
     /// Cancel the jobs of --record-id: a pending one at once, a running one on whatever host holds
     /// it within one heartbeat (its worker stops the recorder and places nothing).

@@ -31,7 +31,13 @@ struct Served {
 
 impl Served {
     fn start(env: &Env, listen: &str, token: Option<&str>) -> Served {
-        let mut c = env.command(&["serve", "--listen", listen]);
+        Self::start_with(env, &["--listen", listen], token)
+    }
+
+    fn start_with(env: &Env, args: &[&str], token: Option<&str>) -> Served {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let mut c = env.command(&all);
         if let Some(t) = token {
             c.env("BBB_MIGRATE_SERVE_TOKEN", t);
         }
@@ -86,6 +92,37 @@ fn get(served: &Served, path: &str, token: Option<&str>) -> (u16, String) {
         (status, response.text().await.unwrap())
     })
 }
+
+/// POST `body` to `path` with `headers`: the status and the answer's message.
+fn post(served: &Served, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", served.url))
+            .body(body.to_owned());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("POST");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        (status, message)
+    })
+}
+
+/// What the page sends with an action.
+const FROM_PAGE: &[(&str, &str)] = &[
+    ("content-type", "application/json"),
+    ("x-bbb-migrate", "1"),
+    ("sec-fetch-site", "same-origin"),
+];
 
 fn status_json(env: &Env) -> serde_json::Value {
     let o = env.run(&["status", "--json"]);
@@ -318,6 +355,7 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
             pwned: typeof window.pwned,
             placed: document.querySelector('#outputs').textContent,
             totals: document.querySelector('#totals').textContent,
+            buttons: document.querySelectorAll('button.action').length,
         };
     })()"#;
     let state = runtime.block_on(page_state(&format!("{}/", served.url), PROBE, &shot));
@@ -329,6 +367,10 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
     assert_eq!(state["pwned"], "undefined", "{state}");
     assert_eq!(state["placed"], "nothing placed yet", "{state}");
     assert_eq!(
+        state["buttons"], 0,
+        "actions offered by a read-only server: {state}"
+    );
+    assert_eq!(
         state["totals"], "0 of 1 placed · 0 B · machine time 0 s · 0 placed in the last hour",
         "{state}"
     );
@@ -336,4 +378,129 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
         std::fs::copy(&shot, Path::new(&dir).join("serve-page.png")).unwrap();
     }
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+}
+
+/// A ledger with one dead job: the video is gone on the server.
+fn dead_video() -> Env {
+    let env = setup("single", "");
+    env.bbb.faults().hide_files(&[".m4v"]);
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 1);
+    env
+}
+
+/// The job as `status --json` shows it, without what names the test's own server.
+fn job_state(env: &Env) -> serde_json::Value {
+    let s = status_json(env);
+    let failures: Vec<serde_json::Value> = s["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::json!([f["record_id"], f["state"], f["attempts"], f["error_class"]]))
+        .collect();
+    serde_json::json!({ "counts": s["counts"], "failures": failures })
+}
+
+#[test]
+fn actions_change_the_ledger_as_the_cli_does_and_only_from_the_page() {
+    let body = format!("{{\"record_id\":\"{VIDEO_ID}\"}}");
+    let env = dead_video();
+    // The same recording, handled with the CLI, for comparison.
+    let twin = dead_video();
+
+    // Read-only unless asked.
+    let served = Served::start(&env, "127.0.0.1:0", None);
+    let (code, message) = post(&served, "/api/retry", FROM_PAGE, &body);
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("--allow-actions"), "{message}");
+    drop(served);
+
+    let served = Served::start_with(&env, &["--listen", "127.0.0.1:0", "--allow-actions"], None);
+    let dead = job_state(&env);
+    // Requests that another site's page could make, or that do not come from the page at all.
+    let forged: Vec<Vec<(&str, &str)>> = vec![
+        vec![("content-type", "text/plain"), ("x-bbb-migrate", "1")],
+        vec![("content-type", "application/json")],
+        vec![
+            ("content-type", "application/json"),
+            ("x-bbb-migrate", "1"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        vec![
+            ("content-type", "application/json"),
+            ("x-bbb-migrate", "1"),
+            ("host", "evil.example:8090"),
+        ],
+    ];
+    for headers in &forged {
+        let (code, message) = post(&served, "/api/retry", headers, &body);
+        assert_eq!(code, 403, "{headers:?}: {message}");
+    }
+    let (code, message) = post(
+        &served,
+        "/api/retry",
+        FROM_PAGE,
+        r#"{"record_id":"../../etc"}"#,
+    );
+    assert_eq!(code, 400, "{message}");
+    assert_eq!(
+        job_state(&env),
+        dead,
+        "a refused request changed the ledger"
+    );
+
+    let (code, message) = post(&served, "/api/retry", FROM_PAGE, &body);
+    assert_eq!(
+        (code, message.as_str()),
+        (200, format!("{VIDEO_ID}: re-queued 1 job(s)").as_str())
+    );
+    expect_code(&twin.run(&["retry", "--record-id", VIDEO_ID]), 0);
+    let retried = job_state(&env);
+    assert_eq!(
+        retried["counts"],
+        serde_json::json!({ "pending": 1 }),
+        "{retried}"
+    );
+    assert_eq!(retried, job_state(&twin));
+
+    let (code, message) = post(&served, "/api/cancel", FROM_PAGE, &body);
+    assert_eq!(code, 200, "{message}");
+    expect_code(&twin.run(&["cancel", "--record-id", VIDEO_ID]), 0);
+    let cancelled = job_state(&env);
+    assert_eq!(
+        cancelled["counts"],
+        serde_json::json!({ "cancelled": 1 }),
+        "{cancelled}"
+    );
+    assert_eq!(cancelled, job_state(&twin));
+    // Nothing left to cancel: said, as the CLI says it (exit 1 there).
+    let (code, message) = post(&served, "/api/cancel", FROM_PAGE, &body);
+    assert_eq!(code, 409, "{message}");
+    expect_code(&twin.run(&["cancel", "--record-id", VIDEO_ID]), 1);
+    assert_eq!(served.stop(), Some(0));
+}
+
+#[test]
+fn with_allow_actions_the_page_retries_a_failed_recording() {
+    let env = dead_video();
+    let served = Served::start_with(&env, &["--listen", "127.0.0.1:0", "--allow-actions"], None);
+    // Clicks the failure's retry button once it is there, then waits for the server's answer.
+    const CLICK: &str = r#"(() => {
+        const notice = document.getElementById('notice');
+        if (notice && !notice.hidden) return notice.textContent;
+        const b = document.querySelector('#failures button[data-action=retry]');
+        if (b && !b.disabled) b.click();
+        return null;
+    })()"#;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shot = env.dir.path().join("serve-actions.png");
+    let notice = runtime.block_on(page_state(&format!("{}/", served.url), CLICK, &shot));
+    assert_eq!(notice, format!("{VIDEO_ID}: re-queued 1 job(s)"));
+    let s = status_json(&env);
+    assert_eq!(s["counts"], serde_json::json!({ "pending": 1 }), "{s}");
+    if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&dir).join("serve-actions.png")).unwrap();
+    }
 }

@@ -199,7 +199,10 @@ async fn run_inner(cli: Cli) -> Res<i32> {
         Command::Retry { failed } => app.retry(failed).await,
         Command::Import { moodle, wait } => app.import(moodle, !wait.no_wait).await,
         Command::Cancel => app.cancel().await,
-        Command::Serve { listen } => app.serve(listen).await,
+        Command::Serve {
+            listen,
+            allow_actions,
+        } => app.serve(listen, allow_actions).await,
         Command::Doctor {
             json,
             browser,

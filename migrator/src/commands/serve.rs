@@ -1,4 +1,5 @@
-//! `bbb-migrate serve`: the status API and the metrics over HTTP, until SIGINT or SIGTERM.
+//! `bbb-migrate serve`: the status page, its API and the metrics over HTTP, until SIGINT or
+//! SIGTERM.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,7 @@ use bbb_migrator::serve;
 use super::*;
 
 impl App {
-    pub(super) async fn serve(&self, listen: SocketAddr) -> Res<i32> {
+    pub(super) async fn serve(&self, listen: SocketAddr, allow_actions: bool) -> Res<i32> {
         let only = self.s.ledger_selection("serve")?;
         let token = self.s.serve_token.clone();
         serve::check_listen(listen, token.as_ref()).map_err(usage)?;
@@ -25,7 +26,14 @@ impl App {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        serve::run(listener, self.s.ledger.url.clone(), only, token, shutdown)
+        let options = serve::ServeOptions {
+            ledger_url: self.s.ledger.url.clone(),
+            policy: self.s.ledger.policy.clone(),
+            only,
+            token,
+            actions: allow_actions,
+        };
+        serve::run(listener, options, shutdown)
             .await
             .map_err(|e| Fatal {
                 code: exit::FAILED,

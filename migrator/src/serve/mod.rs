@@ -9,6 +9,7 @@
 //! `Authorization: Bearer <token>`. The page's own files hold no data and are served to anyone;
 //! the page asks for the token and sends it with its requests.
 
+mod actions;
 pub mod metrics;
 
 use std::future::Future;
@@ -19,12 +20,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::any::AnyLedger;
-use crate::ledger::{JobStore, SystemClock};
+use crate::ledger::{JobStore, RetryPolicy, SystemClock};
 use crate::report::Report;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,34 +55,47 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServeEr
         .map_err(|e| ServeError::Bind(listen, e))
 }
 
-struct Shared {
-    /// The ledger's URL: opened read-only for each request, so that a SQLite ledger is read
-    /// as it is now (a read-only open with no writer around takes the file as immutable), and
-    /// a database that restarts costs one failed request, not the server.
-    ledger_url: SecretString,
+/// What `serve` serves and allows.
+pub struct ServeOptions {
+    /// The ledger's URL: opened for each request, so that a SQLite ledger is read as it is now
+    /// (a read-only open with no writer around takes the file as immutable), and a database
+    /// that restarts costs one failed request, not the server.
+    pub ledger_url: SecretString,
+    /// The ledger's retry policy, for the actions (the CLI's).
+    pub policy: RetryPolicy,
     /// `--record-id`s: the recordings shown (empty: all).
+    pub only: Vec<String>,
+    pub token: Option<SecretString>,
+    /// `--allow-actions`: retry and cancel from the page.
+    pub actions: bool,
+}
+
+struct Shared {
+    ledger_url: SecretString,
+    policy: RetryPolicy,
     only: Vec<String>,
     /// SHA-256 of the token: requests are compared digest to digest, so the comparison takes
     /// the same time whatever the bytes sent.
     token: Option<[u8; 32]>,
+    actions: bool,
 }
 
-/// Serves the recordings `only` (empty: all) until `shutdown` resolves; requests under way are
-/// finished first.
+/// Serves until `shutdown` resolves; requests under way are finished first.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    ledger_url: SecretString,
-    only: Vec<String>,
-    token: Option<SecretString>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let token = token
+    let token = options
+        .token
         .filter(|t| !t.expose_secret().is_empty())
         .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into());
     let shared = Arc::new(Shared {
-        ledger_url,
-        only,
+        ledger_url: options.ledger_url,
+        policy: options.policy,
+        only: options.only,
         token,
+        actions: options.actions,
     });
     let app = Router::new()
         .route(
@@ -97,6 +111,9 @@ pub async fn run(
             get(|| async { page(PAGE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/api/status", get(status))
+        .route("/api/serve", get(serve_info))
+        .route("/api/retry", post(actions::retry))
+        .route("/api/cancel", post(actions::cancel))
         .route("/metrics", get(metrics))
         .with_state(shared);
     axum::serve(listener, app)
@@ -162,6 +179,18 @@ async fn read(shared: &Shared) -> Result<Report, Response> {
         tracing::warn!("serve: {e}");
         (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
     })
+}
+
+/// What the page needs to know of this server: whether it offers the actions.
+async fn serve_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(no) = refused(&shared, &headers) {
+        return no;
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "actions": shared.actions }).to_string(),
+    )
+        .into_response()
 }
 
 async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

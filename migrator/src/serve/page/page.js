@@ -4,6 +4,8 @@
 "use strict";
 
 const POLL_MS = 3000;
+// Set from /api/serve: whether this server offers retry and cancel (`--allow-actions`).
+let actions = false;
 const STATES = ["pending", "running", "succeeded", "dead", "cancelled"];
 
 function el(tag, text, cls) {
@@ -51,6 +53,40 @@ function bar(percent) {
   return outer;
 }
 
+function authHeaders() {
+  const headers = {};
+  const token = sessionStorage.getItem("bbb-migrate-token");
+  if (token) headers.Authorization = "Bearer " + token;
+  return headers;
+}
+
+// A button that asks the server to retry or cancel a recording's job, then shows the answer.
+function action(name, recordId) {
+  const b = el("button", name, "action");
+  b.type = "button";
+  b.dataset.action = name;
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    const headers = Object.assign(authHeaders(), {
+      "Content-Type": "application/json",
+      "X-Bbb-Migrate": "1",
+    });
+    const notice = document.getElementById("notice");
+    try {
+      const r = await fetch("/api/" + name, {
+        method: "POST", headers, body: JSON.stringify({ record_id: recordId }),
+      });
+      const answer = await r.json();
+      notice.textContent = answer.message;
+    } catch (e) {
+      notice.textContent = name + " failed: " + e.message;
+    }
+    notice.hidden = false;
+    await refresh();
+  });
+  return b;
+}
+
 function draw(s) {
   const counts = document.getElementById("counts");
   counts.replaceChildren();
@@ -77,8 +113,9 @@ function draw(s) {
     const p = r.progress;
     const cell = el("td");
     cell.append(bar(p && p.percent), el("span", p ? `${p.done}${p.total ? " / " + p.total : ""} ${p.unit}` : "starting"));
-    running.append(row([r.host || "?", el("td", r.record_id, "id"), cell, ago(r.since_ms),
-      r.lease_expired ? "lease expired" : ago(r.heartbeat_ms)]));
+    const beat = el("td", r.lease_expired ? "lease expired" : ago(r.heartbeat_ms));
+    if (actions) beat.append(" ", action("cancel", r.record_id));
+    running.append(row([r.host || "?", el("td", r.record_id, "id"), cell, ago(r.since_ms), beat]));
   }
   if (!s.running.length) running.append(none("nothing running", 5));
 
@@ -95,8 +132,9 @@ function draw(s) {
     g.append(el("h3", `${key} (${list.length})`));
     for (const f of list) {
       const item = el("div", null, "failure");
-      item.append(el("span", f.record_id, "id"), el("span", ` after ${f.attempts} attempt(s)`),
-        el("span", f.last_error, "error"));
+      item.append(el("span", f.record_id, "id"), el("span", ` after ${f.attempts} attempt(s)`));
+      if (actions) item.append(" ", action(f.state === "pending" ? "cancel" : "retry", f.record_id));
+      item.append(el("span", f.last_error, "error"));
       g.append(item);
     }
     failures.append(g);
@@ -113,12 +151,13 @@ function draw(s) {
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
-async function poll() {
-  const headers = {};
-  const token = sessionStorage.getItem("bbb-migrate-token");
-  if (token) headers.Authorization = "Bearer " + token;
+// Reads /api/status once and draws it.
+async function refresh() {
+  const headers = authHeaders();
   const problem = document.getElementById("problem");
   try {
+    const info = await fetch("/api/serve", { headers, cache: "no-store" });
+    if (info.ok) actions = (await info.json()).actions === true;
     const r = await fetch("/api/status", { headers, cache: "no-store" });
     if (r.status === 401) {
       document.getElementById("login").hidden = false;
@@ -130,13 +169,17 @@ async function poll() {
   } catch (e) {
     problem.textContent = "the status could not be read: " + e.message;
     problem.hidden = false;
-  } finally {
-    setTimeout(poll, POLL_MS);
   }
+}
+
+async function poll() {
+  await refresh();
+  setTimeout(poll, POLL_MS);
 }
 
 document.getElementById("use-token").addEventListener("click", () => {
   sessionStorage.setItem("bbb-migrate-token", document.getElementById("token").value);
   document.getElementById("login").hidden = true;
+  refresh();
 });
 poll();

@@ -1,0 +1,192 @@
+//! `serve --allow-actions`: retry and cancel a recording's job from the page, changing the
+//! ledger exactly as `bbb-migrate retry --record-id ID` and `cancel --record-id ID` do.
+//!
+//! A request that changes the ledger must come from this server's own page: it is a JSON POST
+//! with the `X-Bbb-Migrate` header (which no other site's page can send without a CORS
+//! preflight, and none is answered), not marked cross-site by the browser (`Sec-Fetch-Site`),
+//! and, when no token guards the server, addressed to an IP address or `localhost` (a page
+//! of another site whose name was made to resolve to 127.0.0.1 sends its own name).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+
+use super::{Shared, refused};
+use crate::ledger::any::AnyLedger;
+use crate::ledger::{JobStore, Requeue, SystemClock, TARGET_FILE};
+use crate::recording::RecordId;
+
+/// The header the page sends with every action.
+pub const ACTION_HEADER: &str = "x-bbb-migrate";
+
+fn answer(status: StatusCode, text: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "message": text.into() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `None` when the request is one this server's page made, else the refusal.
+fn not_from_our_page(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let forbidden = |why: &str| Some(answer(StatusCode::FORBIDDEN, why));
+    if !shared.actions {
+        return forbidden("actions are off: start serve with --allow-actions");
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json || !headers.contains_key(ACTION_HEADER) {
+        return forbidden("not a request of this server's page");
+    }
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return forbidden("a cross-site request");
+    }
+    if shared.token.is_none() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_address(host) {
+            return forbidden("addressed by a name other than localhost: use the IP address");
+        }
+    }
+    None
+}
+
+/// Whether a `Host` header names an IP address or `localhost` (with or without a port).
+fn is_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+// The refusals of this module are the HTTP answers themselves, made once per request: their
+// size costs nothing here.
+#[allow(clippy::result_large_err)]
+/// The record id of an action's body (`{"record_id": "..."}`), validated as the CLI's.
+fn record_id(body: &str) -> Result<RecordId, Response> {
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| answer(StatusCode::BAD_REQUEST, format!("not JSON: {e}")))?;
+    let id = value["record_id"]
+        .as_str()
+        .ok_or_else(|| answer(StatusCode::BAD_REQUEST, "no record_id"))?;
+    RecordId::parse(id).map_err(|e| answer(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn ledger(shared: &Shared) -> Result<AnyLedger, Response> {
+    AnyLedger::open(
+        shared.ledger_url.expose_secret(),
+        Arc::new(SystemClock),
+        shared.policy.clone(),
+    )
+    .await
+    .map_err(|e| answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[allow(clippy::result_large_err)] // as above
+/// Checks the request and reads its record id.
+fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, Response> {
+    if let Some(no) = refused(shared, headers) {
+        return Err(no);
+    }
+    if let Some(no) = not_from_our_page(shared, headers) {
+        return Err(no);
+    }
+    record_id(body)
+}
+
+/// As `retry --record-id ID`: the job back in the queue, whatever its state but running or
+/// succeeded.
+pub(super) async fn retry(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let id = match admit(&shared, &headers, &body) {
+        Ok(id) => id,
+        Err(no) => return no,
+    };
+    let ledger = match ledger(&shared).await {
+        Ok(l) => l,
+        Err(no) => return no,
+    };
+    let result = ledger
+        .requeue(&Requeue::Recordings(vec![id.to_string()]))
+        .await;
+    ledger.close().await;
+    match result {
+        Ok(n) => {
+            tracing::info!(record_id = %id, "serve: re-queued {n} job(s) on request");
+            answer(StatusCode::OK, format!("{id}: re-queued {n} job(s)"))
+        }
+        Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// As `cancel --record-id ID`: a pending job at once, a running one by its worker at its next
+/// heartbeat.
+pub(super) async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let id = match admit(&shared, &headers, &body) {
+        Ok(id) => id,
+        Err(no) => return no,
+    };
+    let ledger = match ledger(&shared).await {
+        Ok(l) => l,
+        Err(no) => return no,
+    };
+    let result = ledger.cancel(id.as_str(), TARGET_FILE).await;
+    ledger.close().await;
+    match result {
+        Ok(true) => {
+            tracing::info!(record_id = %id, "serve: cancel requested");
+            answer(StatusCode::OK, format!("{id}: cancel requested"))
+        }
+        Ok(false) => answer(
+            StatusCode::CONFLICT,
+            format!("{id}: no pending or running job"),
+        ),
+        Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_pass_the_host_check() {
+        for ok in [
+            "127.0.0.1:8090",
+            "127.0.0.1",
+            "localhost:8090",
+            "[::1]:8090",
+            "10.1.2.3:80",
+        ] {
+            assert!(is_address(ok), "{ok}");
+        }
+        for no in [
+            "evil.example:8090",
+            "evil.example",
+            "",
+            "[nonsense]:1",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_address(no), "{no}");
+        }
+    }
+}
