@@ -110,30 +110,38 @@ impl Report {
     }
 }
 
+/// A job row with nothing happened yet, for the tests of what reads reports.
+#[cfg(test)]
+pub(crate) fn test_job(recording_id: &str, state: JobState) -> JobRow {
+    JobRow {
+        id: 1,
+        recording_id: recording_id.into(),
+        target: "file".into(),
+        state,
+        attempts: 1,
+        max_attempts: 3,
+        run_after_ms: 0,
+        lease_epoch: 1,
+        last_error: None,
+        error_class: None,
+        output_path: None,
+        output: None,
+        output_bytes: None,
+        finished_at_ms: None,
+        busy_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn job(state: JobState, finished_at_ms: Option<i64>) -> JobRow {
         JobRow {
-            id: 1,
-            recording_id: "r".into(),
-            target: "file".into(),
-            state,
-            attempts: 1,
-            max_attempts: 3,
-            run_after_ms: 0,
-            lease_epoch: 1,
-            last_error: None,
-            error_class: None,
-            output_path: None,
-            output: None,
-            output_bytes: None,
             finished_at_ms,
-            busy_ms: 0,
+            ..test_job("r", state)
         }
     }
-
     #[test]
     fn the_pace_is_the_last_hours_and_the_eta_follows_it() {
         let now = 10 * 3_600_000;

@@ -4,18 +4,16 @@
 //! Chromium, shows the counts and the failure, with hostile text shown as text; a non-loopback
 //! listener needs a token, and with a token every data request must carry it.
 
+mod browser_support;
 mod migrate_support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bbb_common::process::Spawn;
-use chromiumoxide::Browser;
 use chromiumoxide::page::ScreenshotParams;
-use futures::StreamExt;
 
 use migrate_support::*;
 use nix::sys::signal::{Signal, kill};
@@ -250,67 +248,20 @@ const HOSTILE: &str = "<img src=x onerror=\"window.pwned=1\"><b>bold</b> & \"quo
 /// Waits until `probe` (a JS expression) is truthy on the page at `url` in headless Chromium;
 /// returns its value and saves a screenshot at `shot`.
 async fn page_state(url: &str, probe: &str, shot: &Path) -> serde_json::Value {
-    let profile = tempfile::tempdir().unwrap();
-    let chromium = Path::new("/usr/lib/chromium/chromium");
-    assert!(
-        chromium.is_file(),
-        "Chromium is missing: run .ci/install-deps"
-    );
-    let mut process = Spawn::new("Chromium", chromium)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--window-size=1200,900",
-            "--remote-debugging-port=0",
-            "--remote-debugging-address=127.0.0.1",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .start()
-        .expect("start Chromium");
-    let port_file = profile.path().join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ws_url = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            let mut lines = text.lines();
-            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no DevTools port within 30 s: {}",
-            process.stderr_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (browser, mut handler) = Browser::connect(ws_url).await.expect("DevTools");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser.new_page(url).await.expect("open the page");
-    let until = Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        let result = page.evaluate(probe).await.expect("evaluate");
-        if let Some(value) = result.value().filter(|v| !v.is_null() && *v != false) {
-            break value.clone();
-        }
-        assert!(
-            Instant::now() < until,
-            "{url}: the page did not show the state within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (headless, page) = browser_support::open(url, 1200, 900).await;
+    let state = browser_support::wait_for(
+        &page,
+        probe,
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    )
+    .await;
     let png = page
         .screenshot(ScreenshotParams::builder().full_page(true).build())
         .await
         .expect("screenshot");
     std::fs::write(shot, png).unwrap();
-    events.abort();
-    tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(3)))
-        .await
-        .unwrap()
-        .unwrap();
+    headless.close().await;
     state
 }
 

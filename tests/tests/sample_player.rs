@@ -2,13 +2,11 @@
 //! keeps the real player's DOM contract (bbb-playback.md) so that the recorder tests are not
 //! easier than the real thing. Each case dumps the DOM after the page settled.
 
+mod browser_support;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-use bbb_common::process::Spawn;
-use chromiumoxide::Browser;
-use futures::StreamExt;
+use std::time::Duration;
 
 use fake_bbb::FakeBbb;
 use fake_bbb::media::{self, SAMPLE_A};
@@ -135,62 +133,16 @@ async fn settled_media(url: &str) -> MediaState {
         if (d.textContent !== shown) return null;
         return { current_time: v.currentTime, paused: v.paused, display: d.textContent };
     })()"#;
-    let profile = tempfile::tempdir().unwrap();
-    let chromium = Path::new("/usr/lib/chromium/chromium");
-    assert!(
-        chromium.is_file(),
-        "Chromium is missing: run .ci/install-deps"
-    );
-    let mut process = Spawn::new("Chromium", chromium)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--remote-debugging-port=0",
-            "--remote-debugging-address=127.0.0.1",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .start()
-        .expect("start Chromium");
-    let port_file = profile.path().join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ws_url = loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            let mut lines = text.lines();
-            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no DevTools port within 30 s: {}",
-            process.stderr_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (browser, mut handler) = Browser::connect(ws_url).await.expect("DevTools");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    let page = browser.new_page(url).await.expect("open the page");
-    let settle_by = Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        // `null` (not settled yet) comes back as no value at all.
-        let result = page.evaluate(SETTLED).await.expect("evaluate");
-        if let Some(value) = result.value().filter(|v| !v.is_null()) {
-            break serde_json::from_value(value.clone()).expect("the media state");
-        }
-        assert!(
-            Instant::now() < settle_by,
-            "{url}: the media did not settle within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    events.abort();
-    tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(3)))
-        .await
-        .unwrap()
-        .unwrap();
+    let (headless, page) = browser_support::open(url, 1280, 720).await;
+    let value = browser_support::wait_for(
+        &page,
+        SETTLED,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await;
+    let state = serde_json::from_value(value).expect("the media state");
+    headless.close().await;
     state
 }
 

@@ -84,16 +84,6 @@ fn record_id(body: &str) -> Result<RecordId, Response> {
     RecordId::parse(id).map_err(|e| answer(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-async fn ledger(shared: &Shared) -> Result<AnyLedger, Response> {
-    AnyLedger::open(
-        shared.ledger_url.expose_secret(),
-        Arc::new(SystemClock),
-        shared.policy.clone(),
-    )
-    .await
-    .map_err(|e| answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-}
-
 #[allow(clippy::result_large_err)] // as above
 /// Checks the request and reads its record id.
 fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, Response> {
@@ -106,37 +96,50 @@ fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, R
     record_id(body)
 }
 
-/// As `retry --record-id ID`: the job back in the queue, whatever its state but running or
-/// succeeded.
-pub(super) async fn retry(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let id = match admit(&shared, &headers, &body) {
-        Ok(id) => id,
-        Err(no) => return no,
-    };
-    let ledger = match ledger(&shared).await {
-        Ok(l) => l,
-        Err(no) => return no,
-    };
-    let result = ledger
-        .requeue(&Requeue::Recordings(vec![id.to_string()]))
-        .await;
-    ledger.close().await;
-    match result {
-        Ok(n) => {
-            tracing::info!(record_id = %id, "serve: re-queued {n} job(s) on request");
-            answer(StatusCode::OK, format!("{id}: re-queued {n} job(s)"))
+/// What the page may ask.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Action {
+    /// As `retry --record-id ID`: the job back in the queue, whatever its state but running or
+    /// succeeded.
+    Retry,
+    /// As `cancel --record-id ID`: a pending job at once, a running one by its worker at its
+    /// next heartbeat.
+    Cancel,
+}
+
+impl Action {
+    async fn apply(self, ledger: &AnyLedger, id: &RecordId) -> Response {
+        let unavailable =
+            |e: crate::ledger::LedgerError| answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        match self {
+            Action::Retry => match ledger
+                .requeue(&Requeue::Recordings(vec![id.to_string()]))
+                .await
+            {
+                Ok(n) => {
+                    tracing::info!(record_id = %id, "serve: re-queued {n} job(s) on request");
+                    answer(StatusCode::OK, format!("{id}: re-queued {n} job(s)"))
+                }
+                Err(e) => unavailable(e),
+            },
+            Action::Cancel => match ledger.cancel(id.as_str(), TARGET_FILE).await {
+                Ok(true) => {
+                    tracing::info!(record_id = %id, "serve: cancel requested");
+                    answer(StatusCode::OK, format!("{id}: cancel requested"))
+                }
+                Ok(false) => answer(
+                    StatusCode::CONFLICT,
+                    format!("{id}: no pending or running job"),
+                ),
+                Err(e) => unavailable(e),
+            },
         }
-        Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-/// As `cancel --record-id ID`: a pending job at once, a running one by its worker at its next
-/// heartbeat.
-pub(super) async fn cancel(
+/// One action request: checked, then applied to the ledger opened for it.
+pub(super) async fn act(
+    action: Action,
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: String,
@@ -145,23 +148,19 @@ pub(super) async fn cancel(
         Ok(id) => id,
         Err(no) => return no,
     };
-    let ledger = match ledger(&shared).await {
+    let ledger = match AnyLedger::open(
+        shared.ledger_url.expose_secret(),
+        Arc::new(SystemClock),
+        shared.policy.clone(),
+    )
+    .await
+    {
         Ok(l) => l,
-        Err(no) => return no,
+        Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let result = ledger.cancel(id.as_str(), TARGET_FILE).await;
+    let answer = action.apply(&ledger, &id).await;
     ledger.close().await;
-    match result {
-        Ok(true) => {
-            tracing::info!(record_id = %id, "serve: cancel requested");
-            answer(StatusCode::OK, format!("{id}: cancel requested"))
-        }
-        Ok(false) => answer(
-            StatusCode::CONFLICT,
-            format!("{id}: no pending or running job"),
-        ),
-        Err(e) => answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
+    answer
 }
 
 #[cfg(test)]

@@ -23,6 +23,24 @@ fn family(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} gauge");
 }
 
+/// A family of counts by one label.
+fn counts_by<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label_name: &str,
+    keys: impl Iterator<Item = &'a str>,
+) {
+    family(out, name, help);
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_default() += 1;
+    }
+    for (k, n) in counts {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {n}", label(k));
+    }
+}
+
 /// The whole exposition; `now_ms` is the instant heartbeat ages are measured from.
 pub fn render(report: &Report, now_ms: i64) -> String {
     let mut out = String::new();
@@ -45,22 +63,13 @@ pub fn render(report: &Report, now_ms: i64) -> String {
         );
     }
 
-    family(
+    counts_by(
         &mut out,
         "bbb_migrate_running_jobs",
         "Jobs running now, by host.",
+        "host",
+        report.running.iter().map(|r| Report::host(r).unwrap_or("")),
     );
-    let mut hosts: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in &report.running {
-        *hosts.entry(Report::host(r).unwrap_or("")).or_default() += 1;
-    }
-    for (host, n) in hosts {
-        let _ = writeln!(
-            out,
-            "bbb_migrate_running_jobs{{host=\"{}\"}} {n}",
-            label(host)
-        );
-    }
 
     family(
         &mut out,
@@ -80,24 +89,15 @@ pub fn render(report: &Report, now_ms: i64) -> String {
         report.busy_ms() as f64 / 1000.0
     );
 
-    family(
+    counts_by(
         &mut out,
         "bbb_migrate_failed_jobs",
         "Jobs whose last attempt failed and that have not succeeded since, by error class.",
+        "class",
+        report
+            .failures()
+            .map(|r| r.error_class.as_deref().unwrap_or("unknown")),
     );
-    let mut classes: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in report.failures() {
-        *classes
-            .entry(r.error_class.as_deref().unwrap_or("unknown"))
-            .or_default() += 1;
-    }
-    for (class, n) in classes {
-        let _ = writeln!(
-            out,
-            "bbb_migrate_failed_jobs{{class=\"{}\"}} {n}",
-            label(class)
-        );
-    }
 
     family(
         &mut out,
@@ -125,21 +125,11 @@ mod tests {
 
     fn job(id: &str, state: JobState, class: Option<&str>, bytes: Option<i64>) -> JobRow {
         JobRow {
-            id: 1,
-            recording_id: id.into(),
-            target: "file".into(),
-            state,
-            attempts: 1,
-            max_attempts: 3,
-            run_after_ms: 0,
-            lease_epoch: 1,
             last_error: class.map(|_| "boom".into()),
             error_class: class.map(str::to_owned),
-            output_path: None,
-            output: None,
             output_bytes: bytes,
-            finished_at_ms: None,
             busy_ms: 1500,
+            ..crate::report::test_job(id, state)
         }
     }
 

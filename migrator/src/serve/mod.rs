@@ -112,8 +112,14 @@ pub async fn run(
         )
         .route("/api/status", get(status))
         .route("/api/serve", get(serve_info))
-        .route("/api/retry", post(actions::retry))
-        .route("/api/cancel", post(actions::cancel))
+        .route(
+            "/api/retry",
+            post(|s, h, b| actions::act(actions::Action::Retry, s, h, b)),
+        )
+        .route(
+            "/api/cancel",
+            post(|s, h, b| actions::act(actions::Action::Cancel, s, h, b)),
+        )
         .route("/metrics", get(metrics))
         .with_state(shared);
     axum::serve(listener, app)
