@@ -38,6 +38,15 @@ impl Report {
         self.rows.iter().filter_map(|r| r.output_bytes).sum()
     }
 
+    /// The summed length of the placed outputs, in seconds.
+    pub fn recorded_secs(&self) -> f64 {
+        self.rows
+            .iter()
+            .filter(|r| r.state == JobState::Succeeded)
+            .filter_map(JobRow::duration_secs)
+            .sum()
+    }
+
     /// The summed duration of every attempt, in milliseconds.
     pub fn busy_ms(&self) -> i64 {
         self.rows.iter().map(|r| r.busy_ms).sum()
@@ -84,6 +93,7 @@ impl Report {
                 "eta_secs": self.eta_secs(now_ms),
             },
             "bytes_placed": self.bytes_placed(),
+            "recorded_secs": (self.recorded_secs() * 1000.0).round() / 1000.0,
             "machine_time_secs": self.busy_ms() as f64 / 1000.0,
             "failures": self.failures().map(|r| serde_json::json!({
                 "record_id": r.recording_id, "state": r.state.as_str(), "attempts": r.attempts,
@@ -91,7 +101,7 @@ impl Report {
             })).collect::<Vec<_>>(),
             "outputs": self.rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                 "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
-                "degraded": r.degraded(),
+                "duration_secs": r.duration_secs(), "degraded": r.degraded(),
             })).collect::<Vec<_>>(),
             "running": self.running.iter().map(|r| {
                 let progress = r.progress.as_deref().and_then(Progress::parse);

@@ -178,6 +178,8 @@ fn assert_served_matches_status(env: &Env, served: &Served) -> serde_json::Value
     }
     let bytes = m[&("bbb_migrate_bytes_placed".to_owned(), vec![])];
     assert_eq!(Some(bytes), want["bytes_placed"].as_f64(), "{text}");
+    let recorded = m[&("bbb_migrate_recorded_seconds".to_owned(), vec![])];
+    assert_eq!(Some(recorded), want["recorded_secs"].as_f64(), "{text}");
     let failed: f64 = m
         .iter()
         .filter(|((name, _), _)| name == "bbb_migrate_failed_jobs")
@@ -210,6 +212,18 @@ fn status_and_metrics_follow_the_ledger_of_claim_runs() {
     assert_eq!(s["counts"]["succeeded"], 1, "{s}");
     assert_eq!(s["last_hour"]["succeeded"], 1, "{s}");
     assert!(s["bytes_placed"].as_i64().unwrap() > 0, "{s}");
+    // The placed video's length, as its container gives it.
+    let length = fake_bbb::media::probe(&env.claim.join(VIDEO_FILE)).duration;
+    let recorded = s["recorded_secs"].as_f64().unwrap();
+    assert!(
+        length > 1.0 && (recorded - length).abs() < 0.01,
+        "{length} s: {s}"
+    );
+    assert_eq!(
+        s["outputs"][0]["duration_secs"].as_f64(),
+        Some(recorded),
+        "{s}"
+    );
 
     let (code, _) = get(&served, "/nothing-here", None);
     assert_eq!(code, 404);
@@ -322,7 +336,7 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
         "actions offered by a read-only server: {state}"
     );
     assert_eq!(
-        state["totals"], "0 of 1 placed · 0 B · machine time 0 s · 0 placed in the last hour",
+        state["totals"], "0 of 1 placed (0 s, 0 B) · machine time 0 s · 0 placed in the last hour",
         "{state}"
     );
     if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {

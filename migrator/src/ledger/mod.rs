@@ -130,11 +130,19 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    fn output_value(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.output.as_deref()?).ok()
+    }
+
+    /// The placed output's length in seconds, read from the file when it was placed (`None`
+    /// for outputs recorded before the ledger kept it).
+    pub fn duration_secs(&self) -> Option<f64> {
+        self.output_value()?.get("duration_secs")?.as_f64()
+    }
+
     /// The defects of a placed recording made with `accept_broken` (empty otherwise).
     pub fn degraded(&self) -> Vec<String> {
-        self.output
-            .as_deref()
-            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+        self.output_value()
             .and_then(|v| {
                 v.get("degraded")?.as_array().map(|a| {
                     a.iter()

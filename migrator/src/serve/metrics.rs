@@ -1,5 +1,5 @@
 //! The ledger's state in the Prometheus text format (version 0.0.4): jobs by state and target,
-//! running jobs per host, bytes placed, machine time, failed jobs by error class, and the age
+//! running jobs per host, bytes placed, seconds of recordings placed, machine time, failed jobs by error class, and the age
 //! of each running job's last heartbeat. Every value is a gauge: requeued jobs make totals go
 //! down as well as up.
 
@@ -80,6 +80,17 @@ pub fn render(report: &Report, now_ms: i64) -> String {
 
     family(
         &mut out,
+        "bbb_migrate_recorded_seconds",
+        "Length of the outputs placed, summed.",
+    );
+    let _ = writeln!(
+        out,
+        "bbb_migrate_recorded_seconds {}",
+        (report.recorded_secs() * 1000.0).round() / 1000.0
+    );
+
+    family(
+        &mut out,
         "bbb_migrate_machine_seconds",
         "Wall time of every attempt of every job, summed.",
     );
@@ -137,8 +148,14 @@ mod tests {
     fn the_exposition_counts_every_job_and_escapes_labels() {
         let report = Report {
             rows: vec![
-                job("a", JobState::Succeeded, None, Some(100)),
-                job("b", JobState::Succeeded, None, Some(23)),
+                JobRow {
+                    output: Some(r#"{"duration_secs":60.25}"#.into()),
+                    ..job("a", JobState::Succeeded, None, Some(100))
+                },
+                JobRow {
+                    output: Some(r#"{"duration_secs":15.25}"#.into()),
+                    ..job("b", JobState::Succeeded, None, Some(23))
+                },
                 job("c", JobState::Dead, Some("permanent"), None),
                 job("d", JobState::Pending, Some("transient"), None),
                 job("e", JobState::Running, None, None),
@@ -162,6 +179,7 @@ mod tests {
             "bbb_migrate_jobs{state=\"dead\",target=\"file\"} 1",
             "bbb_migrate_running_jobs{host=\"enc-1\"} 1",
             "bbb_migrate_bytes_placed 123",
+            "bbb_migrate_recorded_seconds 75.5",
             "bbb_migrate_machine_seconds 7.5",
             "bbb_migrate_failed_jobs{class=\"permanent\"} 1",
             "bbb_migrate_failed_jobs{class=\"transient\"} 1",

@@ -388,8 +388,10 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
                 Err(None) => return JobOutcome::LeaseLost,
                 Err(Some(e)) => return fail(ctx, lease, e).await,
             }
-            // The defects of that earlier recording died with its worker; the file is kept.
-            let output = output_json(&path, bytes, &playback, &[]);
+            // The defects of that earlier recording died with its worker; the file is kept, and
+            // its length is read from it.
+            let duration = crate::media::duration(&path).ok();
+            let output = output_json(&path, bytes, duration, &playback, &[]);
             return match ctx.store.complete(lease, &output, bytes).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
                 Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
@@ -464,14 +466,14 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
             }
         };
     }
-    let degraded = match work {
-        Ok(degraded) => degraded,
+    let produced = match work {
+        Ok(produced) => produced,
         Err(e) => {
             ctx.claim_dir.discard(&rec.record_id, lease.epoch);
             return fail(ctx, lease, e).await;
         }
     };
-    let placed = place(ctx, lease, &rec, &playback, &temp, ext, &degraded).await;
+    let placed = place(ctx, lease, &rec, &playback, &temp, ext, &produced).await;
     // Placed or not, this lease's directory has nothing left worth keeping.
     ctx.claim_dir.discard(&rec.record_id, lease.epoch);
     match placed {
@@ -484,14 +486,24 @@ fn has_token(u: &str) -> bool {
     url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "token"))
 }
 
-/// The ledger's record of a placed output. `degraded`: the picture's defects when the recorder
-/// recorded a broken playback anyway (`accept_broken`); empty otherwise.
-fn output_json(path: &Path, bytes: u64, playback: &Playback, degraded: &[String]) -> String {
+/// The ledger's record of a placed output. `duration`: its length in seconds, read from the
+/// file; `degraded`: the picture's defects when the recorder recorded a broken playback anyway
+/// (`accept_broken`); empty otherwise.
+fn output_json(
+    path: &Path,
+    bytes: u64,
+    duration: Option<f64>,
+    playback: &Playback,
+    degraded: &[String],
+) -> String {
     let (kind, source) = match playback {
         Playback::Video(u) => ("video", bbb_common::redact::url_text(u)),
         Playback::Presentation(u) => ("presentation", bbb_common::redact::url_text(u)),
     };
     let mut v = serde_json::json!({ "path": path, "bytes": bytes, "kind": kind, "source": source });
+    if let Some(d) = duration {
+        v["duration_secs"] = serde_json::json!((d * 1000.0).round() / 1000.0);
+    }
     if !degraded.is_empty() {
         v["degraded"] = serde_json::json!(degraded);
     }
@@ -512,6 +524,13 @@ impl Throttle {
     }
 }
 
+/// What a job made in its temp file: how long it lasts (read from the file) and, for a
+/// recording made anyway, the picture's defects.
+struct Produced {
+    duration_secs: f64,
+    degraded: Vec<String>,
+}
+
 async fn produce<S: JobStore>(
     ctx: &WorkerContext<S>,
     rec: &Recording,
@@ -519,7 +538,7 @@ async fn produce<S: JobStore>(
     temp: &Path,
     cancel: watch::Receiver<bool>,
     latest: &Mutex<Option<Progress>>,
-) -> Result<Vec<String>, JobError> {
+) -> Result<Produced, JobError> {
     let rid = rec.record_id.as_str();
     // The job directory is fresh (`prepare`); a download in it can only be one taken over from
     // a killed run, which resumes.
@@ -548,7 +567,11 @@ async fn produce<S: JobStore>(
             };
             download::download_video(rid, url, temp, &ctx.download, &ctx.space, cancel, &progress)
                 .await?;
-            verify_length(rid, Phase::Download, temp, rec, playback, None)?;
+            let duration_secs = verify_length(rid, Phase::Download, temp, rec, playback, None)?;
+            Ok(Produced {
+                duration_secs,
+                degraded: Vec::new(),
+            })
         }
         Playback::Presentation(url) => {
             let program = ctx.recorder.program.clone().ok_or_else(|| {
@@ -600,11 +623,14 @@ async fn produce<S: JobStore>(
             let said = cmd
                 .run(rid, url, temp, cancel, &progress, &|| ctx.space.full_note())
                 .await?;
-            verify_length(rid, Phase::Record, temp, rec, playback, Some(&said))?;
-            return Ok(said.degraded);
+            let duration_secs =
+                verify_length(rid, Phase::Record, temp, rec, playback, Some(&said))?;
+            Ok(Produced {
+                duration_secs,
+                degraded: said.degraded,
+            })
         }
     }
-    Ok(Vec::new())
 }
 
 /// What the output of `playback` is expected to take on disk at most, before anything is known
@@ -709,8 +735,9 @@ async fn place<S: JobStore>(
     playback: &Playback,
     temp: &Path,
     ext: &str,
-    degraded: &[String],
+    produced: &Produced,
 ) -> Result<JobOutcome, JobError> {
+    let (duration, degraded) = (Some(produced.duration_secs), produced.degraded.as_slice());
     let rid = rec.record_id.as_str();
     let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
     let stem = slug::file_stem(&rec.name, rec.start_time_ms, ctx.tz);
@@ -750,7 +777,7 @@ async fn place<S: JobStore>(
                 let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
                     JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
                 })?;
-                let output = output_json(&p, bytes, playback, degraded);
+                let output = output_json(&p, bytes, duration, playback, degraded);
                 return match ctx.store.complete(lease, &output, bytes).await {
                     Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
                     Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
@@ -774,7 +801,7 @@ async fn place<S: JobStore>(
             Err(None) => return Ok(JobOutcome::LeaseLost),
             Err(Some(e)) => return Err(e),
         }
-        let output = output_json(&dest, bytes, playback, degraded);
+        let output = output_json(&dest, bytes, duration, playback, degraded);
         return match ctx.store.complete(lease, &output, bytes).await {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
             Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),

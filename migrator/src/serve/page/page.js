@@ -104,7 +104,7 @@ function draw(s) {
   const pace = s.last_hour.succeeded;
   const eta = s.last_hour.eta_secs;
   document.getElementById("totals").textContent =
-    `${done} of ${total} placed · ${bytes(s.bytes_placed)} · machine time ${duration(s.machine_time_secs)}` +
+    `${done} of ${total} placed (${duration(s.recorded_secs)}, ${bytes(s.bytes_placed)}) · machine time ${duration(s.machine_time_secs)}` +
     ` · ${pace} placed in the last hour` + (eta === null ? "" : ` · about ${duration(eta)} to go at that pace`);
 
   const running = document.getElementById("running");
@@ -144,10 +144,11 @@ function draw(s) {
   const outputs = document.getElementById("outputs");
   outputs.replaceChildren();
   for (const o of s.outputs) {
-    outputs.append(row([el("td", o.record_id, "id"), el("td", o.path, "path"), bytes(o.bytes || 0),
+    outputs.append(row([el("td", o.record_id, "id"), el("td", o.path, "path"),
+      o.duration_secs === null ? "?" : duration(o.duration_secs), bytes(o.bytes || 0),
       (o.degraded || []).join("; ")]));
   }
-  if (!s.outputs.length) outputs.append(none("nothing placed yet", 4));
+  if (!s.outputs.length) outputs.append(none("nothing placed yet", 5));
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
