@@ -196,10 +196,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the migration's state over HTTP, read-only, from the ledger the workers write:
-    /// /api/status (the JSON of `status --json`) and /metrics (Prometheus text). Beyond loopback
-    /// every request needs the token of [serve] token (or BBB_MIGRATE_SERVE_TOKEN) as
-    /// `Authorization: Bearer TOKEN`; without a token only a loopback address is accepted.
+    /// Serve the migration's state over HTTP from the ledger the workers write: a live page at /,
+    /// /api/status (the JSON of `status --json`) and /metrics (Prometheus text); read-only unless
+    /// --allow-actions. Beyond loopback every data request needs the token of [serve] token (or
+    /// BBB_MIGRATE_SERVE_TOKEN) as `Authorization: Bearer TOKEN`; without a token only a loopback
+    /// address is accepted.
     Serve {
         /// Address and port to listen on (port 0: any free port, printed on stdout).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
