@@ -1,8 +1,9 @@
-//! `bbb-migrate serve`: the state of a migration over HTTP, read-only, from the same ledger the
-//! workers write: `/api/status` (the JSON of `status --json`), `/metrics` (Prometheus text),
-//! so that the monitoring a university already runs can watch a migration of weeks, and `/`, a
-//! page that draws `/api/status` live (`page/`: built in, no external asset, a strict content
-//! security policy, every ledger text set as text).
+//! `bbb-migrate serve`: the state of a migration over HTTP, from the same ledger the workers
+//! write: `/api/status` (the JSON of `status --json`), `/metrics` (Prometheus text), so that
+//! the monitoring a university already runs can watch a migration of weeks, and `/`, a page
+//! that draws `/api/status` live (`page/`: built in, no external asset, a strict content
+//! security policy, every ledger text set as text). It only reads, unless started with
+//! `--allow-actions` (`actions`: retry and cancel from the page).
 //!
 //! Listening on anything but loopback needs a token (`[serve] token` or
 //! `BBB_MIGRATE_SERVE_TOKEN`, never the command line), asked of every data request as
