@@ -442,6 +442,25 @@ fn actions_change_the_ledger_as_the_cli_does_and_only_from_the_page() {
     assert_eq!(code, 409, "{message}");
     expect_code(&twin.run(&["cancel", "--record-id", VIDEO_ID]), 1);
     assert_eq!(served.stop(), Some(0));
+
+    // A server started for other recordings acts on none of this one's.
+    let other = "0000000000000000000000000000000000000000-1767268800000";
+    let narrowed = Served::start_with(
+        &env,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-actions",
+            "--record-id",
+            other,
+        ],
+        None,
+    );
+    let before = job_state(&env);
+    let (code, message) = post(&narrowed, "/api/retry", FROM_PAGE, &body);
+    assert_eq!(code, 403, "{message}");
+    assert_eq!(job_state(&env), before);
+    assert_eq!(narrowed.stop(), Some(0));
 }
 
 #[test]

@@ -93,7 +93,15 @@ fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, R
     if let Some(no) = not_from_our_page(shared, headers) {
         return Err(no);
     }
-    record_id(body)
+    let id = record_id(body)?;
+    // `serve --record-id`: the page shows only those, and acts on nothing else either.
+    if !shared.only.is_empty() && !shared.only.iter().any(|o| o == id.as_str()) {
+        return Err(answer(
+            StatusCode::FORBIDDEN,
+            format!("{id} is not among the recordings this server was started for"),
+        ));
+    }
+    Ok(id)
 }
 
 /// What the page may ask.

@@ -4,8 +4,9 @@
 "use strict";
 
 const POLL_MS = 3000;
-// Set from /api/serve: whether this server offers retry and cancel (`--allow-actions`).
-let actions = false;
+// Set from /api/serve, asked once: whether this server offers retry and cancel
+// (`--allow-actions`).
+let actions = null;
 const STATES = ["pending", "running", "succeeded", "dead", "cancelled"];
 
 function el(tag, text, cls) {
@@ -157,8 +158,10 @@ async function refresh() {
   const headers = authHeaders();
   const problem = document.getElementById("problem");
   try {
-    const info = await fetch("/api/serve", { headers, cache: "no-store" });
-    if (info.ok) actions = (await info.json()).actions === true;
+    if (actions === null) {
+      const info = await fetch("/api/serve", { headers, cache: "no-store" });
+      if (info.ok) actions = (await info.json()).actions === true;
+    }
     const r = await fetch("/api/status", { headers, cache: "no-store" });
     if (r.status === 401) {
       document.getElementById("login").hidden = false;
