@@ -12,7 +12,8 @@
 //! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
 //! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes),
 //! [`requests`] (what the page may load; [`assets`]: the player's CDN files, bundled) and
-//! [`render_watch`] (the player's failure states: a broken picture is never a success).
+//! [`render_watch`] (the player's failure states: a broken picture is never a success);
+//! [`contact_sheet`] makes the JPEG of a finished video's frames for a person to look over.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -20,6 +21,7 @@ pub mod assets;
 pub mod browser;
 pub mod capture;
 pub mod clock_feed;
+pub mod contact_sheet;
 pub mod encode;
 pub mod error;
 pub mod fetch;

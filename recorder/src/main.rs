@@ -1,31 +1,50 @@
 //! The `bbb-record` command line: parses and validates arguments, sets up logging, signals and the
-//! runtime, runs one recording and turns its result into a documented exit code.
+//! runtime, runs one recording (or makes one contact sheet, `bbb-record contact-sheet`) and turns
+//! its result into a documented exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bbb_common::cli_docs::{self, Generated};
 use bbb_common::logging::{self, LogFormat};
-use bbb_recorder::error::{RecordError, exit};
+use bbb_recorder::contact_sheet;
+use bbb_recorder::error::{Class, RecordError, exit};
 use bbb_recorder::progress::{Progress, ProgressMode};
 use bbb_recorder::record::{self, AudioMode, CaptureMode, Layout, RecordRequest};
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const EXIT_CODES: &str = "Exit codes:
   0  success: the file is complete at its destination
   2  usage error
   3  permanent failure: bad URL, playback not found, not a playback and no duration, unsupported,
-     a broken picture caused by the recording (a missing slide or asset; phase render)
-     (retrying will not help)
+     a broken picture caused by the recording (a missing slide or asset; phase render);
+     contact-sheet: a file that is not a video libav can decode (retrying will not help)
   4  transient failure: network, server error, browser crash, stall, timeout, interrupted by
-     SIGINT/SIGTERM (a retry may succeed)
-On failure nothing is left at the destination and no temporary file or process survives.";
+     SIGINT/SIGTERM; contact-sheet: the JPEG could not be written (a retry may succeed)
+On failure nothing is left at the destination and no temporary file or process survives. A
+contact sheet that cannot be made for --contact-sheet is a warning: the recording succeeds.";
+
+/// Both forms, in `--help`, the man page and usage errors (clap would show the URL as optional).
+const USAGE: &str = "bbb-record [OPTIONS] --output <OUTPUT> <URL>
+       bbb-record contact-sheet [OPTIONS] --output <SHEET> <VIDEO>";
 
 /// Record a BigBlueButton playback (2.3+ or 2.0 player), or any web page, to a video file.
+// Either a recording (the URL and its options) or a subcommand, never both: the subcommand's
+// name is tried first, so `bbb-record URL -o OUT` parses as it always did.
 #[derive(Debug, Parser)]
-#[command(name = "bbb-record", version, after_help = EXIT_CODES)]
+#[command(
+    name = "bbb-record",
+    version,
+    after_help = EXIT_CODES,
+    override_usage = USAGE,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    disable_help_subcommand = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Playback URL (https://HOST/playback/presentation/2.3/<recordId>, the 2.0 playback.html
     /// link, a Scalelite /recording/... link) or any other http(s) URL (then --duration is
     /// needed unless the page has a media element with a finite duration). `-` reads the URL
@@ -80,6 +99,11 @@ struct Cli {
     /// Chromium binary (default: Debian's chromium, then chromium/google-chrome on PATH).
     #[arg(long)]
     browser: Option<PathBuf>,
+    /// After the output is placed, write a contact sheet of it to this JPEG: tiles spread over
+    /// the output and, for a BBB playback, one after each of its first slide changes. Reported
+    /// in the JSON done event's "sheet"; if it cannot be made that is a warning, not a failure.
+    #[arg(long, value_name = "PATH")]
+    contact_sheet: Option<PathBuf>,
     /// Record the playback even when its picture is broken (a slide or asset the server does not
     /// serve, a whiteboard or player error screen): each defect is a warning and is listed in
     /// the JSON done event's "degraded". Without it such a playback fails in phase render.
@@ -100,6 +124,33 @@ struct Cli {
     /// Print a man page or a shell completion script and exit (used to build the package).
     #[arg(long, hide = true, value_name = "KIND", value_parser = parse_generated, exclusive = true)]
     generate: Option<Generated>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    ContactSheet(ContactSheetArgs),
+}
+
+/// Make the contact sheet of a video (one JPEG of its frames) and print it as one JSON line.
+///
+/// The sheet has 8 frames spread over the video and one just after each of the first 4 `--at`
+/// times, scaled to 320-pixel-wide tiles, 4 to a row. The JSON line on stdout gives the layout
+/// and each tile's time, kind (spread or change), mean luma and whether it is one flat colour.
+#[derive(Debug, Args)]
+struct ContactSheetArgs {
+    /// The video (any file libav decodes: MP4, WebM, MKV, ...).
+    video: PathBuf,
+    /// The JPEG to write (replaced atomically; its directory must exist).
+    #[arg(short, long, value_name = "SHEET")]
+    output: PathBuf,
+    /// A time (seconds from the video's start) where the picture changes, such as a slide
+    /// change: the frame just after it gets a tile too (repeatable; the earliest 4 inside the
+    /// video).
+    #[arg(long = "at", value_name = "SECONDS", value_parser = parse_seconds)]
+    at: Vec<f64>,
+    /// Log lines: text or json (see the recording's --log-format).
+    #[arg(long, default_value = "text", value_parser = parse_log_format)]
+    log_format: LogFormat,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -186,6 +237,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::ContactSheet(args)) = cli.command {
+        logging::init(args.log_format, "BBB_RECORD_LOG", "warn");
+        return ExitCode::from(make_contact_sheet(&args) as u8);
+    }
     // chromiumoxide logs every unknown DevTools message and the socket closing at shutdown as
     // warnings/errors; the recorder reports the failures that matter.
     logging::init(cli.log_format, "BBB_RECORD_LOG", "warn,chromiumoxide=off");
@@ -201,11 +256,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.progress);
     let timeout = cli.timeout.map(Duration::from_secs_f64);
-    // clap requires both unless --generate, which returned above.
+    // clap requires both unless --generate or a subcommand, which returned above.
     let (Some(url), Some(output)) = (cli.url, cli.output) else {
         eprintln!("bbb-record: a URL and -o OUTPUT are required");
         return exit::USAGE;
     };
+    if cli
+        .contact_sheet
+        .as_deref()
+        .is_some_and(|sheet| same_path(sheet, &output))
+    {
+        eprintln!("bbb-record: --contact-sheet must not be the output file");
+        return exit::USAGE;
+    }
     let url = if url == "-" {
         let mut line = String::new();
         match std::io::stdin().read_line(&mut line) {
@@ -241,6 +304,7 @@ fn run(cli: Cli) -> i32 {
         accept_broken: cli.accept_broken,
         allow_hosts: cli.allow_hosts,
         allow_file: cli.allow_file,
+        contact_sheet: cli.contact_sheet,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -282,6 +346,38 @@ fn run(cli: Cli) -> i32 {
             progress.error(&e);
             eprintln!("bbb-record: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// Whether two paths name the same file, by their absolute form (neither needs to exist).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::path::absolute(a), std::path::absolute(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// `bbb-record contact-sheet`: the sheet's JSON line on stdout, or the reason on stderr with the
+/// exit code of its class.
+fn make_contact_sheet(args: &ContactSheetArgs) -> i32 {
+    match contact_sheet::make(&args.video, &args.at, &args.output) {
+        Ok(sheet) => match serde_json::to_string(&sheet) {
+            Ok(line) => {
+                println!("{line}");
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bbb-record contact-sheet: {e}");
+                exit::TRANSIENT
+            }
+        },
+        Err(e) => {
+            eprintln!("bbb-record contact-sheet: {e}");
+            match e.class() {
+                Class::Permanent => exit::PERMANENT,
+                Class::Transient => exit::TRANSIENT,
+            }
         }
     }
 }

@@ -135,14 +135,24 @@ impl Progress {
                 frames: outcome.frames,
                 degraded: outcome.degraded.clone(),
                 assets_answered: outcome.assets_answered.clone(),
+                sheet: outcome.sheet.clone(),
             }),
             ProgressMode::None => {}
-            _ => Self::line(&format!(
-                "wrote {} ({}, {} frames)",
-                outcome.output.display(),
-                clock(outcome.duration),
-                outcome.frames
-            )),
+            _ => {
+                Self::line(&format!(
+                    "wrote {} ({}, {} frames)",
+                    outcome.output.display(),
+                    clock(outcome.duration),
+                    outcome.frames
+                ));
+                if let Some(sheet) = &outcome.sheet {
+                    let flat = sheet.tiles.iter().filter(|t| t.flat).count();
+                    Self::line(&format!(
+                        "contact sheet: {} tiles, {flat} of one flat colour",
+                        sheet.tiles.len()
+                    ));
+                }
+            }
         }
     }
 

@@ -107,13 +107,15 @@ fn sample_a_mp4_has_exact_duration_slides_screen_share_and_tone() {
     assert_eq!(dir_entries(dir.path()), vec!["a.mp4".to_string()]);
 }
 
-/// A part of the playback, the presentation-only layout, 1080p, WebM.
+/// A part of the playback, the presentation-only layout, 1080p, WebM, with a contact sheet whose
+/// change tiles show the slides after the changes at media 5 and 10 s (output 1 and 6 s).
 #[test]
 fn start_end_content_layout_1080p_webm() {
     let _heavy = heavy();
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("part.webm");
+    let sheet_path = dir.path().join("part.jpg");
     let url = bbb.presentation_url(SAMPLE_A);
     let result = run(&[
         &url,
@@ -128,9 +130,47 @@ fn start_end_content_layout_1080p_webm() {
         "--size",
         "1920x1080",
         "--progress",
-        "none",
+        "json",
+        "--contact-sheet",
+        sheet_path.to_str().unwrap(),
     ]);
     assert!(result.status.success());
+    let done = String::from_utf8_lossy(&result.stdout)
+        .lines()
+        .filter_map(bbb_common::recorder_protocol::Line::parse)
+        .find_map(|l| match l {
+            bbb_common::recorder_protocol::Line::Done { sheet, .. } => Some(sheet),
+            _ => None,
+        })
+        .expect("a done event");
+    let sheet = done.expect("the done event has the sheet");
+    let sheet_picture = &frames_rgb(&sheet_path)[0];
+    let changes: Vec<(usize, f64)> = sheet
+        .tiles
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == bbb_common::recorder_protocol::TileKind::Change)
+        .map(|(i, t)| (i, t.at))
+        .collect();
+    assert_eq!(changes.len(), 2, "{sheet:?}");
+    for ((index, at), (change, colour)) in changes.into_iter().zip([(1.0, "green"), (6.0, "blue")])
+    {
+        assert!(at > change && at < change + 0.5, "{sheet:?}");
+        let (tw, th) = (sheet.tile_width as usize, sheet.tile_height as usize);
+        let (x0, y0) = (index % 4 * tw, index / 4 * th);
+        let mut tile = Vec::with_capacity(tw * th * 3);
+        for y in y0..y0 + th {
+            let row = (y * sheet_picture.1 as usize + x0) * 3;
+            tile.extend_from_slice(&sheet_picture.3[row..row + tw * 3]);
+        }
+        let tile = (at, tw as u32, th as u32, tile);
+        assert_eq!(
+            dominant(&tile, &SLIDES_A),
+            Some(colour),
+            "the tile at {at} s"
+        );
+    }
+    assert_eq!(dir_entries(dir.path()), ["part.jpg", "part.webm"]);
     let p = probe(&out);
     assert_eq!(p.video_codec, "vp8");
     assert_eq!(p.audio_codec.as_deref(), Some("opus"));

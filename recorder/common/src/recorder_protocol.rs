@@ -60,6 +60,9 @@ pub enum Line {
         /// The third-party assets answered from the bundle (URLs without query strings).
         #[serde(default)]
         assets_answered: Vec<String>,
+        /// The contact sheet written for `--contact-sheet`, if one was asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sheet: Option<ContactSheet>,
     },
     /// The recording failed; the exit code follows the class.
     Error {
@@ -67,6 +70,41 @@ pub enum Line {
         phase: String,
         message: String,
     },
+}
+
+/// A contact sheet: frames of one output, scaled to tiles of one size and laid out in a grid
+/// (left to right, then top to bottom) in one JPEG. `bbb-record --contact-sheet` reports it in
+/// its `done` line, `bbb-record contact-sheet` prints it as one JSON line; the migrator keeps it
+/// in the ledger with the picture, and `serve` cuts the tiles out of the picture by this layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactSheet {
+    pub columns: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    /// The output's length, in seconds, as the sheet maker read it.
+    pub duration: f64,
+    pub tiles: Vec<SheetTile>,
+}
+
+/// One frame of a contact sheet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SheetTile {
+    /// The time of the frame shown, in seconds from the output's start.
+    pub at: f64,
+    pub kind: TileKind,
+    /// Mean luma of the tile, 0-255.
+    pub luma: f64,
+    /// The tile is one flat colour (a black screen, an empty page): worth a look.
+    pub flat: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TileKind {
+    /// Spread evenly over the output.
+    Spread,
+    /// The first frame after a change of the picture (a slide change).
+    Change,
 }
 
 impl Line {
@@ -112,6 +150,7 @@ mod tests {
             frames: 370,
             degraded: vec!["slide-2.png is missing".into()],
             assets_answered: vec![],
+            sheet: None,
         };
         let text = done.to_json();
         assert!(
@@ -149,6 +188,7 @@ mod tests {
                 frames: 90,
                 degraded: vec![],
                 assets_answered: vec![],
+                sheet: None,
             })
         );
     }

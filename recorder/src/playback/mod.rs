@@ -266,6 +266,21 @@ pub fn slide_images(shapes_svg: &str) -> Vec<SlideImage> {
     out
 }
 
+/// The slide changes of `slides` inside the recorded span `start..end` (media times), as times
+/// from the output's start: every slide's first showing but the opening slide's, which is the
+/// first picture and no change. A slide shown again later counts once ([`slide_images`] keeps
+/// its first showing).
+pub fn slide_changes(slides: &[SlideImage], start: f64, end: f64) -> Vec<f64> {
+    let mut shown: Vec<f64> = slides.iter().filter_map(|s| s.shown_at).collect();
+    shown.sort_by(f64::total_cmp);
+    shown
+        .into_iter()
+        .skip(1)
+        .map(|t| t - start)
+        .filter(|t| *t > 0.0 && *t < end - start)
+        .collect()
+}
+
 /// Whether `href` is a relative path that stays below the directory it is relative to.
 fn is_relative_below(href: &str) -> bool {
     !href.is_empty()
@@ -438,6 +453,26 @@ mod tests {
         );
         assert_eq!(slide_images(svg)[0].shown_at, Some(0.0));
         assert_eq!(slide_images(svg)[1].shown_at, None);
+    }
+
+    #[test]
+    fn slide_changes_skip_the_opening_slide_and_count_from_the_start_inside_the_span() {
+        let slide = |t: Option<f64>| SlideImage {
+            href: "presentation/p/slide.png".into(),
+            shown_at: t,
+        };
+        // Sample A's slides: red at 0, green at 5, blue at 10 s of a 15 s playback.
+        let slides = [
+            slide(Some(10.0)),
+            slide(Some(0.0)),
+            slide(None),
+            slide(Some(5.0)),
+        ];
+        assert_eq!(slide_changes(&slides, 0.0, 15.0), [5.0, 10.0]);
+        assert_eq!(slide_changes(&slides, 4.0, 11.0), [1.0, 6.0]);
+        // A change at the start is the output's first picture; one at the end is never seen.
+        assert_eq!(slide_changes(&slides, 5.0, 10.0), Vec::<f64>::new());
+        assert_eq!(slide_changes(&[], 0.0, 15.0), Vec::<f64>::new());
     }
 
     #[test]

@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bbb_common::recorder_protocol::ContactSheet;
 use tokio::sync::watch;
 use url::Url;
 
 use crate::browser::{Chromium, LaunchOptions, find_browser};
+use crate::contact_sheet;
 use crate::encode::{self, AudioCut, Container, MuxReport};
 use crate::error::{Context as _, Phase, RecordError};
 use crate::fetch::fetch_metadata;
-use crate::playback::{self, PageKind};
+use crate::playback::{self, PageKind, SlideImage};
 use crate::pulse;
 use crate::render_watch::RenderWatch;
 use crate::requests;
@@ -91,6 +93,9 @@ pub struct RecordRequest {
     pub allow_hosts: Vec<String>,
     /// Also record `file:` URLs (a local page the user trusts).
     pub allow_file: bool,
+    /// Make a contact sheet of the output here once it is placed (a JPEG; see
+    /// [`crate::contact_sheet`]). Its failure is a warning, never the recording's.
+    pub contact_sheet: Option<PathBuf>,
 }
 
 /// What the recorder reports while it works.
@@ -123,6 +128,8 @@ pub struct Outcome {
     pub degraded: Vec<String>,
     /// The third-party assets answered from the bundle (URLs without query strings).
     pub assets_answered: Vec<String>,
+    /// The contact sheet made for [`RecordRequest::contact_sheet`], if it was asked for and made.
+    pub sheet: Option<ContactSheet>,
 }
 
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
@@ -257,6 +264,7 @@ pub async fn record(
         sound_capture: None,
         requests: Default::default(),
         render: None,
+        slides: Vec::new(),
     }
     .run(url, kind)
     .await;
@@ -300,6 +308,9 @@ struct Session<'a> {
     requests: requests::SharedRequestLog,
     /// Failure states of a BBB player's picture (set up in `run`).
     render: Option<RenderWatch>,
+    /// The slides of a BBB recording (`shapes.svg`), once the player is readied: their first
+    /// showings are the slide changes a contact sheet shows.
+    slides: Vec<SlideImage>,
 }
 
 /// What the loaded page turned out to be.
@@ -345,6 +356,7 @@ impl Session<'_> {
 
         let audio = self.finish_sound(sound, start, end).await?;
         let report = self.write_output(captured.video, audio).await?;
+        let sheet = self.contact_sheet(start, end).await;
         Ok(Outcome {
             output: self.req.output.clone(),
             duration: end - start,
@@ -361,7 +373,30 @@ impl Session<'_> {
                 .iter()
                 .cloned()
                 .collect(),
+            sheet,
         })
+    }
+
+    /// The contact sheet of the placed output, when one was asked for, with a tile after each of
+    /// the first slide changes in the recorded span `start..end`. The recording is done by now:
+    /// a sheet that cannot be made is a warning, and the output stays.
+    async fn contact_sheet(&self, start: f64, end: f64) -> Option<ContactSheet> {
+        let sheet = self.req.contact_sheet.clone()?;
+        let changes = playback::slide_changes(&self.slides, start, end);
+        let output = self.req.output.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            contact_sheet::make(&output, &changes, &sheet)
+                .map_err(|e| format!("no contact sheet: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("no contact sheet: {e}")));
+        match made {
+            Ok(sheet) => Some(sheet),
+            Err(warning) => {
+                (self.report)(Event::Warning(warning));
+                None
+            }
+        }
     }
 
     /// Muxes the picture and the sound into a temporary file beside the output and moves it into

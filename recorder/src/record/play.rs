@@ -219,7 +219,8 @@ impl Session<'_> {
             .transient(Phase::Load, "hiding the player controls")?;
         // Decode every slide once before playing (a first display takes 1-3 frames longer); the
         // render watcher learns the slides (a missing one is named with its time) and, on the 2.3
-        // player, starts watching the page.
+        // player, starts watching the page; the session keeps them for the contact sheet's slide
+        // changes.
         if let Some(base) = &player.base {
             let cookies = self.cookie_header(page, base).await;
             let slides = match fetch_text(
@@ -235,6 +236,7 @@ impl Session<'_> {
             if let Some(render) = self.render.as_mut() {
                 render.set_recording(base.clone(), slides.clone());
             }
+            self.slides = slides.clone();
             if is23 {
                 let first_zoom = match fetch_text(
                     self.http,
