@@ -196,7 +196,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the migration's state over HTTP from the ledger the workers write: a live page at /,
+    /// Serve the migration's state over HTTP from the ledger the workers write: a live page at / with
+    /// a gallery of contact sheets,
     /// /api/status (the JSON of `status --json`) and /metrics (Prometheus text); read-only unless
     /// --allow-actions. Beyond loopback every data request needs the token of [serve] token (or
     /// BBB_MIGRATE_SERVE_TOKEN) as `Authorization: Bearer TOKEN`; without a token only a loopback
@@ -205,8 +206,8 @@ pub enum Command {
         /// Address and port to listen on (port 0: any free port, printed on stdout).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
-        /// Offer retry and cancel on the page (as `retry --record-id` and `cancel --record-id`);
-        /// without it the server only reads.
+        /// Offer retry, cancel and flag on the page (as `retry --record-id`, `cancel
+        /// --record-id` and `flag --record-id`); without it the server only reads.
         #[arg(long)]
         allow_actions: bool,
     },
@@ -218,6 +219,21 @@ pub enum Command {
         /// Every dead or cancelled job (or only those of --record-id).
         #[arg(long)]
         failed: bool,
+        /// Redo every placed recording flagged as wrong (`flag`, or the serve page), or only
+        /// those of --record-id, once the cause is fixed. The earlier file is kept, never
+        /// overwritten; the flag and the contact sheet go with the redo.
+        #[arg(long, conflicts_with = "failed")]
+        flagged: bool,
+    },
+    /// Flag the placed recordings of --record-id as wrong (their picture, their sound), for a
+    /// later `retry --flagged`; the serve page shows the flag and the note.
+    Flag {
+        /// What is wrong, for whoever fixes it.
+        #[arg(long, value_name = "TEXT", required_unless_present = "clear")]
+        note: Option<String>,
+        /// Remove the flag instead.
+        #[arg(long, conflicts_with = "note")]
+        clear: bool,
     },
     /// Check everything a run needs and say what to fix: bbb-record, Chromium, Xvfb and
     /// PulseAudio (optional) with their versions, the BBB API and its secret, the ledger (its

@@ -97,11 +97,12 @@ impl Report {
             "machine_time_secs": self.busy_ms() as f64 / 1000.0,
             "failures": self.failures().map(|r| serde_json::json!({
                 "record_id": r.recording_id, "state": r.state.as_str(), "attempts": r.attempts,
-                "error_class": r.error_class, "last_error": r.last_error,
+                "error_class": r.error_class, "phase": r.error_phase, "last_error": r.last_error,
             })).collect::<Vec<_>>(),
             "outputs": self.rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                 "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
                 "duration_secs": r.duration_secs(), "degraded": r.degraded(),
+                "flagged": r.flagged_at_ms.is_some(), "flag_note": r.flag_note,
             })).collect::<Vec<_>>(),
             "running": self.running.iter().map(|r| {
                 let progress = r.progress.as_deref().and_then(Progress::parse);
@@ -139,6 +140,9 @@ pub(crate) fn test_job(recording_id: &str, state: JobState) -> JobRow {
         output_bytes: None,
         finished_at_ms: None,
         busy_ms: 0,
+        error_phase: None,
+        flagged_at_ms: None,
+        flag_note: None,
     }
 }
 

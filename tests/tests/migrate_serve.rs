@@ -2,7 +2,11 @@
 //! `/api/status` is what `status --json` prints, its `/metrics` parses as Prometheus text with
 //! the same numbers, while the ledger changes under it; its page, loaded by real headless
 //! Chromium, shows the counts and the failure, with hostile text shown as text; a non-loopback
-//! listener needs a token, and with a token every data request must carry it.
+//! listener needs a token, and with a token every data request must carry it. During a real
+//! `claim` run with the real `bbb-record`, the page shows the running job's progress, then the
+//! gallery: each placed recording with its contact sheet (made by bbb-record, kept in the
+//! ledger), the failure with its phase and attempts, and a flag set from the page that `retry
+//! --flagged` redoes.
 
 mod browser_support;
 mod migrate_support;
@@ -325,7 +329,7 @@ fn the_page_shows_the_counts_and_the_failure_with_hostile_text_as_text() {
     })()"#;
     let state = runtime.block_on(page_state(&format!("{}/", served.url), PROBE, &shot));
     assert_eq!(state["dead"], "1", "{state}");
-    assert_eq!(state["group"], "permanent · dead (1)", "{state}");
+    assert_eq!(state["group"], "download · permanent · dead (1)", "{state}");
     assert_eq!(state["id"], VIDEO_ID, "{state}");
     assert_eq!(state["error"], HOSTILE, "{state}");
     assert_eq!(state["markup"], 0, "{state}");
@@ -487,4 +491,301 @@ fn with_allow_actions_the_page_retries_a_failed_recording() {
     if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {
         std::fs::copy(&shot, Path::new(&dir).join("serve-actions.png")).unwrap();
     }
+}
+
+/// A recording name as a hostile server could send it.
+const HOSTILE_NAME: &str = "<img src=x onerror=\"window.pwned=1\">Cours <b>1</b>";
+/// The whiteboard 2.7 sample: 8 s, its second slide at 4 s.
+const SLIDES_ID: &str = "d3b87f0c63068b03147f1cfc427458543bd3829d-1767279600000";
+
+/// The samples, with the slides sample renamed to [`HOSTILE_NAME`].
+fn samples_with_a_hostile_name(dir: &Path) -> std::path::PathBuf {
+    let copy = dir.join("samples");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(samples())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let meta = copy
+        .join("recordings/presentation")
+        .join(SLIDES_ID)
+        .join("metadata.xml");
+    let xml = std::fs::read_to_string(&meta).unwrap();
+    let escaped = HOSTILE_NAME
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    let renamed = xml.replace("Sample whiteboard 2.7", &escaped);
+    assert_ne!(renamed, xml);
+    std::fs::write(&meta, renamed).unwrap();
+    copy
+}
+
+#[test]
+fn during_a_claim_run_the_page_shows_progress_then_the_gallery_with_contact_sheets() {
+    let scratch = tempfile::tempdir().unwrap();
+    let samples = samples_with_a_hostile_name(scratch.path());
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
+    let env = setup_from(
+        &samples,
+        "prefix",
+        &format!("[recorder]\ncommand = \"{}\"\n", recorder.display()),
+    );
+    // Heartbeats (which carry the progress) every second, so the page sees the recording move.
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("retry_base_secs = 1", "retry_base_secs = 1\nlease_secs = 3"),
+    )
+    .unwrap();
+    // A video playback whose files are gone: dead at once, in the download phase.
+    let mut gone = fake_bbb::ApiRecording::new(fake_bbb::ApiRecording::synthetic_id(7));
+    gone.playbacks = vec![fake_bbb::ApiPlayback::served("video", 1)];
+    let gone_id = gone.record_id.clone();
+    env.bbb.add_recording(gone);
+
+    let served = Served::start_with(&env, &["--listen", "127.0.0.1:0", "--allow-actions"], None);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let claim = env
+        .command(&[
+            "claim",
+            "--record-id",
+            VIDEO_ID,
+            "--record-id",
+            SLIDES_ID,
+            "--record-id",
+            &gone_id,
+            "--jobs",
+            "3",
+        ])
+        .stdout(std::fs::File::create(env.dir.path().join("claim.out")).unwrap())
+        .stderr(std::fs::File::create(env.dir.path().join("claim.err")).unwrap())
+        .spawn()
+        .unwrap();
+    // What the claim run said, shown if the test fails before it is checked.
+    struct ShowClaim<'a>(&'a Path);
+    impl Drop for ShowClaim<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                for f in ["claim.out", "claim.err"] {
+                    let t = std::fs::read_to_string(self.0.join(f)).unwrap_or_default();
+                    eprintln!("--- {f}\n{t}");
+                }
+            }
+        }
+    }
+    let _show = ShowClaim(env.dir.path());
+    let shot = env.dir.path().join("serve-gallery.png");
+    let (running, gallery) = runtime.block_on(async {
+        let (headless, page) = browser_support::open(&format!("{}/", served.url), 1280, 1000).await;
+        // The recording as it runs: its row, with a bar and media seconds.
+        let running = browser_support::wait_for(
+            &page,
+            r#"(() => {
+                const row = [...document.querySelectorAll('#running tr')]
+                    .find(r => r.textContent.includes('seconds'));
+                if (!row) return null;
+                return { text: row.textContent, bar: row.querySelector('.bar div').style.width };
+            })()"#,
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )
+        .await;
+        // Then the gallery: both placed recordings with their sheets drawn.
+        let gallery = browser_support::wait_for(
+            &page,
+            r#"(() => {
+                const cards = [...document.querySelectorAll('#gallery .card')];
+                const dead = document.querySelector('.count[data-state=dead] b');
+                if (cards.length !== 2 || !dead || dead.textContent !== '1') return null;
+                const imgs = cards.map(c => c.querySelector('.sheet img'));
+                if (imgs.some(i => !i || !i.complete || !i.naturalWidth)) return null;
+                return {
+                    cards: cards.map(c => ({
+                        id: c.dataset.recordId,
+                        name: c.querySelector('h3').textContent,
+                        tiles: [...c.querySelectorAll('.tile')].map(t => t.className),
+                        img: [c.querySelector('.sheet img').naturalWidth, c.querySelector('.sheet img').naturalHeight],
+                        concerns: [...c.querySelectorAll('.concern')].map(e => e.textContent),
+                    })),
+                    markup: document.querySelectorAll('#gallery h3 img, #gallery h3 b').length,
+                    pwned: typeof window.pwned,
+                    group: document.querySelector('#failures h3').textContent,
+                    failed: document.querySelector('#failures .failure .id').textContent,
+                    error: document.querySelector('#failures .failure .error').textContent,
+                };
+            })()"#,
+            Duration::from_millis(300),
+            Duration::from_secs(120),
+        )
+        .await;
+        let png = page
+            .screenshot(ScreenshotParams::builder().full_page(true).build())
+            .await
+            .expect("screenshot");
+        std::fs::write(&shot, png).unwrap();
+        // The failure's attempts, opened.
+        let attempts = browser_support::wait_for(
+            &page,
+            r#"(() => {
+                const d = document.querySelector('#failures details.attempts');
+                if (!d.open) { d.open = true; return null; }
+                const li = d.querySelector('li');
+                return li ? li.textContent : null;
+            })()"#,
+            Duration::from_millis(200),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(
+            attempts.as_str().unwrap().contains("permanent") && attempts.as_str().unwrap().contains("404"),
+            "{attempts}"
+        );
+        // A person flags the recorded one as wrong, from its card.
+        let flag = format!(
+            r#"(() => {{
+                const notice = document.getElementById('notice');
+                if (!notice.hidden) return notice.textContent;
+                const card = document.querySelector('#gallery .card[data-record-id="{SLIDES_ID}"]');
+                const b = card.querySelector('button[data-action=flag]');
+                if (b.disabled) return null;
+                card.querySelector('input.flag-note').value = 'the whiteboard is missing';
+                b.click();
+                return null;
+            }})()"#
+        );
+        let notice =
+            browser_support::wait_for(&page, &flag, Duration::from_millis(200), Duration::from_secs(20))
+                .await;
+        assert_eq!(notice, format!("{SLIDES_ID}: flagged: `retry --flagged` redoes it"));
+        headless.close().await;
+        (running, gallery)
+    });
+    let mut claim = claim;
+    let status = claim.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the claim run ends with its one failure"
+    );
+    if let Ok(dir) = std::env::var("BBB_TEST_SCREENSHOTS") {
+        std::fs::copy(&shot, Path::new(&dir).join("serve-gallery.png")).unwrap();
+    }
+
+    assert!(
+        running["text"].as_str().unwrap().contains(SLIDES_ID),
+        "{running}"
+    );
+    assert!(running["bar"].as_str().unwrap().ends_with('%'), "{running}");
+    assert_eq!(gallery["markup"], 0, "{gallery}");
+    assert_eq!(gallery["pwned"], "undefined", "{gallery}");
+    assert_eq!(
+        gallery["group"], "download · permanent · dead (1)",
+        "{gallery}"
+    );
+    assert_eq!(gallery["failed"], gone_id.as_str(), "{gallery}");
+    assert!(
+        gallery["error"].as_str().unwrap().contains("404"),
+        "{gallery}"
+    );
+    let cards = gallery["cards"].as_array().unwrap();
+    let card = |id: &str| {
+        cards
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}: {gallery}"))
+    };
+    let slides = card(SLIDES_ID);
+    assert_eq!(slides["name"], HOSTILE_NAME, "{gallery}");
+    let kinds = |c: &serde_json::Value, kind: &str| {
+        c["tiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t.as_str().unwrap().contains(kind))
+            .count()
+    };
+    // Eight frames spread over each output; the recording adds the frame after its slide change.
+    assert_eq!(kinds(slides, "spread"), 8, "{gallery}");
+    assert_eq!(kinds(slides, "change"), 1, "{gallery}");
+    assert_eq!(slides["concerns"], serde_json::json!([]), "{gallery}");
+    let video = card(VIDEO_ID);
+    assert_eq!(kinds(video, "spread"), 8, "{gallery}");
+    assert_eq!(kinds(video, "change"), 0, "{gallery}");
+
+    // The sheets as served: JPEGs of the size their layout says, with a picture in each tile.
+    let (code, body) = get(&served, "/api/gallery", None);
+    assert_eq!(code, 200, "{body}");
+    let placed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for p in placed["placed"].as_array().unwrap() {
+        let sheet = &p["sheet"];
+        let columns = sheet["columns"].as_u64().unwrap();
+        let rows = (sheet["tiles"].as_array().unwrap().len() as u64).div_ceil(columns);
+        let jpeg = runtime.block_on(async {
+            reqwest::get(format!("{}/sheet/{}", served.url, p["job_id"]))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        let file = env.dir.path().join(format!("sheet-{}.jpg", p["job_id"]));
+        std::fs::write(&file, &jpeg).unwrap();
+        let frames = fake_bbb::media::frames_rgb(&file);
+        assert_eq!(frames.len(), 1, "{}", file.display());
+        let (_, w, h, _) = &frames[0];
+        assert_eq!(
+            (*w as u64, *h as u64),
+            (
+                columns * sheet["tile_width"].as_u64().unwrap(),
+                rows * sheet["tile_height"].as_u64().unwrap()
+            ),
+            "{p}"
+        );
+        let flat: Vec<_> = sheet["tiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["flat"] == true)
+            .collect();
+        assert!(
+            flat.is_empty(),
+            "flat tiles in {}: {flat:?}",
+            p["record_id"]
+        );
+        // Never in the claim directory Pod watches.
+        assert!(
+            env.claimed().iter().all(|f| !f.ends_with(".jpg")),
+            "{:?}",
+            env.claimed()
+        );
+    }
+
+    // The flag is in the ledger; `retry --flagged` redoes that recording and no other.
+    let s = status_json(&env);
+    let flagged: Vec<_> = s["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["flagged"] == true)
+        .collect();
+    assert_eq!(flagged.len(), 1, "{s}");
+    assert_eq!(flagged[0]["record_id"], SLIDES_ID);
+    assert_eq!(flagged[0]["flag_note"], "the whiteboard is missing");
+    let o = env.run(&["retry", "--flagged"]);
+    expect_code(&o, 0);
+    assert_eq!(text(&o.stdout).trim(), "re-queued 1 job(s)");
+    let s = status_json(&env);
+    assert_eq!(
+        s["counts"],
+        serde_json::json!({ "succeeded": 1, "pending": 1, "dead": 1 }),
+        "{s}"
+    );
+    assert_eq!(served.stop(), Some(0));
 }

@@ -196,7 +196,8 @@ async fn run_inner(cli: Cli) -> Res<i32> {
             host,
         } => app.claim(jobs, force, !wait.no_wait, host).await,
         Command::Status { json } => app.status(json).await,
-        Command::Retry { failed } => app.retry(failed).await,
+        Command::Retry { failed, flagged } => app.retry(failed, flagged).await,
+        Command::Flag { note, clear } => app.flag(if clear { None } else { note }).await,
         Command::Import { moodle, wait } => app.import(moodle, !wait.no_wait).await,
         Command::Cancel => app.cancel().await,
         Command::Serve {

@@ -1,4 +1,4 @@
-//! `bbb-migrate cancel` and `retry`: requeue or cancel jobs of the ledger.
+//! `bbb-migrate cancel`, `retry` and `flag`: requeue, cancel or flag jobs of the ledger.
 
 use super::*;
 
@@ -32,13 +32,48 @@ impl App {
         Ok(if missing == 0 { exit::OK } else { exit::FAILED })
     }
 
-    pub(super) async fn retry(&self, failed: bool) -> Res<i32> {
+    /// Flags (`Some(note)`) or unflags the succeeded jobs of the selected recordings.
+    pub(super) async fn flag(&self, note: Option<String>) -> Res<i32> {
+        let ids = self.s.ledger_selection("flag")?;
+        if ids.is_empty() {
+            return Err(usage("flag needs --record-id ID (repeatable)"));
+        }
+        if self.s.dry_run {
+            let _ = writeln!(out(), "dry run: would flag {} recording(s)", ids.len());
+            return Ok(exit::OK);
+        }
+        let ledger = self.ledger_write().await?;
+        let mut missing = 0;
+        for id in &ids {
+            let hit = ledger
+                .flag(id, TARGET_FILE, note.as_deref())
+                .await
+                .map_err(ledger_err)?;
+            let what = match (hit, note.is_some()) {
+                (true, true) => "flagged: `retry --flagged` redoes it",
+                (true, false) => "flag cleared",
+                (false, _) => "no placed recording",
+            };
+            if !hit {
+                missing += 1;
+            }
+            let _ = writeln!(out(), "{id}: {what}");
+        }
+        ledger.close().await;
+        Ok(if missing == 0 { exit::OK } else { exit::FAILED })
+    }
+
+    pub(super) async fn retry(&self, failed: bool, flagged: bool) -> Res<i32> {
         let ids = self.s.ledger_selection("retry")?;
-        let what = match (failed, ids.is_empty()) {
-            (true, true) => Requeue::Failed(None),
-            (true, false) => Requeue::Failed(Some(ids)),
-            (false, false) => Requeue::Recordings(ids),
-            (false, true) => return Err(usage("retry needs --failed or --record-id ID")),
+        let what = match (failed, flagged, ids.is_empty()) {
+            (true, _, true) => Requeue::Failed(None),
+            (true, _, false) => Requeue::Failed(Some(ids)),
+            (_, true, true) => Requeue::Flagged(None),
+            (_, true, false) => Requeue::Flagged(Some(ids)),
+            (false, false, false) => Requeue::Recordings(ids),
+            (false, false, true) => {
+                return Err(usage("retry needs --failed, --flagged or --record-id ID"));
+            }
         };
         if self.s.dry_run {
             let ledger = self.ledger_read_only().await?;
@@ -53,6 +88,11 @@ impl App {
                     Requeue::Failed(Some(ids)) => {
                         matches!(r.state, JobState::Dead | JobState::Cancelled)
                             && ids.contains(&r.recording_id)
+                    }
+                    Requeue::Flagged(ids) => {
+                        r.state == JobState::Succeeded
+                            && r.flagged_at_ms.is_some()
+                            && ids.as_ref().is_none_or(|ids| ids.contains(&r.recording_id))
                     }
                     Requeue::Recordings(ids) | Requeue::Force(ids) => {
                         ids.contains(&r.recording_id)

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use bbb_migrator::ledger::LedgerError;
 use bbb_migrator::serve;
 
 use super::*;
@@ -13,8 +14,19 @@ impl App {
         let token = self.s.serve_token.clone();
         serve::check_listen(listen, token.as_ref()).map_err(usage)?;
         // Opened once here so that a ledger that cannot be read is exit 5 at once, not an
-        // error on every request.
-        self.ledger_read_only().await?.close().await;
+        // error on every request. A ledger of an older bbb-migrate first gets this version's
+        // schema migrations (they add columns and tables, never change a job), so that the page
+        // reads it right after an upgrade instead of waiting for the next claim.
+        check_ledger_url(self.ledger_url())?;
+        match AnyLedger::open_read_only(self.ledger_url(), Arc::new(SystemClock)).await {
+            Ok(l) => l.close().await,
+            Err(LedgerError::SchemaBehind(pending)) => {
+                tracing::info!("serve: applying schema migration(s) {pending:?} to the ledger");
+                self.ledger_write().await?.close().await;
+                self.ledger_read_only().await?.close().await;
+            }
+            Err(e) => return Err(ledger_err(e)),
+        }
         let listener = serve::bind(listen).await.map_err(usage)?;
         let at = listener
             .local_addr()

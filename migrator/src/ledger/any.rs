@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::postgres::PgLedger;
 use super::sqlite::SqliteLedger;
 use super::{
-    Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue,
-    RetryPolicy, RunningJob,
+    Attempt, Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob,
+    PlacedJob, Requeue, RetryPolicy, RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -46,15 +46,22 @@ impl AnyLedger {
         }
     }
 
-    /// Opens without writing anything (`list`, `status`, `--dry-run`).
+    /// Opens without writing anything (`list`, `status`, `--dry-run`). A ledger whose schema is
+    /// behind this build's is refused ([`LedgerError::SchemaBehind`]): its statements would
+    /// name columns it does not have yet.
     pub async fn open_read_only(url: &str, clock: Arc<dyn Clock>) -> LedgerResult<Self> {
-        if is_postgres(url)? {
-            Ok(AnyLedger::Postgres(PgLedger::open_read_only(url).await?))
+        let ledger = if is_postgres(url)? {
+            AnyLedger::Postgres(PgLedger::open_read_only(url).await?)
         } else {
-            Ok(AnyLedger::Sqlite(
-                SqliteLedger::open_read_only(url, clock).await?,
-            ))
+            AnyLedger::Sqlite(SqliteLedger::open_read_only(url, clock).await?)
+        };
+        let versions = ledger.schema_versions().await?;
+        // No migration at all: an empty database, which reads as an empty ledger.
+        if !versions.applied.is_empty() && !versions.pending().is_empty() {
+            ledger.close().await;
+            return Err(LedgerError::SchemaBehind(versions.pending()));
         }
+        Ok(ledger)
     }
 }
 
@@ -124,8 +131,34 @@ impl JobStore for AnyLedger {
     async fn complete(&self, lease: &Lease, output: &str, bytes: u64) -> LedgerResult<()> {
         forward!(self, l => l.complete(lease, output, bytes))
     }
-    async fn fail(&self, lease: &Lease, class: ErrorClass, error: &str) -> LedgerResult<JobState> {
-        forward!(self, l => l.fail(lease, class, error))
+    async fn fail(
+        &self,
+        lease: &Lease,
+        class: ErrorClass,
+        phase: &str,
+        error: &str,
+    ) -> LedgerResult<JobState> {
+        forward!(self, l => l.fail(lease, class, phase, error))
+    }
+    async fn put_sheet(&self, lease: &Lease, layout: &str, jpeg: &[u8]) -> LedgerResult<()> {
+        forward!(self, l => l.put_sheet(lease, layout, jpeg))
+    }
+    async fn sheet(&self, job_id: i64) -> LedgerResult<Option<(String, Vec<u8>)>> {
+        forward!(self, l => l.sheet(job_id))
+    }
+    async fn flag(
+        &self,
+        recording_id: &str,
+        target: &str,
+        note: Option<&str>,
+    ) -> LedgerResult<bool> {
+        forward!(self, l => l.flag(recording_id, target, note))
+    }
+    async fn attempts(&self, job_id: i64) -> LedgerResult<Vec<Attempt>> {
+        forward!(self, l => l.attempts(job_id))
+    }
+    async fn placed(&self) -> LedgerResult<Vec<PlacedJob>> {
+        forward!(self, l => l.placed())
     }
     async fn release(&self, lease: &Lease) -> LedgerResult<()> {
         forward!(self, l => l.release(lease))

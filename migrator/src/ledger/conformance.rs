@@ -291,7 +291,9 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     assert!(lost(s.checkpoint(&old, "{}").await));
     assert!(lost(s.reserve_output(&old, "/x").await));
     assert!(lost(s.complete(&old, "{}", 1).await));
-    assert!(lost(s.fail(&old, ErrorClass::Transient, "x").await));
+    assert!(lost(
+        s.fail(&old, ErrorClass::Transient, "fetch", "x").await
+    ));
     assert!(lost(s.release(&old).await));
     let row = |rows: &[JobRow]| {
         rows.iter()
@@ -336,7 +338,10 @@ async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Back
         };
         assert_eq!(l.attempts, attempt);
         let before = f.now_ms().await;
-        let st = s.fail(&l, ErrorClass::Transient, "HTTP 503").await.unwrap();
+        let st = s
+            .fail(&l, ErrorClass::Transient, "download", "HTTP 503")
+            .await
+            .unwrap();
         // At once: a claim before run_after gets nothing.
         let early = s.claim("w", lease, Some(&only)).await.unwrap();
         let after = f.now_ms().await;
@@ -384,7 +389,9 @@ async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Back
     let l = s.claim("w", lease, None).await.unwrap().unwrap();
     assert_eq!(l.recording_id, "rec001");
     assert_eq!(
-        s.fail(&l, ErrorClass::Permanent, "HTTP 404").await.unwrap(),
+        s.fail(&l, ErrorClass::Permanent, "download", "HTTP 404")
+            .await
+            .unwrap(),
         JobState::Dead
     );
     assert!(s.claim("w", lease, None).await.unwrap().is_none());
@@ -429,7 +436,7 @@ async fn cancel_pending_and_running(b: Backend) {
     assert_eq!(rows[0].state, JobState::Running, "until its worker stops");
     assert_eq!(rows[1].state, JobState::Cancelled);
     // The worker stops and records it; the cancelled job is never claimed again.
-    s.fail(&l, ErrorClass::Permanent, "cancelled on request")
+    s.fail(&l, ErrorClass::Permanent, "ledger", "cancelled on request")
         .await
         .unwrap();
     let l2 = s.claim("w", lease, None).await.unwrap().unwrap();
@@ -581,7 +588,127 @@ conformance!(
     cancel_pending_and_running,
     output_names_have_one_owner_and_release_keeps_the_attempt,
     progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running,
+    sheets_flags_phases_and_attempts_follow_the_job,
 );
+
+async fn sheets_flags_phases_and_attempts_follow_the_job(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(2)).await.unwrap();
+    // A failure keeps its phase apart from its text, and the attempt shows in the history.
+    let first = s.claim("w1", lease, None).await.unwrap().unwrap();
+    s.fail(&first, ErrorClass::Transient, "download", "HTTP 503")
+        .await
+        .unwrap();
+    let row = |rows: Vec<JobRow>| {
+        rows.into_iter()
+            .find(|r| r.recording_id == "rec000")
+            .unwrap()
+    };
+    let failed = row(s.jobs().await.unwrap());
+    assert_eq!(failed.error_phase.as_deref(), Some("download"));
+    f.pass(f.retry_base * 2).await;
+    let l = s
+        .claim("w2", lease, Some(&["rec000".to_string()]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.epoch, first.epoch + 1);
+    // The sheet is written under the lease: a stale holder writes nothing.
+    assert!(lost(s.put_sheet(&first, "{}", b"old").await));
+    s.put_sheet(&l, r#"{"v":1}"#, b"\xff\xd8one").await.unwrap();
+    s.put_sheet(&l, r#"{"v":2}"#, b"\xff\xd8two").await.unwrap();
+    s.complete(&l, "{}", 10).await.unwrap();
+    let done = row(s.jobs().await.unwrap());
+    assert_eq!(
+        done.error_phase, None,
+        "a success clears the failure's phase"
+    );
+    assert_eq!(
+        s.sheet(l.job_id).await.unwrap(),
+        Some((r#"{"v":2}"#.to_string(), b"\xff\xd8two".to_vec())),
+        "the last sheet of the job replaces the earlier one"
+    );
+    let attempts = s.attempts(l.job_id).await.unwrap();
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.worker.as_str(), a.outcome.as_deref(), a.error.as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("w1", Some("transient"), Some("HTTP 503")),
+            ("w2", Some("succeeded"), None)
+        ]
+    );
+    assert!(attempts.iter().all(|a| a.ended_ms >= Some(a.started_ms)));
+    let placed = s.placed().await.unwrap();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].sheet_layout.as_deref(), Some(r#"{"v":2}"#));
+    assert_eq!(placed[0].payload, r#"{"n":0}"#);
+
+    // Only a placed recording can be flagged; `Flagged` redoes the flagged ones only, and the
+    // redo takes the flag and the sheet with the output.
+    assert!(!s.flag("rec001", TARGET_FILE, Some("black")).await.unwrap());
+    assert!(
+        s.flag("rec000", TARGET_FILE, Some("black screen"))
+            .await
+            .unwrap()
+    );
+    let flagged = row(s.jobs().await.unwrap());
+    assert!(flagged.flagged_at_ms.is_some());
+    assert_eq!(flagged.flag_note.as_deref(), Some("black screen"));
+    assert!(s.flag("rec000", TARGET_FILE, None).await.unwrap());
+    assert_eq!(row(s.jobs().await.unwrap()).flagged_at_ms, None);
+    assert_eq!(s.requeue(&Requeue::Flagged(None)).await.unwrap(), 0);
+    s.flag("rec000", TARGET_FILE, Some("black screen"))
+        .await
+        .unwrap();
+    let other = vec!["rec001".to_string()];
+    assert_eq!(s.requeue(&Requeue::Flagged(Some(other))).await.unwrap(), 0);
+    assert_eq!(s.requeue(&Requeue::Flagged(None)).await.unwrap(), 1);
+    let redo = row(s.jobs().await.unwrap());
+    assert_eq!(redo.state, JobState::Pending);
+    assert_eq!((redo.flagged_at_ms, redo.output), (None, None));
+    assert_eq!(s.sheet(l.job_id).await.unwrap(), None);
+    assert!(s.placed().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_ledger_behind_this_builds_schema_is_refused_by_readers_until_a_writer_migrates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SimulatedClock::new(1_000_000));
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let w = SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+        .await
+        .unwrap();
+    w.enqueue(&jobs(1)).await.unwrap();
+    w.close().await;
+    // As bbb-migrate 0.1 with migrations 1 and 2 left it: migration 3 undone.
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for undo in [
+        "DELETE FROM _sqlx_migrations WHERE version = 3",
+        "DROP TABLE contact_sheet",
+        "ALTER TABLE job DROP COLUMN error_phase",
+        "ALTER TABLE job DROP COLUMN flagged_at",
+        "ALTER TABLE job DROP COLUMN flag_note",
+    ] {
+        sqlx::query(undo).execute(&db).await.unwrap();
+    }
+    db.close().await;
+    match AnyLedger::open_read_only(&url, clock.clone()).await {
+        Err(LedgerError::SchemaBehind(pending)) => assert_eq!(pending, vec![3]),
+        other => panic!("{other:?}"),
+    }
+    // The next writer applies what is missing, and readers read again, the job kept.
+    let w = SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+        .await
+        .unwrap();
+    w.close().await;
+    let r = AnyLedger::open_read_only(&url, clock).await.unwrap();
+    assert_eq!(r.jobs().await.unwrap().len(), 1);
+    r.close().await;
+}
 
 #[tokio::test]
 async fn sqlite_read_only_open_writes_nothing() {
@@ -685,7 +812,7 @@ async fn postgres_schema_is_created_once_by_versioned_migrations() {
     assert_eq!(
         pg.psql("ledger", "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE success")
             .unwrap(),
-        "1,2"
+        "1,2,3"
     );
     let l = AnyLedger::open(&url, clock, RetryPolicy::default())
         .await

@@ -127,6 +127,43 @@ pub struct JobRow {
     pub finished_at_ms: Option<i64>,
     /// Sum of the durations of all attempts (machine time).
     pub busy_ms: i64,
+    /// The phase of the last failure (`fetch`, `download`, `record`, `place`, `import`...).
+    pub error_phase: Option<String>,
+    /// When a person flagged the placed output as wrong (it waits for `retry --flagged`).
+    pub flagged_at_ms: Option<i64>,
+    pub flag_note: Option<String>,
+}
+
+/// One attempt at a job (`job_attempt`), for a recording's history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Attempt {
+    pub epoch: i64,
+    pub worker: String,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    /// `succeeded`, `permanent`, `transient`, `released`; `None` while it runs (or when its
+    /// worker died and the lease was taken over).
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A succeeded job as the gallery shows it: the recording (payload), its output and its
+/// contact sheet's layout (the picture itself is read on demand, [`JobStore::sheet`]).
+#[derive(Debug, Clone)]
+pub struct PlacedJob {
+    pub id: i64,
+    pub recording_id: String,
+    pub target: String,
+    /// The recording as JSON (name, start time, metadata: see `crate::recording::Recording`).
+    pub payload: String,
+    pub output: Option<String>,
+    pub output_path: Option<String>,
+    pub output_bytes: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub flagged_at_ms: Option<i64>,
+    pub flag_note: Option<String>,
+    /// The contact sheet's layout (JSON, `bbb_common::recorder_protocol::ContactSheet`).
+    pub sheet_layout: Option<String>,
 }
 
 impl JobRow {
@@ -240,6 +277,9 @@ pub enum Requeue {
     /// `succeeded` jobs of these recordings: redo the work (`--force`); the name reservation is
     /// dropped so the placement never overwrites the earlier file.
     Force(Vec<String>),
+    /// The flagged `succeeded` jobs (optionally only these recordings), redone like `Force`; the
+    /// flag goes with the redo.
+    Flagged(Option<Vec<String>>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +302,14 @@ pub enum LedgerError {
     /// The ledger holds or was given something this build cannot use (not a database error).
     #[error("ledger: {0}")]
     Corrupt(String),
+    /// The ledger was made by an older bbb-migrate and lacks these migrations of this one: a
+    /// reader cannot read it before a writing command (`claim`, `import`, `retry`, `serve`)
+    /// applies them.
+    #[error(
+        "ledger: made by an older bbb-migrate, schema migration(s) {0:?} of this version not \
+         applied yet: the next `claim`, `import`, `retry` or `serve` applies them"
+    )]
+    SchemaBehind(Vec<i64>),
 }
 
 impl From<sqlx::Error> for LedgerError {
@@ -398,13 +446,40 @@ pub trait JobStore: Send + Sync + 'static {
         output: &str,
         bytes: u64,
     ) -> impl Future<Output = LedgerResult<()>> + Send;
-    /// Records a failure; returns the new state (`pending` with backoff, or `dead`).
+    /// Records a failure in `phase` (`fetch`, `record`, `import`...); returns the new state
+    /// (`pending` with backoff, or `dead`).
     fn fail(
         &self,
         lease: &Lease,
         class: ErrorClass,
+        phase: &str,
         error: &str,
     ) -> impl Future<Output = LedgerResult<JobState>> + Send;
+    /// Stores the contact sheet of the output this lease is about to complete (replacing an
+    /// earlier one of the job): `layout` is its JSON, `jpeg` the picture.
+    fn put_sheet(
+        &self,
+        lease: &Lease,
+        layout: &str,
+        jpeg: &[u8],
+    ) -> impl Future<Output = LedgerResult<()>> + Send;
+    /// The contact sheet of a job: its layout and its JPEG.
+    fn sheet(
+        &self,
+        job_id: i64,
+    ) -> impl Future<Output = LedgerResult<Option<(String, Vec<u8>)>>> + Send;
+    /// Flags the succeeded job of a recording as wrong, with a note (`Some`), or clears the
+    /// flag (`None`); returns whether a succeeded job was there.
+    fn flag(
+        &self,
+        recording_id: &str,
+        target: &str,
+        note: Option<&str>,
+    ) -> impl Future<Output = LedgerResult<bool>> + Send;
+    /// The attempts at a job, oldest first.
+    fn attempts(&self, job_id: i64) -> impl Future<Output = LedgerResult<Vec<Attempt>>> + Send;
+    /// The succeeded jobs, with their recording and contact-sheet layout, for the gallery.
+    fn placed(&self) -> impl Future<Output = LedgerResult<Vec<PlacedJob>>> + Send;
     /// Gives the job back without consuming an attempt (Ctrl-C).
     fn release(&self, lease: &Lease) -> impl Future<Output = LedgerResult<()>> + Send;
     /// Cancels a pending job, or asks the worker of a running one to stop.

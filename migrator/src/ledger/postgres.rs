@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{
-    JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue, RetryPolicy,
-    RunningJob,
+    Attempt, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, PlacedJob,
+    Requeue, RetryPolicy, RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -288,7 +288,7 @@ impl JobStore for PgLedger {
         let n = sqlx::query(
             "UPDATE job SET state='succeeded', output=$3, output_bytes=$4, finished_at=now(),
                     updated_at=now(), lease_owner=NULL, lease_expires_at=NULL, last_error=NULL,
-                    error_class=NULL
+                    error_class=NULL, error_phase=NULL
              WHERE id=$1 AND lease_epoch=$2 AND state='running'",
         )
         .bind(lease.job_id)
@@ -304,14 +304,20 @@ impl JobStore for PgLedger {
         self.end_attempt(lease, "succeeded", None).await
     }
 
-    async fn fail(&self, lease: &Lease, class: ErrorClass, error: &str) -> LedgerResult<JobState> {
+    async fn fail(
+        &self,
+        lease: &Lease,
+        class: ErrorClass,
+        phase: &str,
+        error: &str,
+    ) -> LedgerResult<JobState> {
         let backoff = millis(self.policy.backoff(lease.attempts));
         let row = sqlx::query(
             "UPDATE job SET
                state = CASE WHEN $5='permanent' OR attempts>=max_attempts THEN 'dead' ELSE 'pending' END,
                finished_at = CASE WHEN $5='permanent' OR attempts>=max_attempts THEN now() ELSE NULL END,
                run_after = now() + $4 * interval '1 millisecond', last_error=$3, error_class=$5,
-               lease_owner=NULL, lease_expires_at=NULL, updated_at=now()
+               error_phase=$6, lease_owner=NULL, lease_expires_at=NULL, updated_at=now()
              WHERE id=$1 AND lease_epoch=$2 AND state='running'
              RETURNING state",
         )
@@ -320,6 +326,7 @@ impl JobStore for PgLedger {
         .bind(error)
         .bind(backoff)
         .bind(class.as_str())
+        .bind(phase)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -453,28 +460,183 @@ impl JobStore for PgLedger {
     }
 
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {
-        let q = match what {
-            Requeue::Failed(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
-                        cancel_requested=false, updated_at=now()
-                 WHERE state IN ('dead','cancelled')
-                   AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))",
-            )
-            .bind(ids.clone()),
-            Requeue::Recordings(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
-                        cancel_requested=false, updated_at=now()
-                 WHERE state<>'running' AND state<>'succeeded' AND recording_id = ANY($1::text[])",
-            )
-            .bind(ids.clone()),
-            Requeue::Force(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
-                        output_path=NULL, output=NULL, output_bytes=NULL, updated_at=now()
-                 WHERE state<>'running' AND recording_id = ANY($1::text[])",
-            )
-            .bind(ids.clone()),
+        // A redone job loses its output, its flag and its contact sheet, in one transaction:
+        // `(update, delete of the sheets)` for the jobs that `$which` selects.
+        macro_rules! redo {
+            ($which:literal) => {
+                (
+                    concat!(
+                        "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
+                                output_path=NULL, output=NULL, output_bytes=NULL, flagged_at=NULL,
+                                flag_note=NULL, updated_at=now() WHERE ",
+                        $which
+                    ),
+                    Some(concat!(
+                        "DELETE FROM contact_sheet WHERE job_id IN (SELECT id FROM job WHERE ",
+                        $which,
+                        ")"
+                    )),
+                )
+            };
+        }
+        let ((update, sheets), ids) = match what {
+            Requeue::Failed(ids) => (
+                (
+                    "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
+                            cancel_requested=false, updated_at=now()
+                     WHERE state IN ('dead','cancelled')
+                       AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))",
+                    None,
+                ),
+                ids.clone(),
+            ),
+            Requeue::Recordings(ids) => (
+                (
+                    "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
+                            cancel_requested=false, updated_at=now()
+                     WHERE state<>'running' AND state<>'succeeded' AND recording_id = ANY($1::text[])",
+                    None,
+                ),
+                Some(ids.clone()),
+            ),
+            Requeue::Force(ids) => (
+                redo!("state<>'running' AND recording_id = ANY($1::text[])"),
+                Some(ids.clone()),
+            ),
+            Requeue::Flagged(ids) => (
+                redo!(
+                    "state='succeeded' AND flagged_at IS NOT NULL
+                     AND ($1::text[] IS NULL OR recording_id = ANY($1::text[]))"
+                ),
+                ids.clone(),
+            ),
         };
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        if let Some(sheets) = sheets {
+            sqlx::query(sheets).bind(&ids).execute(&mut *tx).await?;
+        }
+        let n = sqlx::query(update)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn put_sheet(&self, lease: &Lease, layout: &str, jpeg: &[u8]) -> LedgerResult<()> {
+        let n = sqlx::query(
+            "INSERT INTO contact_sheet (job_id, made_at, layout, jpeg)
+             SELECT id, now(), $3, $4 FROM job WHERE id=$1 AND lease_epoch=$2 AND state='running'
+             ON CONFLICT (job_id) DO UPDATE SET made_at=excluded.made_at, layout=excluded.layout,
+                                               jpeg=excluded.jpeg",
+        )
+        .bind(lease.job_id)
+        .bind(lease.epoch)
+        .bind(layout)
+        .bind(jpeg)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(lost(lease));
+        }
+        Ok(())
+    }
+
+    async fn sheet(&self, job_id: i64) -> LedgerResult<Option<(String, Vec<u8>)>> {
+        if !self.schema_exists().await? {
+            return Ok(None);
+        }
+        Ok(
+            sqlx::query_as("SELECT layout, jpeg FROM contact_sheet WHERE job_id=$1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn flag(
+        &self,
+        recording_id: &str,
+        target: &str,
+        note: Option<&str>,
+    ) -> LedgerResult<bool> {
+        let n = sqlx::query(
+            "UPDATE job SET flagged_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END,
+                    flag_note=$3, updated_at=now()
+             WHERE recording_id=$1 AND target=$2 AND state='succeeded'",
+        )
+        .bind(recording_id)
+        .bind(target)
+        .bind(note)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn attempts(&self, job_id: i64) -> LedgerResult<Vec<Attempt>> {
+        if !self.schema_exists().await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT epoch, worker, ",
+            ms!("started_at"),
+            " AS started_ms, ",
+            ms!("ended_at"),
+            " AS ended_ms, outcome, error FROM job_attempt WHERE job_id=$1 ORDER BY epoch"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Attempt {
+                    epoch: r.try_get("epoch")?,
+                    worker: r.try_get("worker")?,
+                    started_ms: r.try_get("started_ms")?,
+                    ended_ms: r.try_get("ended_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn placed(&self) -> LedgerResult<Vec<PlacedJob>> {
+        if !self.schema_exists().await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT j.id, j.recording_id, j.target, j.payload, j.output, j.output_path,
+                    j.output_bytes, ",
+            ms!("j.finished_at"),
+            " AS finished_at_ms, ",
+            ms!("j.flagged_at"),
+            " AS flagged_at_ms, j.flag_note, s.layout
+             FROM job j LEFT JOIN contact_sheet s ON s.job_id=j.id
+             WHERE j.state='succeeded' ORDER BY j.finished_at DESC, j.id DESC"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PlacedJob {
+                    id: r.try_get("id")?,
+                    recording_id: r.try_get("recording_id")?,
+                    target: r.try_get("target")?,
+                    payload: r.try_get("payload")?,
+                    output: r.try_get("output")?,
+                    output_path: r.try_get("output_path")?,
+                    output_bytes: r.try_get("output_bytes")?,
+                    finished_at_ms: r.try_get("finished_at_ms")?,
+                    flagged_at_ms: r.try_get("flagged_at_ms")?,
+                    flag_note: r.try_get("flag_note")?,
+                    sheet_layout: r.try_get("layout")?,
+                })
+            })
+            .collect()
     }
 
     async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
@@ -487,7 +649,9 @@ impl JobStore for PgLedger {
             " AS run_after_ms, j.lease_epoch, j.last_error, j.error_class, j.output_path,
                     j.output, j.output_bytes, ",
             ms!("j.finished_at"),
-            " AS finished_at_ms,
+            " AS finished_at_ms, j.error_phase, ",
+            ms!("j.flagged_at"),
+            " AS flagged_at_ms, j.flag_note,
                     COALESCE((SELECT SUM(",
             ms!("COALESCE(a.ended_at, a.started_at)"),
             " - ",
@@ -518,6 +682,9 @@ impl JobStore for PgLedger {
                     output_bytes: r.try_get("output_bytes")?,
                     finished_at_ms: r.try_get("finished_at_ms")?,
                     busy_ms: r.try_get("busy_ms")?,
+                    error_phase: r.try_get("error_phase")?,
+                    flagged_at_ms: r.try_get("flagged_at_ms")?,
+                    flag_note: r.try_get("flag_note")?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()

@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob, Requeue,
-    RetryPolicy, RunningJob,
+    Attempt, Clock, JobRow, JobState, JobStore, Lease, LedgerError, LedgerResult, NewJob,
+    PlacedJob, Requeue, RetryPolicy, RunningJob,
 };
 use crate::error::ErrorClass;
 
@@ -334,7 +334,8 @@ impl JobStore for SqliteLedger {
         let now = self.now();
         let n = sqlx::query(
             "UPDATE job SET state='succeeded', output=?3, output_bytes=?4, finished_at=?5, updated_at=?5,
-                    lease_owner=NULL, lease_expires_at=NULL, last_error=NULL, error_class=NULL
+                    lease_owner=NULL, lease_expires_at=NULL, last_error=NULL, error_class=NULL,
+                    error_phase=NULL
              WHERE id=?1 AND lease_epoch=?2 AND state='running'",
         )
         .bind(lease.job_id)
@@ -351,15 +352,21 @@ impl JobStore for SqliteLedger {
         self.end_attempt(lease, "succeeded", None).await
     }
 
-    async fn fail(&self, lease: &Lease, class: ErrorClass, error: &str) -> LedgerResult<JobState> {
+    async fn fail(
+        &self,
+        lease: &Lease,
+        class: ErrorClass,
+        phase: &str,
+        error: &str,
+    ) -> LedgerResult<JobState> {
         let now = self.now();
         let run_after = now + self.policy.backoff(lease.attempts).as_millis() as i64;
         let row = sqlx::query(
             "UPDATE job SET
                state = CASE WHEN ?5='permanent' OR attempts>=max_attempts THEN 'dead' ELSE 'pending' END,
                finished_at = CASE WHEN ?5='permanent' OR attempts>=max_attempts THEN ?6 ELSE NULL END,
-               run_after=?4, last_error=?3, error_class=?5, lease_owner=NULL, lease_expires_at=NULL,
-               updated_at=?6
+               run_after=?4, last_error=?3, error_class=?5, error_phase=?7, lease_owner=NULL,
+               lease_expires_at=NULL, updated_at=?6
              WHERE id=?1 AND lease_epoch=?2 AND state='running'
              RETURNING state",
         )
@@ -369,6 +376,7 @@ impl JobStore for SqliteLedger {
         .bind(run_after)
         .bind(class.as_str())
         .bind(now)
+        .bind(phase)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -508,38 +516,183 @@ impl JobStore for SqliteLedger {
 
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {
         let now = self.now();
-        let q = match what {
-            Requeue::Failed(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
-                        cancel_requested=0, updated_at=?1
-                 WHERE state IN ('dead','cancelled')
-                   AND (?2 IS NULL OR recording_id IN (SELECT value FROM json_each(?2)))",
-            )
-            .bind(now)
-            .bind(ids_json(ids.as_deref())),
-            Requeue::Recordings(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
-                        cancel_requested=0, updated_at=?1
-                 WHERE state<>'running' AND state<>'succeeded'
-                   AND recording_id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(now)
-            .bind(ids_json(Some(ids))),
-            Requeue::Force(ids) => sqlx::query(
-                "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
-                        output_path=NULL, output=NULL, output_bytes=NULL, updated_at=?1
-                 WHERE state<>'running' AND recording_id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(now)
-            .bind(ids_json(Some(ids))),
+        // A redone job loses its output, its flag and its contact sheet, in one transaction:
+        // `(update, delete of the sheets)` for the jobs that `$which` selects.
+        macro_rules! redo {
+            ($which:literal) => {
+                (
+                    concat!(
+                        "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
+                                output_path=NULL, output=NULL, output_bytes=NULL, flagged_at=NULL,
+                                flag_note=NULL, updated_at=?1 WHERE ",
+                        $which
+                    ),
+                    Some(concat!(
+                        "DELETE FROM contact_sheet WHERE ?1 IS NOT NULL AND job_id IN
+                           (SELECT id FROM job WHERE ",
+                        $which,
+                        ")"
+                    )),
+                )
+            };
+        }
+        let ((update, sheets), ids) = match what {
+            Requeue::Failed(ids) => (
+                (
+                    "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
+                            cancel_requested=0, updated_at=?1
+                     WHERE state IN ('dead','cancelled')
+                       AND (?2 IS NULL OR recording_id IN (SELECT value FROM json_each(?2)))",
+                    None,
+                ),
+                ids_json(ids.as_deref()),
+            ),
+            Requeue::Recordings(ids) => (
+                (
+                    "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
+                            cancel_requested=0, updated_at=?1
+                     WHERE state<>'running' AND state<>'succeeded'
+                       AND recording_id IN (SELECT value FROM json_each(?2))",
+                    None,
+                ),
+                ids_json(Some(ids)),
+            ),
+            Requeue::Force(ids) => (
+                redo!("state<>'running' AND recording_id IN (SELECT value FROM json_each(?2))"),
+                ids_json(Some(ids)),
+            ),
+            Requeue::Flagged(ids) => (
+                redo!(
+                    "state='succeeded' AND flagged_at IS NOT NULL
+                     AND (?2 IS NULL OR recording_id IN (SELECT value FROM json_each(?2)))"
+                ),
+                ids_json(ids.as_deref()),
+            ),
         };
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        if let Some(sheets) = sheets {
+            sqlx::query(sheets)
+                .bind(now)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let n = sqlx::query(update)
+            .bind(now)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn put_sheet(&self, lease: &Lease, layout: &str, jpeg: &[u8]) -> LedgerResult<()> {
+        let n = sqlx::query(
+            "INSERT INTO contact_sheet (job_id, made_at, layout, jpeg)
+             SELECT id, ?3, ?4, ?5 FROM job WHERE id=?1 AND lease_epoch=?2 AND state='running'
+             ON CONFLICT (job_id) DO UPDATE SET made_at=excluded.made_at, layout=excluded.layout,
+                                               jpeg=excluded.jpeg",
+        )
+        .bind(lease.job_id)
+        .bind(lease.epoch)
+        .bind(self.now())
+        .bind(layout)
+        .bind(jpeg)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(Self::lost(lease));
+        }
+        Ok(())
+    }
+
+    async fn sheet(&self, job_id: i64) -> LedgerResult<Option<(String, Vec<u8>)>> {
+        Ok(
+            sqlx::query_as("SELECT layout, jpeg FROM contact_sheet WHERE job_id=?1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn flag(
+        &self,
+        recording_id: &str,
+        target: &str,
+        note: Option<&str>,
+    ) -> LedgerResult<bool> {
+        let n = sqlx::query(
+            "UPDATE job SET flagged_at = CASE WHEN ?3 IS NULL THEN NULL ELSE ?4 END, flag_note=?3,
+                    updated_at=?4
+             WHERE recording_id=?1 AND target=?2 AND state='succeeded'",
+        )
+        .bind(recording_id)
+        .bind(target)
+        .bind(note)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn attempts(&self, job_id: i64) -> LedgerResult<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT epoch, worker, started_at, ended_at, outcome, error FROM job_attempt
+             WHERE job_id=?1 ORDER BY epoch",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Attempt {
+                    epoch: r.try_get("epoch")?,
+                    worker: r.try_get("worker")?,
+                    started_ms: r.try_get("started_at")?,
+                    ended_ms: r.try_get("ended_at")?,
+                    outcome: r.try_get("outcome")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn placed(&self) -> LedgerResult<Vec<PlacedJob>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.recording_id, j.target, j.payload, j.output, j.output_path,
+                    j.output_bytes, j.finished_at, j.flagged_at, j.flag_note, s.layout
+             FROM job j LEFT JOIN contact_sheet s ON s.job_id=j.id
+             WHERE j.state='succeeded' ORDER BY j.finished_at DESC, j.id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PlacedJob {
+                    id: r.try_get("id")?,
+                    recording_id: r.try_get("recording_id")?,
+                    target: r.try_get("target")?,
+                    payload: r.try_get("payload")?,
+                    output: r.try_get("output")?,
+                    output_path: r.try_get("output_path")?,
+                    output_bytes: r.try_get("output_bytes")?,
+                    finished_at_ms: r.try_get("finished_at")?,
+                    flagged_at_ms: r.try_get("flagged_at")?,
+                    flag_note: r.try_get("flag_note")?,
+                    sheet_layout: r.try_get("layout")?,
+                })
+            })
+            .collect()
     }
 
     async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
         let rows = sqlx::query(
             "SELECT j.id, j.recording_id, j.target, j.state, j.attempts, j.max_attempts, j.run_after, j.lease_epoch,
                     j.last_error, j.error_class, j.output_path, j.output, j.output_bytes, j.finished_at,
+                    j.error_phase, j.flagged_at, j.flag_note,
                     COALESCE((SELECT SUM(COALESCE(a.ended_at, a.started_at) - a.started_at)
                               FROM job_attempt a WHERE a.job_id=j.id), 0) AS busy_ms
              FROM job j ORDER BY j.id",
@@ -567,6 +720,9 @@ impl JobStore for SqliteLedger {
                     output_bytes: r.try_get("output_bytes")?,
                     finished_at_ms: r.try_get("finished_at")?,
                     busy_ms: r.try_get("busy_ms")?,
+                    error_phase: r.try_get("error_phase")?,
+                    flagged_at_ms: r.try_get("flagged_at")?,
+                    flag_note: r.try_get("flag_note")?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()

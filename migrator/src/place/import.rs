@@ -266,7 +266,7 @@ async fn fail<S: JobStore>(
     error: String,
     lines: Vec<String>,
 ) -> JobResult {
-    match store.fail(lease, class, &error).await {
+    match store.fail(lease, class, "import", &error).await {
         Ok(state) => JobResult::Failed {
             state,
             error,

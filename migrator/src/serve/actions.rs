@@ -1,5 +1,6 @@
-//! `serve --allow-actions`: retry and cancel a recording's job from the page, changing the
-//! ledger exactly as `bbb-migrate retry --record-id ID` and `cancel --record-id ID` do.
+//! `serve --allow-actions`: retry, cancel and flag a recording's job from the page, changing the
+//! ledger exactly as `bbb-migrate retry --record-id ID`, `cancel --record-id ID` and
+//! `flag --record-id ID --note TEXT` (or `--clear`) do.
 //!
 //! A request that changes the ledger must come from this server's own page: it is a JSON POST
 //! with the `X-Bbb-Migrate` header (which no other site's page can send without a CORS
@@ -74,26 +75,35 @@ fn is_address(host: &str) -> bool {
 // The refusals of this module are the HTTP answers themselves, made once per request: their
 // size costs nothing here.
 #[allow(clippy::result_large_err)]
-/// The record id of an action's body (`{"record_id": "..."}`), validated as the CLI's.
-fn record_id(body: &str) -> Result<RecordId, Response> {
+/// An action's body (`{"record_id": "...", "note": "..."}`) with its record id validated as
+/// the CLI's.
+fn parse_body(body: &str) -> Result<(RecordId, serde_json::Value), Response> {
     let value: serde_json::Value = serde_json::from_str(body)
         .map_err(|e| answer(StatusCode::BAD_REQUEST, format!("not JSON: {e}")))?;
     let id = value["record_id"]
         .as_str()
         .ok_or_else(|| answer(StatusCode::BAD_REQUEST, "no record_id"))?;
-    RecordId::parse(id).map_err(|e| answer(StatusCode::BAD_REQUEST, e.to_string()))
+    let id = RecordId::parse(id).map_err(|e| answer(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok((id, value))
 }
 
+/// The most of a flag's note kept: a sentence for whoever fixes the cause, not a document.
+const MAX_NOTE_CHARS: usize = 500;
+
 #[allow(clippy::result_large_err)] // as above
-/// Checks the request and reads its record id.
-fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, Response> {
+/// Checks the request and reads its body.
+fn admit(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(RecordId, serde_json::Value), Response> {
     if let Some(no) = refused(shared, headers) {
         return Err(no);
     }
     if let Some(no) = not_from_our_page(shared, headers) {
         return Err(no);
     }
-    let id = record_id(body)?;
+    let (id, value) = parse_body(body)?;
     // `serve --record-id`: the page shows only those, and acts on nothing else either.
     if !shared.only.is_empty() && !shared.only.iter().any(|o| o == id.as_str()) {
         return Err(answer(
@@ -101,7 +111,7 @@ fn admit(shared: &Shared, headers: &HeaderMap, body: &str) -> Result<RecordId, R
             format!("{id} is not among the recordings this server was started for"),
         ));
     }
-    Ok(id)
+    Ok((id, value))
 }
 
 /// What the page may ask.
@@ -113,10 +123,12 @@ pub(super) enum Action {
     /// As `cancel --record-id ID`: a pending job at once, a running one by its worker at its
     /// next heartbeat.
     Cancel,
+    /// As `flag --record-id ID --note TEXT` (the body's `note`), or `--clear` without one.
+    Flag,
 }
 
 impl Action {
-    async fn apply(self, ledger: &AnyLedger, id: &RecordId) -> Response {
+    async fn apply(self, ledger: &AnyLedger, id: &RecordId, body: &serde_json::Value) -> Response {
         let unavailable =
             |e: crate::ledger::LedgerError| answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         match self {
@@ -141,6 +153,34 @@ impl Action {
                 ),
                 Err(e) => unavailable(e),
             },
+            Action::Flag => {
+                let note = match &body["note"] {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(n) if !n.trim().is_empty() => {
+                        Some(n.trim().chars().take(MAX_NOTE_CHARS).collect::<String>())
+                    }
+                    _ => {
+                        return answer(
+                            StatusCode::BAD_REQUEST,
+                            "note: a text saying what is wrong, or null to clear the flag",
+                        );
+                    }
+                };
+                match ledger.flag(id.as_str(), TARGET_FILE, note.as_deref()).await {
+                    Ok(true) => {
+                        tracing::info!(record_id = %id, flagged = note.is_some(), "serve: flag set");
+                        answer(
+                            StatusCode::OK,
+                            match note {
+                                Some(_) => format!("{id}: flagged: `retry --flagged` redoes it"),
+                                None => format!("{id}: flag cleared"),
+                            },
+                        )
+                    }
+                    Ok(false) => answer(StatusCode::CONFLICT, format!("{id}: no placed recording")),
+                    Err(e) => unavailable(e),
+                }
+            }
         }
     }
 }
@@ -152,8 +192,8 @@ pub(super) async fn act(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let id = match admit(&shared, &headers, &body) {
-        Ok(id) => id,
+    let (id, body) = match admit(&shared, &headers, &body) {
+        Ok(admitted) => admitted,
         Err(no) => return no,
     };
     let ledger = match AnyLedger::open(
@@ -166,7 +206,7 @@ pub(super) async fn act(
         Ok(l) => l,
         Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let answer = action.apply(&ledger, &id).await;
+    let answer = action.apply(&ledger, &id, &body).await;
     ledger.close().await;
     answer
 }

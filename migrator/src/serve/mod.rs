@@ -2,8 +2,9 @@
 //! write: `/api/status` (the JSON of `status --json`), `/metrics` (Prometheus text), so that
 //! the monitoring a university already runs can watch a migration of weeks, and `/`, a page
 //! that draws `/api/status` live (`page/`: built in, no external asset, a strict content
-//! security policy, every ledger text set as text). It only reads, unless started with
-//! `--allow-actions` (`actions`: retry and cancel from the page).
+//! security policy, every ledger text set as text), with the gallery of placed outputs and their
+//! contact sheets (`gallery`). It only reads, unless started with `--allow-actions`
+//! (`actions`: retry, cancel and flag from the page).
 //!
 //! Listening on anything but loopback needs a token (`[serve] token` or
 //! `BBB_MIGRATE_SERVE_TOKEN`, never the command line), asked of every data request as
@@ -11,6 +12,7 @@
 //! the page asks for the token and sends it with its requests.
 
 mod actions;
+mod gallery;
 pub mod metrics;
 
 use std::future::Future;
@@ -113,6 +115,13 @@ pub async fn run(
         )
         .route("/api/status", get(status))
         .route("/api/serve", get(serve_info))
+        .route("/api/gallery", get(gallery::gallery))
+        .route("/api/attempts/{record_id}", get(gallery::attempts))
+        .route("/sheet/{job_id}", get(gallery::sheet))
+        .route(
+            "/api/flag",
+            post(|s, h, b| actions::act(actions::Action::Flag, s, h, b)),
+        )
         .route(
             "/api/retry",
             post(|s, h, b| actions::act(actions::Action::Retry, s, h, b)),
@@ -135,7 +144,7 @@ const PAGE_CSS: &str = include_str!("page/page.css");
 /// Only this server's own script and style, fetches to itself, no frames, no forms posted
 /// anywhere: text from the ledger that slipped into markup could still run nothing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     connect-src 'self'; img-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn page(body: &'static str, content_type: &'static str) -> Response {
     (

@@ -7,6 +7,7 @@ pub mod download;
 pub mod owner;
 pub mod pool;
 pub mod recorder;
+pub mod sheet;
 pub mod space;
 
 use std::collections::HashSet;
@@ -319,7 +320,16 @@ async fn run_job<S: JobStore>(ctx: &WorkerContext<S>, lease: Lease, claimed: Ins
 
 async fn fail<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, error: JobError) -> JobOutcome {
     tracing::warn!(record_id = %lease.recording_id, "{error}");
-    match ctx.store.fail(lease, error.class, &error.to_string()).await {
+    match ctx
+        .store
+        .fail(
+            lease,
+            error.class,
+            &error.phase.to_string(),
+            &error.to_string(),
+        )
+        .await
+    {
         Ok(state) => JobOutcome::Failed { state, error },
         Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
         Err(e) => JobOutcome::Failed {
@@ -391,7 +401,7 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
             // The defects of that earlier recording died with its worker; the file is kept, and
             // its length is read from it.
             let duration = crate::media::duration(&path).ok();
-            let output = output_json(&path, bytes, duration, &playback, &[]);
+            let output = output_json(&path, bytes, duration, &playback, &[], None);
             return match ctx.store.complete(lease, &output, bytes).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
                 Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
@@ -488,13 +498,14 @@ fn has_token(u: &str) -> bool {
 
 /// The ledger's record of a placed output. `duration`: its length in seconds, read from the
 /// file; `degraded`: the picture's defects when the recorder recorded a broken playback anyway
-/// (`accept_broken`); empty otherwise.
+/// (`accept_broken`); empty otherwise; `sheet_error`: why it has no contact sheet.
 fn output_json(
     path: &Path,
     bytes: u64,
     duration: Option<f64>,
     playback: &Playback,
     degraded: &[String],
+    sheet_error: Option<&str>,
 ) -> String {
     let (kind, source) = match playback {
         Playback::Video(u) => ("video", bbb_common::redact::url_text(u)),
@@ -506,6 +517,9 @@ fn output_json(
     }
     if !degraded.is_empty() {
         v["degraded"] = serde_json::json!(degraded);
+    }
+    if let Some(why) = sheet_error {
+        v["sheet_error"] = serde_json::json!(why);
     }
     v.to_string()
 }
@@ -529,6 +543,8 @@ impl Throttle {
 struct Produced {
     duration_secs: f64,
     degraded: Vec<String>,
+    /// The output's contact sheet, or why there is none.
+    sheet: Result<sheet::MadeSheet, String>,
 }
 
 async fn produce<S: JobStore>(
@@ -568,9 +584,14 @@ async fn produce<S: JobStore>(
             download::download_video(rid, url, temp, &ctx.download, &ctx.space, cancel, &progress)
                 .await?;
             let duration_secs = verify_length(rid, Phase::Download, temp, rec, playback, None)?;
+            let sheet = match &ctx.recorder.program {
+                Some(program) => sheet::of_video(program, temp, ctx.recorder.grace).await,
+                None => Err("bbb-record not found: no contact sheet".into()),
+            };
             Ok(Produced {
                 duration_secs,
                 degraded: Vec::new(),
+                sheet,
             })
         }
         Playback::Presentation(url) => {
@@ -591,6 +612,13 @@ async fn produce<S: JobStore>(
                 action: "record",
                 url: bbb_common::redact::url_text(url),
             });
+            // The recorder writes the sheet outside the claim directory, into a directory of this
+            // job that goes when the sheet has been read.
+            let sheet_dir = sheet::SheetDir::new();
+            let extra_args = match &sheet_dir {
+                Ok(d) => vec!["--contact-sheet".into(), d.jpeg().display().to_string()],
+                Err(_) => Vec::new(),
+            };
             let cmd = RecorderCommand {
                 program,
                 timeout: recorder::record_timeout(
@@ -602,7 +630,7 @@ async fn produce<S: JobStore>(
                 grace: ctx.recorder.grace,
                 accept_broken: ctx.recorder.accept_broken,
                 allow_hosts: ctx.playback_hosts.hosts().to_vec(),
-                extra_args: Vec::new(),
+                extra_args,
             };
             let progress = |p: recorder::RecordProgress| {
                 let total = p.duration_secs.or(rec.length_secs().map(|s| s as f64));
@@ -625,9 +653,15 @@ async fn produce<S: JobStore>(
                 .await?;
             let duration_secs =
                 verify_length(rid, Phase::Record, temp, rec, playback, Some(&said))?;
+            let sheet = match (sheet_dir, said.sheet.clone()) {
+                (Ok(dir), Some(layout)) => sheet::read(layout, &dir.jpeg()),
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err("bbb-record made no contact sheet (see its log)".into()),
+            };
             Ok(Produced {
                 duration_secs,
                 degraded: said.degraded,
+                sheet,
             })
         }
     }
@@ -739,6 +773,24 @@ async fn place<S: JobStore>(
 ) -> Result<JobOutcome, JobError> {
     let (duration, degraded) = (Some(produced.duration_secs), produced.degraded.as_slice());
     let rid = rec.record_id.as_str();
+    // The sheet goes in first, under the lease: a job that fails after this keeps it only until
+    // its next success replaces it, and the gallery shows succeeded jobs only.
+    let sheet_error = match &produced.sheet {
+        Ok(made) => {
+            let layout = serde_json::to_string(&made.layout).expect("a sheet serialises");
+            match ctx.store.put_sheet(lease, &layout, &made.jpeg).await {
+                Ok(()) => None,
+                Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
+                Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+            }
+        }
+        Err(why) => {
+            tracing::warn!(record_id = %rid, "no contact sheet: {why}");
+            Some(why.as_str())
+        }
+    };
+    let output_json =
+        |path: &Path, bytes| output_json(path, bytes, duration, playback, degraded, sheet_error);
     let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
     let stem = slug::file_stem(&rec.name, rec.start_time_ms, ctx.tz);
     let candidates = match &lease.output_path {
@@ -777,7 +829,7 @@ async fn place<S: JobStore>(
                 let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
                     JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
                 })?;
-                let output = output_json(&p, bytes, duration, playback, degraded);
+                let output = output_json(&p, bytes);
                 return match ctx.store.complete(lease, &output, bytes).await {
                     Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
                     Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
@@ -801,7 +853,7 @@ async fn place<S: JobStore>(
             Err(None) => return Ok(JobOutcome::LeaseLost),
             Err(Some(e)) => return Err(e),
         }
-        let output = output_json(&dest, bytes, duration, playback, degraded);
+        let output = output_json(&dest, bytes);
         return match ctx.store.complete(lease, &output, bytes).await {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
             Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bbb_common::process::{GroupChild, Spawn};
-use bbb_common::recorder_protocol::{Line, exit};
+use bbb_common::recorder_protocol::{ContactSheet, Line, exit};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -95,6 +95,8 @@ pub struct RecordOutput {
     pub planned_secs: Option<f64>,
     /// The length it says it wrote (the done event's `duration`).
     pub done_secs: Option<f64>,
+    /// The contact sheet it made (`--contact-sheet`, the done event's `sheet`).
+    pub sheet: Option<ContactSheet>,
 }
 
 /// `: line | line | ...` with the last five lines of the child's stderr, or nothing.
@@ -198,10 +200,14 @@ impl RecorderCommand {
             match line {
                 Line::Started { duration, .. } => said.planned_secs = Some(duration),
                 Line::Done {
-                    degraded, duration, ..
+                    degraded,
+                    duration,
+                    sheet,
+                    ..
                 } => {
                     said.degraded = degraded;
                     said.done_secs = Some(duration);
+                    said.sheet = sheet;
                 }
                 _ => {}
             }

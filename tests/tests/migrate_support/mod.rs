@@ -82,8 +82,14 @@ pub struct Env {
 /// Starts the fake server and writes a config. `extra` is appended to the `[bbb]` section text;
 /// `sections` after it (e.g. `[recorder]` ...).
 pub fn setup(fetch: &str, extra_sections: &str) -> Env {
+    setup_from(&samples(), fetch, extra_sections)
+}
+
+/// [`setup`] with the fake server serving the recordings of `samples` (a changed copy of the
+/// samples) instead of the samples themselves.
+pub fn setup_from(samples: &Path, fetch: &str, extra_sections: &str) -> Env {
     let bbb = FakeBbb::builder()
-        .samples_dir(samples())
+        .samples_dir(samples.to_path_buf())
         .start_blocking()
         .expect("fake BBB server");
     let dir = tempfile::tempdir().expect("temp dir");
