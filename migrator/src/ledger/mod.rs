@@ -134,8 +134,9 @@ pub struct JobRow {
     pub flag_note: Option<String>,
 }
 
-/// One attempt at a job (`job_attempt`), for a recording's history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// One attempt at a job (`job_attempt`), for a recording's history. Both backends select its
+/// columns under these names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct Attempt {
     pub epoch: i64,
     pub worker: String,
@@ -148,8 +149,9 @@ pub struct Attempt {
 }
 
 /// A succeeded job as the gallery shows it: the recording (payload), its output and its
-/// contact sheet's layout (the picture itself is read on demand, [`JobStore::sheet`]).
-#[derive(Debug, Clone)]
+/// contact sheet's layout (the picture itself is read on demand, [`JobStore::sheet`]). Both
+/// backends select its columns under these names.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PlacedJob {
     pub id: i64,
     pub recording_id: String,

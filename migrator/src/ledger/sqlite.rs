@@ -639,53 +639,25 @@ impl JobStore for SqliteLedger {
     }
 
     async fn attempts(&self, job_id: i64) -> LedgerResult<Vec<Attempt>> {
-        let rows = sqlx::query(
-            "SELECT epoch, worker, started_at, ended_at, outcome, error FROM job_attempt
-             WHERE job_id=?1 ORDER BY epoch",
+        Ok(sqlx::query_as(
+            "SELECT epoch, worker, started_at AS started_ms, ended_at AS ended_ms, outcome, error
+             FROM job_attempt WHERE job_id=?1 ORDER BY epoch",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Attempt {
-                    epoch: r.try_get("epoch")?,
-                    worker: r.try_get("worker")?,
-                    started_ms: r.try_get("started_at")?,
-                    ended_ms: r.try_get("ended_at")?,
-                    outcome: r.try_get("outcome")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn placed(&self) -> LedgerResult<Vec<PlacedJob>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT j.id, j.recording_id, j.target, j.payload, j.output, j.output_path,
-                    j.output_bytes, j.finished_at, j.flagged_at, j.flag_note, s.layout
+                    j.output_bytes, j.finished_at AS finished_at_ms, j.flagged_at AS flagged_at_ms,
+                    j.flag_note, s.layout AS sheet_layout
              FROM job j LEFT JOIN contact_sheet s ON s.job_id=j.id
              WHERE j.state='succeeded' ORDER BY j.finished_at DESC, j.id DESC",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(PlacedJob {
-                    id: r.try_get("id")?,
-                    recording_id: r.try_get("recording_id")?,
-                    target: r.try_get("target")?,
-                    payload: r.try_get("payload")?,
-                    output: r.try_get("output")?,
-                    output_path: r.try_get("output_path")?,
-                    output_bytes: r.try_get("output_bytes")?,
-                    finished_at_ms: r.try_get("finished_at")?,
-                    flagged_at_ms: r.try_get("flagged_at")?,
-                    flag_note: r.try_get("flag_note")?,
-                    sheet_layout: r.try_get("layout")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
