@@ -789,3 +789,56 @@ fn during_a_claim_run_the_page_shows_progress_then_the_gallery_with_contact_shee
     );
     assert_eq!(served.stop(), Some(0));
 }
+
+#[test]
+fn the_gallery_draws_a_page_of_cards_and_more_on_request() {
+    let env = setup("single", "");
+    expect_code(&env.run(&["claim", "--record-id", VIDEO_ID]), 0);
+    // 60 more placed recordings, as thousands would be: rows of the ledger, without sheets.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.ledger.display()))
+            .await
+            .unwrap();
+        for n in 0..60u64 {
+            sqlx::query(
+                "INSERT INTO job (recording_id, target, state, run_after, payload, output_bytes,
+                                  created_at, updated_at, finished_at)
+                 VALUES (?1, 'file', 'succeeded', 0, '{}', 1000, 0, 0, ?2)",
+            )
+            .bind(fake_bbb::ApiRecording::synthetic_id(n))
+            .bind(1_000 + n as i64)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        db.close().await;
+    });
+    let served = Served::start(&env, "127.0.0.1:0", None);
+    let shot = env.dir.path().join("serve-more.png");
+    const MORE: &str = r#"(() => {
+        const cards = document.querySelectorAll('#gallery .card').length;
+        const more = document.querySelector('#gallery button.more');
+        const count = document.getElementById('gallery-count').textContent;
+        if (!window.firstPage) {
+            if (!cards) return null;
+            window.firstPage = { cards, count, more: more && more.textContent };
+            more.click();
+            return null;
+        }
+        return { first: window.firstPage, cards, count, more: !!more };
+    })()"#;
+    let state = runtime.block_on(page_state(&format!("{}/", served.url), MORE, &shot));
+    assert_eq!(state["first"]["cards"], 48, "{state}");
+    assert_eq!(
+        state["first"]["count"], "61 of 61 placed recordings (the first 48 shown)",
+        "{state}"
+    );
+    assert_eq!(state["first"]["more"], "show 13 more", "{state}");
+    assert_eq!(state["cards"], 61, "{state}");
+    assert_eq!(state["count"], "61 of 61 placed recordings", "{state}");
+    assert_eq!(state["more"], false, "{state}");
+}

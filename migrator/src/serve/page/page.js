@@ -234,6 +234,7 @@ function sheetView(p) {
   const box = el("div", null, "sheet");
   const img = document.createElement("img");
   img.alt = "contact sheet of " + p.record_id;
+  img.decoding = "async";
   box.append(img);
   const s = p.sheet;
   const grid = el("div", null, "tiles");
@@ -259,11 +260,19 @@ function sheetView(p) {
   return box;
 }
 
+// Cards drawn at once, and added by "show more": a migration has thousands of outputs, and each
+// card fetches its sheet.
+const PAGE_CARDS = 48;
+let cardsShown = PAGE_CARDS;
+
 function drawGallery() {
   const gallery = document.getElementById("gallery");
   gallery.replaceChildren();
-  const shown = placed.filter(matches);
-  document.getElementById("gallery-count").textContent = `${shown.length} of ${placed.length} placed recordings`;
+  const matching = placed.filter(matches);
+  const shown = matching.slice(0, cardsShown);
+  document.getElementById("gallery-count").textContent =
+    `${matching.length} of ${placed.length} placed recordings` +
+    (shown.length < matching.length ? ` (the first ${shown.length} shown)` : "");
   for (const p of shown) {
     const card = el("div", null, "card" + (p.flagged ? " flagged" : ""));
     card.dataset.recordId = p.record_id;
@@ -293,9 +302,18 @@ function drawGallery() {
     gallery.append(card);
   }
   if (!placed.length) gallery.append(el("p", "nothing placed yet", "empty"));
+  if (shown.length < matching.length) {
+    const more = el("button", `show ${Math.min(PAGE_CARDS, matching.length - shown.length)} more`, "more");
+    more.type = "button";
+    more.addEventListener("click", () => { cardsShown += PAGE_CARDS; drawGallery(); });
+    gallery.append(more);
+  }
 }
 
-document.getElementById("filters").addEventListener("input", drawGallery);
+document.getElementById("filters").addEventListener("input", () => {
+  cardsShown = PAGE_CARDS;
+  drawGallery();
+});
 document.getElementById("filters").addEventListener("submit", e => e.preventDefault());
 
 // Reads /api/status once and draws it.
