@@ -50,12 +50,20 @@ pub fn hide_chrome_js(is23: bool) -> String {
     )
 }
 
-/// Forward the player's media clock to us: every `bbbplaybacktimeupdate` (2.3; the player redraws
-/// on it) or every animation frame while playing (2.0, which has no such event), stamped with the
-/// page's wall clock; and the `ended` and `error` events of the media element.
+/// Forward the player's media clock to us: every animation frame while playing (2.0, which has no
+/// time event), stamped with the page's wall clock; for 2.3, the time of the last
+/// `bbbplaybacktimeupdate` (the player redraws on it) committed in an animation frame, stamped at
+/// the next animation frame, when that state has been painted: on a loaded machine the paint lags
+/// the time event by hundreds of milliseconds, so a stamp at the event put the picture late (a
+/// 20 s stalled playback under six busy loops on 2 cores: slide changes 140-840 ms late stamped at
+/// the event, 74-107 ms stamped at the next frame). Also the `ended` and `error` events of the
+/// media element.
 pub fn clock_js(is23: bool) -> String {
     let source = if is23 {
-        "document.addEventListener('bbbplaybacktimeupdate', e => { if (e.detail && typeof e.detail.time === 'number') send({ k: 't', w: now(), m: e.detail.time }); });"
+        "let latest = null, committed = null; \
+         document.addEventListener('bbbplaybacktimeupdate', e => { if (e.detail && typeof e.detail.time === 'number') latest = e.detail.time; }); \
+         const tick = () => { if (committed !== null) { send({ k: 't', w: now(), m: committed }); committed = null; } \
+           if (latest !== null) { committed = latest; latest = null; } requestAnimationFrame(tick); }; requestAnimationFrame(tick);"
     } else {
         "const tick = () => { if (!v.paused && !v.ended) send({ k: 't', w: now(), m: v.currentTime }); requestAnimationFrame(tick); }; requestAnimationFrame(tick);"
     };
