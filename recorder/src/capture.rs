@@ -222,6 +222,11 @@ fn grab_loop(
             (pts as f64 * f64::from(tb) * 1e6) as i64
         }
     };
+    // The last picture sent. A grab that shows the same picture shares it instead of holding a
+    // copy: a slide recording's frames are nearly all repeats, so the frames that wait for the
+    // media clock (up to its settle time, 1 s, on a loaded machine) cost one picture, not 30 of
+    // 3.7 MB each at 720p, and the encoder's "unchanged" test is a pointer comparison.
+    let mut previous: Option<Arc<Vec<u8>>> = None;
     while !stop.load(Ordering::SeqCst) {
         let mut packet = ffmpeg::Packet::empty();
         match packet.read(input) {
@@ -237,9 +242,14 @@ fn grab_loop(
                     )));
                     return;
                 }
+                let data = match &previous {
+                    Some(same) if same[..] == data[..expected] => Arc::clone(same),
+                    _ => Arc::new(data[..expected].to_vec()),
+                };
+                previous = Some(Arc::clone(&data));
                 let frame = Frame {
                     wall: to_micros(packet.pts().unwrap_or(0)),
-                    data: Arc::new(data[..expected].to_vec()),
+                    data,
                     stride,
                 };
                 if tx.send(Ok(frame)).is_err() {

@@ -105,6 +105,21 @@ fn ten_minutes_with_flat_memory() {
         mb(rec_late),
         mb(kids_peak)
     );
+    // The recorder's peak resident memory in each 30 s of media, so that a failure shows
+    // whether memory climbs steadily (a leak) or jumps once (a backlog of frames).
+    let mut windows: Vec<(u32, u64)> = Vec::new();
+    for s in &samples {
+        let window = (s.0 / 30.0) as u32 * 30;
+        match windows.last_mut() {
+            Some((w, peak)) if *w == window => *peak = (*peak).max(s.1),
+            _ => windows.push((window, s.1)),
+        }
+    }
+    let series: String = windows
+        .iter()
+        .map(|(w, peak)| format!(" {w}s:{:.0}", mb(*peak)))
+        .collect();
+    eprintln!("long run: recorder RSS (MB) by media time:{series}");
     assert!(
         rec_late <= rec_early + 48_000_000,
         "the recorder's memory grows: {:.1} MB at 2 min, {:.1} MB after 8 min",
