@@ -1,11 +1,13 @@
 //! What kind of page a URL is (BBB 2.3 player, legacy 2.0 player, Scalelite protected link, any
 //! other page), the recording's `metadata.xml`, and where its media lives; [`page`] holds the
-//! players' DOM contract (probe, chrome hiding, clock messages).
+//! players' DOM contract (probe, chrome hiding, clock messages), [`changes`] the media times at
+//! which the picture can change.
 //!
 //! Facts from `bbb-playback.md` ("URLs and ids", "On-disk / served layout"). The kind guessed from
 //! the URL is only a first guess: servers redirect 2.0 links to the 2.3 player and protected links
 //! to either, so `record` confirms the player from the loaded page and classifies the final URL.
 
+pub mod changes;
 pub mod page;
 
 use quick_xml::Reader;
