@@ -715,10 +715,9 @@ gen_g() {
 }
 
 # Whether media files A and B are the same recording where an Opus encode differs by CPU: a WebM
-# whose picture packets are byte-identical, whose audio packets have the same times and
-# durations, and whose decoded sound differs from B by at most -30 dB of its level (a real difference, such as another
-# tone, a shift or a missing second, is far below that; two CPUs' encodes of one sound measured
-# 41 dB apart).
+# with the same streams, byte-identical picture packets, audio packets of the same times and
+# durations, and decoded sound whose difference from B is at least 30 dB below B (two CPUs'
+# encodes of one sound measured 41-53 dB; a volume change to 0.8 fails).
 same_media() {
   local a=$1 b=$2
   [[ $a == *.webm ]] || return 1

@@ -14,6 +14,16 @@
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
+/// An event file of a recording: (its text, its name, the element, the element's time
+/// attributes, what changes at those times).
+type EventFile<'a> = (
+    Option<&'a str>,
+    &'static str,
+    &'a [u8],
+    &'a [&'a [u8]],
+    ChangeKind,
+);
+
 /// What changes the picture at a [`Change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ChangeKind {
@@ -104,38 +114,40 @@ pub fn change_times(files: &RecordingFiles, present: &[&str]) -> Result<ChangeTi
     if let Some(json) = files.tldraw_json {
         tldraw_json(json, &mut changes)?;
     }
-    let events = [
-        (files.panzooms_xml, "panzooms.xml", ChangeKind::Zoom),
-        (files.cursor_xml, "cursor.xml", ChangeKind::Cursor),
-    ];
-    for (text, file, kind) in events {
-        if let Some(xml) = text {
-            xml_times(xml, file, b"event", &[b"timestamp"], kind, &mut changes)?;
-        }
-    }
-    if let Some(xml) = files.deskshare_xml {
-        let attributes: &[&[u8]] = &[b"start_timestamp", b"stop_timestamp"];
-        let kind = ChangeKind::ScreenShare;
-        xml_times(
-            xml,
+    let events: [EventFile; 4] = [
+        (
+            files.panzooms_xml,
+            "panzooms.xml",
+            b"event",
+            &[b"timestamp"],
+            ChangeKind::Zoom,
+        ),
+        (
+            files.cursor_xml,
+            "cursor.xml",
+            b"event",
+            &[b"timestamp"],
+            ChangeKind::Cursor,
+        ),
+        (
+            files.deskshare_xml,
             "deskshare.xml",
             b"event",
-            attributes,
-            kind,
-            &mut changes,
-        )?;
-    }
-    if let Some(xml) = files.slides_new_xml {
-        let attributes: &[&[u8]] = &[b"in", b"out"];
-        let kind = ChangeKind::Chat;
-        xml_times(
-            xml,
+            &[b"start_timestamp", b"stop_timestamp"],
+            ChangeKind::ScreenShare,
+        ),
+        (
+            files.slides_new_xml,
             "slides_new.xml",
             b"chattimeline",
-            attributes,
-            kind,
-            &mut changes,
-        )?;
+            &[b"in", b"out"],
+            ChangeKind::Chat,
+        ),
+    ];
+    for (text, file, element, attributes, kind) in events {
+        if let Some(xml) = text {
+            xml_times(xml, file, element, attributes, kind, &mut changes)?;
+        }
     }
     changes.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.kind.cmp(&b.kind)));
     changes.dedup_by(|a, b| a.kind == b.kind && (a.time - b.time).abs() < 1e-6);
