@@ -14,11 +14,28 @@ use url::Url;
 use crate::error::{Context as _, Phase, RecordError};
 use crate::playback;
 
+/// A recording file the server must have: its absence is a permanent error.
 pub async fn fetch_text(
     http: &reqwest::Client,
     url: &Url,
     cookies: &str,
 ) -> Result<String, RecordError> {
+    match fetch_optional_text(http, url, cookies).await? {
+        Some(text) => Ok(text),
+        None => Err(RecordError::permanent(
+            Phase::Probe,
+            format!("playback not found: {} answered 404", redact::url(url)),
+        )),
+    }
+}
+
+/// A recording file the server may not have (a recording without chat has no slides_new.xml):
+/// `None` when it answers 404 or 410, any other failure an error.
+pub async fn fetch_optional_text(
+    http: &reqwest::Client,
+    url: &Url,
+    cookies: &str,
+) -> Result<Option<String>, RecordError> {
     let mut request = http.get(url.clone());
     if !cookies.is_empty() {
         request = request.header(reqwest::header::COOKIE, cookies);
@@ -29,10 +46,7 @@ pub async fn fetch_text(
         .transient(Phase::Probe, &format!("fetching {}", redact::url(url)))?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
-        return Err(RecordError::permanent(
-            Phase::Probe,
-            format!("playback not found: {} answered {status}", redact::url(url)),
-        ));
+        return Ok(None);
     }
     if !status.is_success() {
         let class = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -64,7 +78,7 @@ pub async fn fetch_text(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The largest recording file the recorder reads itself (metadata.xml, shapes.svg,

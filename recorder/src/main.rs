@@ -90,6 +90,13 @@ struct Cli {
     /// DevTools screencast (pictures sent by Chromium when the page redraws).
     #[arg(long, value_enum, default_value = "x11")]
     capture: CaptureMode,
+    /// Fast mode: step the paused 2.3 player from one picture change to the next (times read
+    /// from the recording's files) instead of playing it in real time, and fill the webcam area
+    /// from the recording's own video. A recording fast mode cannot reproduce exactly (the 2.0
+    /// player, a screen share, polls, captions, an unknown layout...) is recorded in real time,
+    /// with a warning saying why; the JSON done event tells which ("mode", "fast_fallback").
+    #[arg(long)]
+    fast: bool,
     /// Progress display: json = one JSON object per line on stdout.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -299,6 +306,7 @@ fn run(cli: Cli) -> i32 {
         layout: cli.layout,
         audio: cli.audio,
         capture: cli.capture,
+        fast: cli.fast,
         timeout,
         browser: cli.browser,
         accept_broken: cli.accept_broken,

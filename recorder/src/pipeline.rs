@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::capture::{Frame, wall_now};
 use crate::encode::{VideoSettings, VideoWriter};
 use crate::error::{Phase, RecordError};
+use crate::overlay::{Filled, WebcamFill};
 use crate::timeline::{ClockReader, MediaClock, MediaTime, SlotFiller, WallMicros};
 
 /// Where the pipeline's output frames go: the live encoder ([`VideoWriter`]), or a test's list.
@@ -58,7 +59,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start the encoder thread writing `path`; returns once the encoder is open.
+    /// Start the encoder thread writing `path`; returns once the encoder is open. `webcam`: the
+    /// webcam area each picture gets from the recording's video (fast mode).
     /// `repeats_when_idle`: the source sends pictures only when they change (screencast), so
     /// once the media clock has moved on without a new picture, the last one still holds.
     pub fn start(
@@ -68,6 +70,7 @@ impl Pipeline {
         start: f64,
         settings: VideoSettings,
         path: PathBuf,
+        webcam: Option<WebcamFill>,
     ) -> Result<Pipeline, RecordError> {
         let control = Arc::new(PipelineControl::default());
         let ctl = Arc::clone(&control);
@@ -80,7 +83,9 @@ impl Pipeline {
             .spawn(move || {
                 // Dropped when this thread ends, however it ends: that is the signal.
                 let _ended = ended_tx;
-                let writer = match VideoWriter::create(&path, &settings) {
+                let writer = match VideoWriter::create(&path, &settings)
+                    .and_then(|w| Filled::new(w, webcam.as_ref(), start, settings.fps))
+                {
                     Ok(w) => {
                         let _ = opened_tx.send(Ok(()));
                         w
@@ -515,6 +520,7 @@ mod tests {
             0.0,
             settings(10),
             dir.path().join("video.mkv"),
+            None,
         )
         .unwrap();
         // The end is known before the first frame, as in a recording.
@@ -538,6 +544,7 @@ mod tests {
             0.0,
             settings(10),
             dir.path().join("open.mkv"),
+            None,
         )
         .unwrap();
         assert!(!pipeline.ended(Duration::from_millis(300)).await);

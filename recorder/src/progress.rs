@@ -136,6 +136,8 @@ impl Progress {
                 degraded: outcome.degraded.clone(),
                 assets_answered: outcome.assets_answered.clone(),
                 sheet: outcome.sheet.clone(),
+                mode: outcome.mode,
+                fast_fallback: outcome.fast_fallback.clone(),
             }),
             ProgressMode::None => {}
             _ => {

@@ -66,6 +66,24 @@ impl MediaClock {
         }
     }
 
+    /// The clock of a stepped capture (fast mode), whose frames are stamped with their media
+    /// time in microseconds instead of a wall instant: the identity over `start..end`, with
+    /// nothing pending and no latency.
+    pub fn stepped(start: f64, end: f64) -> Self {
+        let mut clock = MediaClock::new(0, 33_333);
+        let at = |media: f64| (media * 1e6).round() as WallMicros;
+        clock.push(ClockSample {
+            wall: at(start),
+            media: start,
+        });
+        // One second past the end, so the last slots are not extrapolated.
+        clock.push(ClockSample {
+            wall: at(end + 1.0),
+            media: end + 1.0,
+        });
+        clock
+    }
+
     /// Register a consumer. Until it calls [`MediaClock::done_before`], nothing is forgotten.
     pub fn reader(&mut self) -> ClockReader {
         self.readers.push(WallMicros::MIN);
@@ -334,6 +352,22 @@ mod tests {
         match c.media_at(1_540_000, 9_000_000) {
             MediaTime::At(m) => assert!((m - 1.5).abs() < 1e-9),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stepped_clock_reads_frame_stamps_as_media_time() {
+        let c = MediaClock::stepped(2.5, 10.0);
+        assert_eq!(c.media_at(2_499_999, 0), MediaTime::Before);
+        for (stamp, media) in [
+            (2_500_000, 2.5),
+            (2_533_333, 2.533_333),
+            (9_966_667, 9.966_667),
+        ] {
+            match c.media_at(stamp, 0) {
+                MediaTime::At(m) => assert!((m - media).abs() < 1e-9, "{m} for {stamp}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

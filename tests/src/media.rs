@@ -177,6 +177,52 @@ pub fn frames_rgb(path: &Path) -> Vec<(f64, u32, u32, Vec<u8>)> {
     out
 }
 
+/// How two recordings of the same playback differ, picture by picture: for each frame `k` of `a`,
+/// the mean absolute difference (0-255, over every channel of the pictures scaled to 320x180)
+/// to the closest of frames `k - 1`, `k`, `k + 1` of `b` (a change may land one frame apart in
+/// a real-time recording), and to frame `k` itself. Frames `b` lacks count as 255.
+pub fn picture_differences(a: &Path, b: &Path) -> Vec<FrameDifference> {
+    let small = |path: &Path| {
+        let mut out = Vec::new();
+        for_each_frame(path, Some((320, 180)), |_, _, _, data| out.push(data));
+        out
+    };
+    let (a, b) = (small(a), small(b));
+    let mean = |x: &[u8], y: &[u8]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| f64::from(p.abs_diff(*q)))
+            .sum::<f64>()
+            / x.len() as f64
+    };
+    (0..a.len())
+        .map(|k| {
+            let at = |j: usize| b.get(j).map_or(255.0, |other| mean(&a[k], other));
+            let same = at(k);
+            let near = [k.checked_sub(1), Some(k), Some(k + 1)]
+                .into_iter()
+                .flatten()
+                .map(at)
+                .fold(f64::INFINITY, f64::min);
+            FrameDifference {
+                frame: k,
+                near,
+                same,
+            }
+        })
+        .collect()
+}
+
+/// One frame's entry of [`picture_differences`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameDifference {
+    pub frame: usize,
+    /// To the closest of the other recording's frames `k - 1 ..= k + 1`.
+    pub near: f64,
+    /// To the other recording's frame `k`.
+    pub same: f64,
+}
+
 /// Named colours of the samples (samples/README.md).
 pub const RED: [u8; 3] = [220, 20, 20];
 pub const GREEN: [u8; 3] = [20, 180, 20];

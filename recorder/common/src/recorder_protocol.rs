@@ -26,6 +26,27 @@ pub enum FailureClass {
     Transient,
 }
 
+/// How a recording's picture was captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingMode {
+    /// The player played in real time and its screen was grabbed on the media clock.
+    #[default]
+    RealTime,
+    /// `--fast`: the paused player was stepped from one picture change to the next.
+    Fast,
+}
+
+impl RecordingMode {
+    /// The name used on the wire, in the ledger and in `status` (`real_time`, `fast`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingMode::RealTime => "real_time",
+            RecordingMode::Fast => "fast",
+        }
+    }
+}
+
 /// One line of `--progress json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -63,6 +84,12 @@ pub enum Line {
         /// The contact sheet written for `--contact-sheet`, if one was asked for.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sheet: Option<ContactSheet>,
+        /// How the picture was captured (a recorder that predates fast mode: real time).
+        #[serde(default)]
+        mode: RecordingMode,
+        /// Fast mode was asked for and this recording was captured in real time instead: why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fast_fallback: Option<String>,
     },
     /// The recording failed; the exit code follows the class.
     Error {
@@ -151,6 +178,8 @@ mod tests {
             degraded: vec!["slide-2.png is missing".into()],
             assets_answered: vec![],
             sheet: None,
+            mode: RecordingMode::Fast,
+            fast_fallback: None,
         };
         let text = done.to_json();
         assert!(
@@ -189,6 +218,8 @@ mod tests {
                 degraded: vec![],
                 assets_answered: vec![],
                 sheet: None,
+                mode: RecordingMode::RealTime,
+                fast_fallback: None,
             })
         );
     }

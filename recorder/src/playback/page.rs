@@ -10,6 +10,23 @@ use serde::Deserialize;
 /// the generated id of the 2.3 element is not stable, so select by structure).
 pub const MEDIA: &str = "(document.querySelector('#webcams video') || document.querySelector('#webcams audio') || document.querySelector('#video'))";
 
+/// The 2.3 player's webcam video element as laid out now, as a JSON text (read back as
+/// `overlay::VideoElement`), or null when the player has none (a recording with sound only).
+/// Fast mode fills the area it shows from the recording's video; the text is compared from step
+/// to step, so any change of the layout is seen.
+pub const WEBCAM_JS: &str = r#"(() => {
+  const v = document.querySelector('#webcams video');
+  if (!v) return null;
+  const r = v.getBoundingClientRect();
+  const s = getComputedStyle(v);
+  let opaque = true;
+  for (let e = v; e; e = e.parentElement) if (parseFloat(getComputedStyle(e).opacity) < 1) opaque = false;
+  const shown = v.getClientRects().length > 0 && s.visibility === 'visible' && opaque;
+  return JSON.stringify({ shown, x: r.x, y: r.y, w: r.width, h: r.height, fit: s.objectFit,
+    position: s.objectPosition, transform: s.transform, vw: v.videoWidth, vh: v.videoHeight,
+    dpr: window.devicePixelRatio });
+})()"#;
+
 /// What the page is: a ready player, a player error, still loading, or another page.
 pub const PROBE_JS: &str = r#"(() => {
   const href = location.href;

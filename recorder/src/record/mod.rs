@@ -6,6 +6,7 @@
 //! The player contract (selectors, events, autoplay rule, end of playback) is documented in
 //! bbb-playback.md; each rule used here cites it.
 
+mod fast;
 mod page;
 mod play;
 mod sound;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bbb_common::recorder_protocol::ContactSheet;
+use bbb_common::recorder_protocol::{ContactSheet, RecordingMode};
 use tokio::sync::watch;
 use url::Url;
 
@@ -84,6 +85,9 @@ pub struct RecordRequest {
     pub layout: Layout,
     pub audio: AudioMode,
     pub capture: CaptureMode,
+    /// Step the paused player from change to change instead of playing it (see `fast`); a
+    /// recording it cannot reproduce exactly is captured in real time.
+    pub fast: bool,
     pub timeout: Option<Duration>,
     pub browser: Option<PathBuf>,
     /// Record a playback whose picture is broken (missing files, error screens) anyway, listing
@@ -130,6 +134,10 @@ pub struct Outcome {
     pub assets_answered: Vec<String>,
     /// The contact sheet made for [`RecordRequest::contact_sheet`], if it was asked for and made.
     pub sheet: Option<ContactSheet>,
+    /// How the picture was captured.
+    pub mode: RecordingMode,
+    /// Fast mode was asked for, and this is why the recording was captured in real time.
+    pub fast_fallback: Option<String>,
 }
 
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
@@ -186,11 +194,75 @@ pub async fn record(
         fetch_metadata(&http, &base, "").await?;
     }
 
+    let prepared = Prepared {
+        url,
+        kind,
+        browser_binary,
+        container,
+        dest_dir,
+        http,
+    };
+    // Fast mode may find, only once the player is readied, that it cannot reproduce this
+    // recording: it then starts over in real time (a new browser, nothing of the first kept).
+    let mut fast = req.fast;
+    let mut fast_fallback = None;
+    loop {
+        match attempt(&req, fast, &prepared, &report, cancel.clone()).await? {
+            Attempt::Done(mut outcome) => {
+                if outcome.fast_fallback.is_none() {
+                    outcome.fast_fallback = fast_fallback;
+                }
+                return Ok(outcome);
+            }
+            Attempt::Unreproducible(why) => {
+                report(Event::Warning(format!(
+                    "fast mode cannot reproduce this recording ({why}): recording it in real time"
+                )));
+                fast_fallback = Some(why);
+                fast = false;
+            }
+        }
+    }
+}
+
+/// What every attempt at one recording shares, checked once.
+struct Prepared {
+    url: Url,
+    kind: PageKind,
+    browser_binary: PathBuf,
+    container: Container,
+    dest_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Done(Outcome),
+    /// Fast mode found what it does not reproduce (why): try again in real time.
+    Unreproducible(String),
+}
+
+/// One attempt at `req`, from the display to the placed output; `fast`: in fast mode.
+async fn attempt(
+    req: &RecordRequest,
+    fast: bool,
+    prepared: &Prepared,
+    report: &Reporter,
+    cancel: watch::Receiver<bool>,
+) -> Result<Attempt, RecordError> {
+    let Prepared {
+        url,
+        kind,
+        browser_binary,
+        container,
+        dest_dir,
+        http,
+    } = prepared;
     // Everything temporary lives in one hidden directory beside the output (same filesystem, and
     // hours of intermediate video do not fit a small /tmp); removed on every path out.
     let work = tempfile::Builder::new()
         .prefix(".bbb-record-")
-        .tempdir_in(&dest_dir)
+        .tempdir_in(dest_dir)
         .transient(Phase::Setup, "creating the work directory")?;
 
     // The page's own sound needs a private PulseAudio server before the browser starts.
@@ -232,7 +304,7 @@ pub async fn record(
     };
     let mut pulse = pulse;
     let mut chromium = Chromium::launch(&LaunchOptions {
-        binary: browser_binary,
+        binary: browser_binary.clone(),
         display: display.name().to_owned(),
         xauthority: display.xauthority().to_owned(),
         width: req.width,
@@ -248,14 +320,15 @@ pub async fn record(
     })
     .await?;
     let result = Session {
-        req: &req,
-        report: &report,
+        req,
+        fast,
+        report,
         cancel,
         chromium: &mut chromium,
         display: Arc::new(Mutex::new(display)),
-        http: &http,
+        http,
         work: work.path(),
-        container,
+        container: *container,
         started: Instant::now(),
         default_timeout: None,
         media_download: None,
@@ -266,7 +339,7 @@ pub async fn record(
         render: None,
         slides: Vec::new(),
     }
-    .run(url, kind)
+    .run(url.clone(), kind.clone())
     .await;
     chromium.shutdown().await;
     drop(pulse);
@@ -286,6 +359,8 @@ pub fn xauthority_path() -> PathBuf {
 
 struct Session<'a> {
     req: &'a RecordRequest,
+    /// This attempt steps the player (fast mode) when it can.
+    fast: bool,
     report: &'a Reporter,
     cancel: watch::Receiver<bool>,
     chromium: &'a mut Chromium,
@@ -322,7 +397,7 @@ struct Player {
 }
 
 impl Session<'_> {
-    async fn run(mut self, url: Url, kind: PageKind) -> Result<Outcome, RecordError> {
+    async fn run(mut self, url: Url, kind: PageKind) -> Result<Attempt, RecordError> {
         let mut tab = self.open_tab(&url, &kind).await?;
         let clock = play::media_clock(self.req.capture, self.req.fps);
         let start = self.req.start.unwrap_or(0.0).max(0.0);
@@ -343,7 +418,40 @@ impl Session<'_> {
             self.sound_capture = None;
         }
 
-        let captured = self.capture(&mut tab, &player, &clock, start, end).await?;
+        let mut mode = RecordingMode::RealTime;
+        let mut fast_fallback = None;
+        let plan = if self.fast {
+            match self
+                .fast_plan(&tab.page, &player, sound, (start, end))
+                .await?
+            {
+                Ok(plan) => Some(plan),
+                Err(why) => {
+                    (self.report)(Event::Warning(format!(
+                        "fast mode cannot reproduce this recording ({why}): recording it in real time"
+                    )));
+                    fast_fallback = Some(why);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let captured = match plan {
+            Some(plan) => {
+                match self
+                    .capture_stepped(&mut tab, &player, plan, (start, end))
+                    .await?
+                {
+                    fast::Stepped::Captured(captured) => {
+                        mode = RecordingMode::Fast;
+                        captured
+                    }
+                    fast::Stepped::Unreproducible(why) => return Ok(Attempt::Unreproducible(why)),
+                }
+            }
+            None => self.capture(&mut tab, &player, &clock, start, end).await?,
+        };
         let end = captured.end;
         // A defect seen in the last moments still counts (the capture is stopped by now).
         if let Some(render) = self.render.as_mut() {
@@ -357,7 +465,7 @@ impl Session<'_> {
         let audio = self.finish_sound(sound, start, end).await?;
         let report = self.write_output(captured.video, audio).await?;
         let sheet = self.contact_sheet(start, end).await;
-        Ok(Outcome {
+        Ok(Attempt::Done(Outcome {
             output: self.req.output.clone(),
             duration: end - start,
             frames: captured.frames,
@@ -374,7 +482,9 @@ impl Session<'_> {
                 .cloned()
                 .collect(),
             sheet,
-        })
+            mode,
+            fast_fallback,
+        }))
     }
 
     /// The contact sheet of the placed output, when one was asked for, with a tile after each of

@@ -92,6 +92,7 @@ impl Session<'_> {
                 preset: self.req.preset.clone(),
             },
             self.work.join("video.mkv"),
+            None,
         )?;
         // Known now: no slot past the end is ever written.
         pipeline.set_end(end);
@@ -203,15 +204,56 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Readies a BBB player and starts it at `start`: its controls hidden, every slide decoded
-    /// once, the render watcher and the media clock installed, the paused start picture
-    /// captured and the clock anchored on it; then playback. Its time events then feed the clock.
+    /// Readies a BBB player and starts it at `start`: readied ([`Session::ready_player`]), the
+    /// paused start picture captured and the clock anchored on it; then playback. Its time
+    /// events then feed the clock.
     async fn start_player(
         &mut self,
         page: &Page,
         player: &Player,
         start: f64,
         clock: &Arc<Mutex<MediaClock>>,
+    ) -> Result<(), RecordError> {
+        self.ready_player(page, player, start).await?;
+        // Wait for frames of the paused start picture to be grabbed, then anchor the clock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ClockSample {
+                wall: wall_now(),
+                media: start,
+            });
+        // Autoplay is allowed by the browser flag; a plain script play() (no user gesture).
+        let played: serde_json::Value = page
+            .evaluate_expression(format!(
+                "(async () => {{ const v = {MEDIA}; let why = ''; window.__bbbRecordPlayRequested = true; \
+                 try {{ await v.play(); }} catch (e) {{ why = String(e && e.name || e); }} \
+                 if (why === 'NotAllowedError' || why === 'NotSupportedError') return why; \
+                 /* Other rejections (AbortError: the screen share, slaved to the media, paused it \
+                    while buffering) are not final: the keeper below resumes playback. */ \
+                 window.__bbbRecordKeepPlaying = true; return 'ok'; }})()"
+            ))
+            .await
+            .transient(Phase::Play, "starting playback")?
+            .into_value()
+            .unwrap_or(serde_json::Value::Null);
+        if played != "ok" {
+            return Err(RecordError::transient(
+                Phase::Play,
+                format!("the player refused to play: {played}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Readies a BBB player, paused at `start`: its controls hidden, every slide decoded once,
+    /// the render watcher and the media clock installed, seeked to `start` and drawn there.
+    pub(super) async fn ready_player(
+        &mut self,
+        page: &Page,
+        player: &Player,
+        start: f64,
     ) -> Result<(), RecordError> {
         let is23 = matches!(player.kind, PageKind::Bbb23 { .. });
         page.evaluate_expression(hide_chrome_js(is23))
@@ -303,35 +345,6 @@ impl Session<'_> {
                     "document.dispatchEvent(new CustomEvent('bbbplaybacktimeupdate', {{ detail: {{ time: {start} }} }}))"
                 ))
                 .await;
-        }
-        // Wait for frames of the paused start picture to be grabbed, then anchor the clock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ClockSample {
-                wall: wall_now(),
-                media: start,
-            });
-        // Autoplay is allowed by the browser flag; a plain script play() (no user gesture).
-        let played: serde_json::Value = page
-            .evaluate_expression(format!(
-                "(async () => {{ const v = {MEDIA}; let why = ''; window.__bbbRecordPlayRequested = true; \
-                 try {{ await v.play(); }} catch (e) {{ why = String(e && e.name || e); }} \
-                 if (why === 'NotAllowedError' || why === 'NotSupportedError') return why; \
-                 /* Other rejections (AbortError: the screen share, slaved to the media, paused it \
-                    while buffering) are not final: the keeper below resumes playback. */ \
-                 window.__bbbRecordKeepPlaying = true; return 'ok'; }})()"
-            ))
-            .await
-            .transient(Phase::Play, "starting playback")?
-            .into_value()
-            .unwrap_or(serde_json::Value::Null);
-        if played != "ok" {
-            return Err(RecordError::transient(
-                Phase::Play,
-                format!("the player refused to play: {played}"),
-            ));
         }
         Ok(())
     }
@@ -427,7 +440,7 @@ impl Session<'_> {
 /// Resolves when the recording must stop: the renderer crashed, the DevTools connection was lost
 /// or a signal arrived. A closed channel disables its branch (it must not spin or be mistaken for
 /// an event).
-async fn interruption(
+pub(super) async fn interruption(
     crashes: &mut chromiumoxide::listeners::EventStream<EventTargetCrashed>,
     lost: &mut watch::Receiver<bool>,
     cancel: &mut watch::Receiver<bool>,

@@ -113,7 +113,7 @@ impl Session<'_> {
 
     /// Find the recording's primary media and download it into the work directory in the
     /// background (it is needed whole only when the recording ends).
-    async fn start_media_download(
+    pub(super) async fn start_media_download(
         &self,
         base: &Url,
         cookies: &str,

@@ -2,7 +2,10 @@
 //! see samples/README.md) served by the fake BBB server, and prints per minute of playback: wall
 //! time ratio, CPU-seconds of the recorder and everything it started (Chromium, Xvfb), peak RSS of
 //! the recorder and of its children, frames written vs expected, and for the long sample the
-//! picture/sound offset at every slide change (each change carries a 1 kHz beep).
+//! picture/sound offset at every slide change (each change carries a 1 kHz beep). With
+//! `--modes both` (the default) each recording is made in real time and in fast mode, side by
+//! side in the same run, and the two are compared frame by frame: fast/real-time ratios of wall
+//! time and CPU, and the mean and worst picture difference.
 //!
 //! Run it on an otherwise idle machine, with a release build:
 //! `cargo build --release -p bbb-recorder -p bbb-tests && target/release/bbb-bench --minutes 2`.
@@ -33,6 +36,9 @@ struct Args {
     /// window of this many minutes of the run, to show whether it stays flat.
     #[arg(long, value_name = "MINUTES")]
     memory_every: Option<u32>,
+    /// Capture modes to run on each recording: both, real-time or fast.
+    #[arg(long, default_value = "both")]
+    modes: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,8 +82,9 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<8} {:>9} {:>10} {:>13} {:>12} {:>12} {:>16} {:>14}",
+        "{:<8} {:<10} {:>9} {:>10} {:>13} {:>12} {:>12} {:>16} {:>14}",
         "sample",
+        "mode",
         "playback",
         "wall/play",
         "cpu-s/play-s",
@@ -100,33 +107,62 @@ fn main() -> anyhow::Result<()> {
         } else {
             "static"
         };
-        let out = work.path().join(format!("{kind}.mp4"));
-        let m = measure(&record, &bbb.presentation_url(&id), &out)?;
-        timelines.push((kind, m.memory.clone()));
-        let playback = m.duration;
-        let expected = (playback * 30.0).round() as u64;
-        let offset = if kind == "long" {
-            match av_offsets(&out) {
-                Some((mean, worst)) => format!("{mean:+.0} / {worst:.0}"),
-                None => "n/a".into(),
-            }
-        } else {
-            "-".into()
+        let modes: Vec<bool> = match args.modes.as_str() {
+            "both" => vec![false, true],
+            "fast" => vec![true],
+            _ => vec![false],
         };
-        println!(
-            "{:<8} {:>8.1}s {:>10.3} {:>13.3} {:>12.0} {:>12.0} {:>7} ({:>6}) {:>14}",
-            kind,
-            playback,
-            m.wall / playback,
-            m.cpu / playback,
-            m.peak_rss_recorder / 1e6,
-            m.peak_rss_children / 1e6,
-            m.frames,
-            expected,
-            offset
-        );
+        let mut made = Vec::new();
+        for fast in modes {
+            let out = work
+                .path()
+                .join(format!("{kind}-{}.mp4", if fast { "fast" } else { "real" }));
+            let m = measure(&record, &bbb.presentation_url(&id), &out, fast)?;
+            timelines.push((kind, m.memory.clone()));
+            let playback = m.duration;
+            let expected = (playback * 30.0).round() as u64;
+            let offset = if kind == "long" {
+                match av_offsets(&out) {
+                    Some((mean, worst)) => format!("{mean:+.0} / {worst:.0}"),
+                    None => "n/a".into(),
+                }
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<8} {:<10} {:>8.1}s {:>10.3} {:>13.3} {:>12.0} {:>12.0} {:>7} ({:>6}) {:>14}",
+                kind,
+                m.mode,
+                playback,
+                m.wall / playback,
+                m.cpu / playback,
+                m.peak_rss_recorder / 1e6,
+                m.peak_rss_children / 1e6,
+                m.frames,
+                expected,
+                offset
+            );
+            made.push((out, m));
+        }
+        if let [(real_out, real), (fast_out, fast)] = &made[..] {
+            let differences = media::picture_differences(fast_out, real_out);
+            let n = differences.len().max(1) as f64;
+            let mean = differences.iter().map(|d| d.near).sum::<f64>() / n;
+            let worst = differences.iter().map(|d| d.near).fold(0.0, f64::max);
+            let over = differences.iter().filter(|d| d.near > 1.0).count();
+            println!(
+                "{:<8} fast/real: wall {:.3}, cpu {:.3} (speed-up {:.1}x); picture difference mean {mean:.3}, worst {worst:.3} (0-255), {over} frames over 1.0",
+                kind,
+                fast.wall / real.wall,
+                fast.cpu / real.cpu,
+                real.wall / fast.wall
+            );
+        }
     }
     println!("A/V offset: mean / worst |picture - sound| at each slide change (picture late > 0).");
+    println!(
+        "Picture difference: per frame, the mean absolute difference to the closest of the real-time frames k-1..k+1 (320x180)."
+    );
     if let Some(every) = args.memory_every {
         for (kind, timeline) in &timelines {
             println!("{kind}: peak RSS per {every} min of wall time (recorder MB / children MB)");
@@ -153,6 +189,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct Measure {
+    /// The mode the recorder reports it used (`real_time`, `fast`).
+    mode: String,
     wall: f64,
     cpu: f64,
     peak_rss_recorder: f64,
@@ -171,11 +209,12 @@ fn children_cpu() -> f64 {
     t(usage.ru_utime) + t(usage.ru_stime)
 }
 
-fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
+fn measure(record: &Path, url: &str, out: &Path, fast: bool) -> anyhow::Result<Measure> {
     let cpu_before = children_cpu();
     let started = Instant::now();
     let mut child = Command::new(record)
         .args([url, "-o", out.to_str().unwrap(), "--progress", "json"])
+        .args(fast.then_some("--fast"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -213,6 +252,7 @@ fn measure(record: &Path, url: &str, out: &Path) -> anyhow::Result<Measure> {
         .find(|v| v["event"] == "done")
         .ok_or_else(|| anyhow::anyhow!("no done event"))?;
     Ok(Measure {
+        mode: done["mode"].as_str().unwrap_or("?").to_owned(),
         wall,
         cpu,
         peak_rss_recorder: peak_rec,

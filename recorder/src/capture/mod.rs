@@ -4,6 +4,9 @@
 //! DevTools screencast: JPEG pictures of the page sent by Chromium when it redraws, stamped with
 //! their swap time; nothing arrives while the page is still (see `repeats_when_idle`).
 //!
+//! The third is fast mode's stepped source (`stepped`): the paused player is stepped from one
+//! picture change to the next and one picture is taken at each; its frames carry media time.
+//!
 //! A source runs on its own OS thread (libav calls block) and hands frames over a bounded channel,
 //! so a slow encoder applies back-pressure instead of growing memory.
 
@@ -16,6 +19,8 @@ use ffmpeg_next as ffmpeg;
 
 use crate::error::{Phase, RecordError};
 use crate::timeline::WallMicros;
+
+pub mod stepped;
 
 /// One captured picture, BGR0 (4 bytes per pixel).
 #[derive(Debug, Clone)]
@@ -279,77 +284,115 @@ fn decode_loop(
     let fail = |why: String| {
         let _ = tx.send(Err(RecordError::transient(Phase::Capture, why)));
     };
-    let Some(codec) = ffmpeg::decoder::find(ffmpeg::codec::Id::MJPEG) else {
-        return fail("libav has no JPEG decoder".into());
-    };
-    let mut decoder = match ffmpeg::codec::context::Context::new_with_codec(codec)
-        .decoder()
-        .video()
-    {
+    let mut decoder = match PictureDecoder::new(ffmpeg::codec::Id::MJPEG, width, height) {
         Ok(d) => d,
-        Err(e) => return fail(format!("JPEG decoder: {e}")),
+        Err(why) => return fail(why),
     };
-    let mut scaler: Option<(
-        ffmpeg::format::Pixel,
-        u32,
-        u32,
-        ffmpeg::software::scaling::Context,
-    )> = None;
-    let stride = width as usize * 4;
     while !stop.load(Ordering::SeqCst) {
         let (wall, jpeg) = match jpegs.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(item) => item,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        if let Err(e) = decoder.send_packet(&ffmpeg::Packet::copy(&jpeg)) {
-            return fail(format!("decoding a screencast frame: {e}"));
+        let data = match decoder.decode(&jpeg) {
+            Ok(Some(data)) => data,
+            Ok(None) => continue,
+            Err(why) => return fail(format!("a screencast frame: {why}")),
+        };
+        let frame = Frame {
+            wall,
+            data: Arc::new(data),
+            stride: decoder.stride(),
+        };
+        if tx.send(Ok(frame)).is_err() {
+            return;
         }
+    }
+}
+
+/// Turns compressed pictures of the page (screencast JPEGs, screenshot PNGs) into BGR0 pictures
+/// of the output size, rows without padding, as the encoder expects them from x11grab.
+pub(crate) struct PictureDecoder {
+    decoder: ffmpeg::decoder::Video,
+    scaler: Option<(
+        ffmpeg::format::Pixel,
+        u32,
+        u32,
+        ffmpeg::software::scaling::Context,
+    )>,
+    width: u32,
+    height: u32,
+}
+
+impl PictureDecoder {
+    pub(crate) fn new(codec: ffmpeg::codec::Id, width: u32, height: u32) -> Result<Self, String> {
+        let found = ffmpeg::decoder::find(codec)
+            .ok_or_else(|| format!("libav has no {codec:?} decoder"))?;
+        let decoder = ffmpeg::codec::context::Context::new_with_codec(found)
+            .decoder()
+            .video()
+            .map_err(|e| format!("{codec:?} decoder: {e}"))?;
+        Ok(PictureDecoder {
+            decoder,
+            scaler: None,
+            width,
+            height,
+        })
+    }
+
+    /// Bytes per row of the pictures it returns.
+    pub(crate) fn stride(&self) -> usize {
+        self.width as usize * 4
+    }
+
+    /// The picture in `compressed`, or `None` if the decoder holds it back (it does not, for
+    /// still-picture codecs).
+    pub(crate) fn decode(&mut self, compressed: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        // Each picture stands alone: libav's PNG decoder adds a picture not marked as a key
+        // frame to the previous one (its "P-frame" PNGs).
+        let mut packet = ffmpeg::Packet::copy(compressed);
+        packet.set_flags(ffmpeg::packet::Flags::KEY);
+        self.decoder
+            .send_packet(&packet)
+            .map_err(|e| format!("decoding: {e}"))?;
         let mut decoded = ffmpeg::frame::Video::empty();
-        while decoder.receive_frame(&mut decoded).is_ok() {
+        let mut picture = None;
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
             let (format, w, h) = (decoded.format(), decoded.width(), decoded.height());
-            if scaler
+            if self
+                .scaler
                 .as_ref()
                 .is_none_or(|s| (s.0, s.1, s.2) != (format, w, h))
             {
-                match ffmpeg::software::scaling::Context::get(
+                let ctx = ffmpeg::software::scaling::Context::get(
                     format,
                     w,
                     h,
                     ffmpeg::format::Pixel::BGRZ,
-                    width,
-                    height,
+                    self.width,
+                    self.height,
                     ffmpeg::software::scaling::Flags::BILINEAR,
-                ) {
-                    Ok(ctx) => scaler = Some((format, w, h, ctx)),
-                    Err(e) => return fail(format!("screencast scaler: {e}")),
-                }
+                )
+                .map_err(|e| format!("scaler: {e}"))?;
+                self.scaler = Some((format, w, h, ctx));
             }
             let mut bgr = ffmpeg::frame::Video::empty();
-            if let Err(e) = scaler
+            self.scaler
                 .as_mut()
                 .expect("set above")
                 .3
                 .run(&decoded, &mut bgr)
-            {
-                return fail(format!("scaling a screencast frame: {e}"));
-            }
-            // Rows without the scaler's padding, as the encoder expects from x11grab.
+                .map_err(|e| format!("scaling: {e}"))?;
+            let stride = self.stride();
             let line = bgr.stride(0);
             let plane = bgr.data(0);
-            let mut data = Vec::with_capacity(stride * height as usize);
-            for row in 0..height as usize {
+            let mut data = Vec::with_capacity(stride * self.height as usize);
+            for row in 0..self.height as usize {
                 data.extend_from_slice(&plane[row * line..row * line + stride]);
             }
-            let frame = Frame {
-                wall,
-                data: Arc::new(data),
-                stride,
-            };
-            if tx.send(Ok(frame)).is_err() {
-                return;
-            }
+            picture = Some(data);
         }
+        Ok(picture)
     }
 }
 

@@ -1,0 +1,214 @@
+//! End-to-end tests of fast mode (`bbb-record --fast`) on the bundled samples: real Chromium,
+//! real Xvfb, real libav. Each fast recording is compared frame by frame with a real-time
+//! recording of the same playback, and its webcam area with the source video's own pictures.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const ORANGE: [u8; 3] = [240, 120, 0];
+const PURPLE: [u8; 3] = [120, 40, 200];
+
+/// The JSON done event of a run.
+fn done_event(out: &std::process::Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "done")
+        .expect("a done event")
+}
+
+/// Records `url` into `out` with `extra` options; asserts success and returns the done event.
+fn record(url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![url, "-o", out.to_str().unwrap(), "--progress", "json"];
+    args.extend_from_slice(extra);
+    let result = run(&args);
+    assert!(result.status.success(), "bbb-record {extra:?} failed");
+    done_event(&result)
+}
+
+/// A mean absolute difference per channel (0-255) under which two pictures of the same page
+/// are the same picture: measured 0.07-0.34 between fast and real-time recordings of the samples
+/// (H.264 noise); a slide, annotation, cursor or chat line that differs gives 2 or more.
+const SAME_PICTURE: f64 = 1.0;
+
+/// Every frame of the fast recording `fast` is the picture of the real-time recording `real`
+/// at that frame, or at the frame beside it (a real-time change may land one frame late).
+fn assert_same_pictures(fast: &Path, real: &Path) {
+    let differences = picture_differences(fast, real);
+    assert_eq!(
+        differences.len() as u64,
+        probe(real).video_frames,
+        "frame counts differ"
+    );
+    let differing: Vec<_> = differences
+        .iter()
+        .filter(|d| d.near > SAME_PICTURE)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} frames differ from the real-time recording: {:?}",
+        differing.len(),
+        differences.len(),
+        &differing[..differing.len().min(5)]
+    );
+}
+
+/// Sample C (slides and a webcam video) in fast mode: mode reported, exact duration, the slide
+/// change on its own frame (4.0 s is frame 120), every frame the real-time picture, and the
+/// same sound sample for sample.
+#[test]
+fn fast_mode_gives_the_real_time_picture_and_sound_on_sample_c() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (fast, real) = (dir.path().join("fast.mp4"), dir.path().join("real.mp4"));
+    let url = bbb.presentation_url(SAMPLE_C);
+    let done = record(&url, &fast, &["--fast"]);
+    assert_eq!(done["mode"], "fast", "{done}");
+    assert!(done.get("fast_fallback").is_none(), "{done}");
+    let done = record(&url, &real, &[]);
+    assert_eq!(done["mode"], "real_time", "{done}");
+
+    let p = probe(&fast);
+    assert_eq!(p.video_frames, 240);
+    assert!(
+        (p.audio_duration - 8.008).abs() <= 0.05,
+        "{}",
+        p.audio_duration
+    );
+    let frames = frames_rgb(&fast);
+    let slides = [("orange", ORANGE), ("purple", PURPLE)];
+    assert_eq!(dominant(&frames[119], &slides), Some("orange"));
+    assert_eq!(dominant(&frames[120], &slides), Some("purple"));
+    drop(frames);
+    assert_same_pictures(&fast, &real);
+    assert_eq!(
+        audio_samples(&fast),
+        audio_samples(&real),
+        "the sound differs from the real-time recording's"
+    );
+}
+
+/// Sample A up to 5.5 s (before its screen share): annotations, zoom, cursor and chat as in
+/// real time, and the webcam area shows, at every checked media time, the source video's own
+/// picture of that time (ffmpeg's testsrc, whose counter changes every frame).
+#[test]
+fn fast_mode_fills_the_webcam_with_the_source_picture_of_each_media_time() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (fast, real) = (dir.path().join("fast.mp4"), dir.path().join("real.mp4"));
+    let url = bbb.presentation_url(SAMPLE_A);
+    let done = record(&url, &fast, &["--fast", "--end", "5.5"]);
+    assert_eq!(done["mode"], "fast", "{done}");
+    record(&url, &real, &["--end", "5.5"]);
+    assert_same_pictures(&fast, &real);
+
+    // The sample player shows the 320x240 webcam at the top left, unscaled.
+    let source = frames_rgb(
+        &samples_dir()
+            .join("recordings/presentation")
+            .join(SAMPLE_A)
+            .join("video/webcams.webm"),
+    );
+    let frames = frames_rgb(&fast);
+    let webcam_of = |frame: &(f64, u32, u32, Vec<u8>)| -> Vec<u8> {
+        let w = frame.1 as usize;
+        (0..240)
+            .flat_map(|y| frame.3[(y * w) * 3..(y * w + 320) * 3].iter().copied())
+            .collect()
+    };
+    let mean = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| f64::from(p.abs_diff(*q)))
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    for t in [0.5, 2.0, 3.4, 5.0] {
+        let shown = webcam_of(&frames[(t * 30.0_f64).round() as usize]);
+        // The source picture of media time t: the last one at or before it.
+        let own = source
+            .iter()
+            .rposition(|f| f.0 <= t + 1e-6)
+            .expect("a source picture");
+        let d_own = mean(&shown, &source[own].3);
+        let d_earlier = mean(&shown, &source[own - 2].3);
+        let d_later = mean(&shown, &source[own + 2].3);
+        assert!(
+            d_own < 8.0 && d_own < d_earlier && d_own < d_later,
+            "at {t} s the webcam area is {d_own:.2} from the source picture of its time \
+             ({:.3} s), {d_earlier:.2} and {d_later:.2} from those 2 pictures away",
+            source[own].0
+        );
+    }
+}
+
+/// Sample G (BBB 3.0's tldraw whiteboard) in fast mode: every frame the real-time picture.
+#[test]
+fn fast_mode_draws_the_tldraw_whiteboard_as_in_real_time() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (fast, real) = (dir.path().join("fast.mp4"), dir.path().join("real.mp4"));
+    let url = bbb.presentation_url(SAMPLE_G);
+    let done = record(&url, &fast, &["--fast"]);
+    assert_eq!(done["mode"], "fast", "{done}");
+    record(&url, &real, &[]);
+    assert_same_pictures(&fast, &real);
+}
+
+/// A recording with something fast mode does not reproduce is recorded in real time, saying
+/// why: sample A's screen share (6-8 s), and the legacy 2.0 player. The output is still right.
+#[test]
+fn fast_mode_falls_back_to_real_time_and_says_why() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("share.mp4");
+    let url = bbb.presentation_url(SAMPLE_A);
+    let result = run(&[
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--progress",
+        "json",
+        "--fast",
+        "--start",
+        "5",
+        "--end",
+        "7",
+    ]);
+    assert!(result.status.success());
+    let done = done_event(&result);
+    assert_eq!(done["mode"], "real_time", "{done}");
+    let why = done["fast_fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("screen share"), "{done}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.lines().any(|l| l.contains("\"warning\"")
+            && l.contains("real time")
+            && l.contains("screen share")),
+        "no warning says why: {stdout}"
+    );
+    let frames = frames_rgb(&out);
+    let colours = [("green", GREEN), ("magenta", MAGENTA)];
+    assert_eq!(dominant(frame_at(&frames, 0.5), &colours), Some("green"));
+    assert_eq!(dominant(frame_at(&frames, 1.5), &colours), Some("magenta"));
+    drop(frames);
+
+    let out = dir.path().join("legacy.mp4");
+    let url = bbb.legacy_presentation_url(SAMPLE_A);
+    let done = record(&url, &out, &["--fast", "--end", "2"]);
+    assert_eq!(done["mode"], "real_time", "{done}");
+    assert!(
+        done["fast_fallback"]
+            .as_str()
+            .is_some_and(|w| w.contains("2.0 player")),
+        "{done}"
+    );
+    assert_eq!(probe(&out).video_frames, 60);
+}
