@@ -189,6 +189,9 @@ pub struct RecorderConfig {
     /// Record presentations whose picture is broken (`bbb-record --accept-broken`), keeping the
     /// list of defects with the output, instead of failing them.
     pub accept_broken: bool,
+    /// Record presentations in fast mode (`bbb-record --fast`): the paused player is stepped from
+    /// one picture change to the next instead of playing in real time. Downloads are unaffected.
+    pub fast: bool,
 }
 
 impl Default for RecorderConfig {
@@ -202,6 +205,7 @@ impl Default for RecorderConfig {
             default_length_secs: 4 * 3600,
             grace_secs: 10,
             accept_broken: false,
+            fast: false,
         }
     }
 }
@@ -483,6 +487,11 @@ grace_secs = 10
 # the player's error screen) fails permanently, phase render. true: record it anyway; `status`
 # lists its defects ("degraded"). For damaged recordings whose best copy this will be.
 accept_broken = false
+# true: record presentations in fast mode (bbb-record --fast), stepping the paused player from one
+# picture change to the next instead of playing it in real time. One fast mode cannot reproduce
+# (a screen share, the 2.0 player...) is recorded in real time, with the reason in the log and in
+# `status`, which shows each output's mode. Video playbacks are downloaded either way.
+fast = false
 
 [ledger]
 # Job ledger: sqlite://FILE on one machine, or postgres://USER@HOST/DB shared by several hosts
@@ -534,6 +543,18 @@ mod tests {
     fn template_parses_and_unknown_keys_are_named() {
         let c = Config::parse(TEMPLATE).unwrap();
         assert_eq!(c.pod.time_zone, "Europe/Paris");
+        assert!(
+            !c.recorder.fast,
+            "fast mode is asked for, never the default"
+        );
+        assert!(
+            Config::parse("[recorder]\nfast = true\n")
+                .unwrap()
+                .recorder
+                .fast
+        );
+        let e = Config::parse("[recorder]\nfast = \"yes\"\n").unwrap_err();
+        assert!(e.starts_with("line 2"), "{e}");
         assert_eq!(c.recorder_directory().unwrap(), "bbb-claim");
         let e = Config::parse("[bbb]\nbase_urll = \"x\"\n").unwrap_err();
         assert!(e.contains("base_urll"), "{e}");

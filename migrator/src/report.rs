@@ -1,5 +1,6 @@
 //! The state of a migration as the ledger holds it: jobs per state, bytes placed, machine time,
-//! the failures, the placed outputs and the running jobs with their progress. One reading,
+//! the failures, the placed outputs (with the mode each recording was made in) and the running
+//! jobs with their progress. One reading,
 //! shown three ways: `status --json`, `serve`'s `/api/status` (the same JSON) and its
 //! `/metrics` (Prometheus text, [`crate::serve::metrics`]).
 
@@ -32,6 +33,18 @@ impl Report {
             *counts.entry(r.state.as_str()).or_default() += 1;
         }
         counts
+    }
+
+    /// Placed outputs per recording mode (`real_time`, `fast`); downloads, imports and outputs
+    /// whose mode is not known are left out, as are modes with no output.
+    pub fn output_modes(&self) -> BTreeMap<&'static str, u64> {
+        let mut modes = BTreeMap::new();
+        for r in &self.rows {
+            if let (JobState::Succeeded, Some(mode)) = (r.state, r.recording_mode) {
+                *modes.entry(mode.as_str()).or_default() += 1;
+            }
+        }
+        modes
     }
 
     pub fn bytes_placed(&self) -> i64 {
@@ -92,6 +105,7 @@ impl Report {
                 "succeeded": self.succeeded_last_hour(now_ms),
                 "eta_secs": self.eta_secs(now_ms),
             },
+            "output_modes": self.output_modes(),
             "bytes_placed": self.bytes_placed(),
             "recorded_secs": (self.recorded_secs() * 1000.0).round() / 1000.0,
             "machine_time_secs": self.busy_ms() as f64 / 1000.0,
@@ -102,6 +116,7 @@ impl Report {
             "outputs": self.rows.iter().filter(|r| r.state == JobState::Succeeded).map(|r| serde_json::json!({
                 "record_id": r.recording_id, "path": r.output_path, "bytes": r.output_bytes,
                 "duration_secs": r.duration_secs(), "degraded": r.degraded(),
+                "mode": r.recording_mode.map(|m| m.as_str()), "fast_fallback": r.fast_fallback(),
                 "flagged": r.flagged_at_ms.is_some(), "flag_note": r.flag_note,
             })).collect::<Vec<_>>(),
             "running": self.running.iter().map(|r| {
@@ -138,6 +153,7 @@ pub(crate) fn test_job(recording_id: &str, state: JobState) -> JobRow {
         output_path: None,
         output: None,
         output_bytes: None,
+        recording_mode: None,
         finished_at_ms: None,
         busy_ms: 0,
         error_phase: None,
@@ -148,6 +164,8 @@ pub(crate) fn test_job(recording_id: &str, state: JobState) -> JobRow {
 
 #[cfg(test)]
 mod tests {
+    use bbb_common::recorder_protocol::RecordingMode;
+
     use super::*;
 
     fn job(state: JobState, finished_at_ms: Option<i64>) -> JobRow {
@@ -186,6 +204,59 @@ mod tests {
             }
             .eta_secs(now),
             None
+        );
+    }
+
+    #[test]
+    fn outputs_are_counted_by_mode_and_each_shows_its_own_and_why_not_fast() {
+        let placed = |id, mode, output: &str| JobRow {
+            recording_mode: mode,
+            output: Some(output.into()),
+            ..test_job(id, JobState::Succeeded)
+        };
+        let report = Report {
+            rows: vec![
+                placed("fast", Some(RecordingMode::Fast), "{}"),
+                placed(
+                    "share",
+                    Some(RecordingMode::RealTime),
+                    r#"{"fast_fallback":"a screen share"}"#,
+                ),
+                placed("also-fast", Some(RecordingMode::Fast), "{}"),
+                // A download: no mode, not counted.
+                placed("video", None, r#"{"kind":"video"}"#),
+                // Redone, so its mode is gone; a job that failed has none either.
+                test_job("pending", JobState::Pending),
+            ],
+            running: vec![],
+        };
+        let modes: Vec<_> = report.output_modes().into_iter().collect();
+        assert_eq!(modes, [("fast", 2), ("real_time", 1)]);
+        let v = report.to_json(0);
+        assert_eq!(
+            v["output_modes"],
+            serde_json::json!({"fast": 2, "real_time": 1})
+        );
+        let shown: Vec<_> = v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["record_id"].as_str().unwrap(),
+                    o["mode"].as_str(),
+                    o["fast_fallback"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("fast", Some("fast"), None),
+                ("share", Some("real_time"), Some("a screen share")),
+                ("also-fast", Some("fast"), None),
+                ("video", None, None),
+            ]
         );
     }
 }

@@ -696,6 +696,7 @@ fn init_config_template_works_with_env_overrides() {
         ("pod", "recorder_id"),
         ("recorder", "command"),
         ("recorder", "format"),
+        ("recorder", "fast"),
         ("ledger", "url"),
         ("worker", "jobs"),
     ] {

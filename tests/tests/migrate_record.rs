@@ -4,12 +4,13 @@
 //! rerun does nothing, and kill -9 in the middle of a recording followed by a rerun leaves exactly
 //! one file, no temp file and no recorder process. A protected recording on a PostgreSQL ledger
 //! leaves its token, the ledger's password and the BBB secret in no process list and no log.
+//! With `[recorder] fast`, the ledger and `status` tell which outputs fast mode made.
 
 mod migrate_support;
 
 use std::time::{Duration, Instant};
 
-use fake_bbb::media::{SAMPLE_A_SECONDS, SAMPLE_F_SECONDS};
+use fake_bbb::media::{SAMPLE_A_SECONDS, SAMPLE_B, SAMPLE_B_SECONDS, SAMPLE_F_SECONDS};
 use fake_bbb::postgres::Postgres;
 use migrate_support::*;
 
@@ -117,6 +118,101 @@ fn kill_9_during_a_recording_then_rerun_leaves_one_file_no_temp_no_process() {
     assert_eq!(env.claimed(), vec![PRESENTATION_FILE.to_owned()]);
     assert_recorded(&env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
     assert!(list(&tmp).is_empty(), "temp files left: {:?}", list(&tmp));
+}
+
+/// With `[recorder] fast = true` one claim run records sample B (audio only) in fast mode and
+/// sample A, whose screen share fast mode cannot reproduce, in real time: both are placed whole,
+/// the ledger keeps each output's mode and A's reason for real time, the log names A with that
+/// reason, and `status` shows the counts by mode and each output's own.
+#[test]
+fn fast_mode_records_what_it_can_and_status_shows_the_mode_of_each_output() {
+    let env = record_env();
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace("[recorder]\n", "[recorder]\nfast = true\n"),
+    )
+    .unwrap();
+    // One recording at a time: two browsers at once on a small machine would only slow both.
+    let o = env.run(&[
+        "claim",
+        "--jobs",
+        "1",
+        "--record-id",
+        SAMPLE_B,
+        "--record-id",
+        PRESENTATION_ID,
+    ]);
+    expect_code(&o, 0);
+    let placed = env.claimed();
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    assert!(placed.contains(&PRESENTATION_FILE.to_owned()), "{placed:?}");
+    assert_recorded(&env.claim.join(PRESENTATION_FILE), SAMPLE_A_SECONDS);
+    let audio_only = placed.iter().find(|p| *p != PRESENTATION_FILE).unwrap();
+    assert_recorded(&env.claim.join(audio_only), SAMPLE_B_SECONDS);
+
+    let status = env.run(&["status", "--json"]);
+    expect_code(&status, 0);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let output = |id: &str| {
+        s["outputs"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["record_id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no output of {id}: {s}"))
+    };
+    let (a, b) = (output(PRESENTATION_ID), output(SAMPLE_B));
+    assert_eq!(a["mode"], "real_time", "{s}");
+    let plain = text(&env.run(&["status"]).stdout);
+    assert!(plain.contains("outputs by mode:"), "{plain}");
+    assert!(
+        plain
+            .lines()
+            .any(|l| l.contains(PRESENTATION_ID) && l.ends_with(" bytes, real_time)")),
+        "{plain}"
+    );
+
+    // What fast mode itself decides (B stepped, A in real time with its reason, kept and logged),
+    // in one assertion so that a failure shows all of it.
+    let log = text(&o.stderr);
+    let warned = |id: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains(id) && l.contains("not in fast mode"))
+            .collect()
+    };
+    let reason = a["fast_fallback"].as_str().unwrap_or_default();
+    let reason_logged =
+        !reason.is_empty() && warned(PRESENTATION_ID).iter().any(|l| l.contains(reason));
+    let b_line = plain
+        .lines()
+        .any(|l| l.contains(SAMPLE_B) && l.ends_with(" bytes, fast)"));
+    let reason_shown =
+        !reason.is_empty() && plain.contains(&format!("fast mode not used: {reason}"));
+    assert_eq!(
+        (
+            b["mode"].as_str(),
+            b["fast_fallback"].as_str(),
+            s["output_modes"].clone(),
+            !reason.is_empty(),
+            reason_logged,
+            warned(SAMPLE_B),
+            b_line,
+            reason_shown,
+        ),
+        (
+            Some("fast"),
+            None,
+            serde_json::json!({"fast": 1, "real_time": 1}),
+            true,
+            true,
+            Vec::<&str>::new(),
+            true,
+            true,
+        ),
+        "(B's mode, B's fallback, counts by mode, A has a reason, A's reason logged, warnings \
+         about B, B shown as fast, A's reason shown)\n--- status --json\n{s}\n--- status\n\
+         {plain}\n--- claim's log\n{log}"
+    );
 }
 
 /// Sample F, a BBB 2.7 whiteboard recording.

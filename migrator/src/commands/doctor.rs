@@ -561,6 +561,8 @@ impl App {
             timeout: TEST_RECORDING_TIMEOUT,
             grace: self.s.recorder.grace,
             accept_broken: false,
+            // Fast mode is for BBB playbacks; the test page is not one.
+            fast: false,
             allow_hosts: Vec::new(),
             extra_args,
         };

@@ -153,6 +153,7 @@ impl Settings {
             default_length_secs: cfg.recorder.default_length_secs,
             grace: Duration::from_secs(cfg.recorder.grace_secs),
             accept_broken: cfg.recorder.accept_broken,
+            fast: cfg.recorder.fast,
         };
         let m = &cfg.moodle;
         let moodle = moodle::MoodleSettings {

@@ -1,4 +1,5 @@
-//! `bbb-migrate status`: the ledger's state, every host's running jobs and the failures.
+//! `bbb-migrate status`: the ledger's state, every host's running jobs, the failures and the
+//! placed outputs with the mode each recording was made in.
 
 use bbb_migrator::report::Report;
 
@@ -24,6 +25,13 @@ impl App {
         let _ = writeln!(o, "jobs: {}", rows.len());
         for (state, n) in &report.counts() {
             let _ = writeln!(o, "  {state}: {n}");
+        }
+        let modes = report.output_modes();
+        if !modes.is_empty() {
+            let _ = writeln!(o, "outputs by mode:");
+            for (mode, n) in &modes {
+                let _ = writeln!(o, "  {mode}: {n}");
+            }
         }
         let _ = writeln!(o, "bytes placed: {}", report.bytes_placed());
         let _ = writeln!(o, "machine time: {}", human_secs(busy / 1000));
@@ -78,15 +86,22 @@ impl App {
         if !placed.is_empty() {
             let _ = writeln!(o, "outputs:");
             for r in placed {
+                let mode = r
+                    .recording_mode
+                    .map(|m| format!(", {}", m.as_str()))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     o,
-                    "  {} -> {} ({} bytes)",
+                    "  {} -> {} ({} bytes{mode})",
                     r.recording_id,
                     r.output_path.as_deref().unwrap_or("?"),
                     r.output_bytes.unwrap_or(0)
                 );
                 for defect in r.degraded() {
                     let _ = writeln!(o, "    degraded: {defect}");
+                }
+                if let Some(why) = r.fast_fallback() {
+                    let _ = writeln!(o, "    fast mode not used: {why}");
                 }
             }
         }

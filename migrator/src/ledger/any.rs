@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bbb_common::recorder_protocol::RecordingMode;
+
 use super::postgres::PgLedger;
 use super::sqlite::SqliteLedger;
 use super::{
@@ -128,8 +130,14 @@ impl JobStore for AnyLedger {
     async fn reserve_output(&self, lease: &Lease, path: &str) -> LedgerResult<()> {
         forward!(self, l => l.reserve_output(lease, path))
     }
-    async fn complete(&self, lease: &Lease, output: &str, bytes: u64) -> LedgerResult<()> {
-        forward!(self, l => l.complete(lease, output, bytes))
+    async fn complete(
+        &self,
+        lease: &Lease,
+        output: &str,
+        bytes: u64,
+        mode: Option<RecordingMode>,
+    ) -> LedgerResult<()> {
+        forward!(self, l => l.complete(lease, output, bytes, mode))
     }
     async fn fail(
         &self,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bbb_common::recorder_protocol::RecordingMode;
 use fake_bbb::postgres::Postgres;
 
 use super::any::AnyLedger;
@@ -25,6 +26,8 @@ struct Fixture {
     lease: Duration,
     /// The retry policy's base delay.
     retry_base: Duration,
+    /// Where `store` was opened, to open the same ledger again.
+    url: String,
     _dir: tempfile::TempDir,
     pg: Option<Postgres>,
 }
@@ -48,6 +51,7 @@ impl Fixture {
                     clock,
                     lease: Duration::from_secs(90),
                     retry_base: policy_base,
+                    url,
                     _dir: dir,
                     pg: None,
                 }
@@ -66,15 +70,15 @@ impl Fixture {
                     cap: Duration::from_secs(5),
                 };
                 let policy_base = policy.base;
-                let store = AnyLedger::open(&pg.url("ledger"), clock.clone(), policy)
-                    .await
-                    .unwrap();
+                let url = pg.url("ledger");
+                let store = AnyLedger::open(&url, clock.clone(), policy).await.unwrap();
                 assert!(matches!(store, AnyLedger::Postgres(_)));
                 Fixture {
                     store: Arc::new(store),
                     clock,
                     lease: Duration::from_secs(3),
                     retry_base: policy_base,
+                    url,
                     _dir: dir,
                     pg: Some(pg),
                 }
@@ -109,6 +113,21 @@ impl Fixture {
         }
     }
 
+    /// Runs `sql` on the ledger's database behind the store's back (to make it what an older
+    /// bbb-migrate left).
+    async fn execute(&self, sql: &'static str) {
+        match &self.pg {
+            None => {
+                let db = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&db).await.unwrap();
+                db.close().await;
+            }
+            Some(pg) => {
+                pg.psql("ledger", sql).unwrap();
+            }
+        }
+    }
+
     /// Now, on the ledger's clock.
     async fn now_ms(&self) -> i64 {
         match &*self.store {
@@ -137,7 +156,7 @@ async fn enqueue_is_idempotent_and_keeps_state(b: Backend) {
     let s = &f.store;
     assert_eq!(s.enqueue(&jobs(3)).await.unwrap(), 3);
     let l = s.claim("w1", f.lease, None).await.unwrap().unwrap();
-    s.complete(&l, "{}", 10).await.unwrap();
+    s.complete(&l, "{}", 10, None).await.unwrap();
     assert_eq!(s.enqueue(&jobs(4)).await.unwrap(), 1);
     let rows = s.jobs().await.unwrap();
     assert_eq!(rows.len(), 4);
@@ -234,7 +253,7 @@ async fn claim_target_takes_only_jobs_of_that_target(b: Backend) {
     let unfinished = |t| s.unfinished(Some(&only), t);
     assert_eq!(unfinished(None).await.unwrap(), 2);
     assert_eq!(unfinished(Some("pod")).await.unwrap(), 1);
-    s.complete(&l, "{}", 1).await.unwrap();
+    s.complete(&l, "{}", 1, None).await.unwrap();
     assert_eq!(unfinished(Some("pod")).await.unwrap(), 0);
     assert_eq!(unfinished(Some(TARGET_FILE)).await.unwrap(), 1);
     let l = s
@@ -290,7 +309,9 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     assert!(lost(s.heartbeat(&old, lease, None).await));
     assert!(lost(s.checkpoint(&old, "{}").await));
     assert!(lost(s.reserve_output(&old, "/x").await));
-    assert!(lost(s.complete(&old, "{}", 1).await));
+    assert!(lost(
+        s.complete(&old, "{}", 1, Some(RecordingMode::Fast)).await
+    ));
     assert!(lost(
         s.fail(&old, ErrorClass::Transient, "fetch", "x").await
     ));
@@ -305,15 +326,19 @@ async fn expired_lease_is_taken_over_and_the_stale_worker_is_fenced(b: Backend) 
     assert_eq!(r.state, JobState::Running);
     assert_eq!(r.lease_epoch, 2);
     assert_eq!(r.output_path, None, "the stale reservation was refused");
+    assert_eq!(r.recording_mode, None, "the stale completion was refused");
     // The new holder is unaffected.
     s.checkpoint(&new, "{\"k\":1}").await.unwrap();
-    s.complete(&new, "{}", 7).await.unwrap();
+    s.complete(&new, "{}", 7, Some(RecordingMode::RealTime))
+        .await
+        .unwrap();
     let r = row(&s.jobs().await.unwrap());
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.output_bytes, Some(7));
+    assert_eq!(r.recording_mode, Some(RecordingMode::RealTime));
     assert_eq!(r.last_error, None);
     // Neither is the holder of the renewed lease.
-    s.complete(&kept, "{}", 3).await.unwrap();
+    s.complete(&kept, "{}", 3, None).await.unwrap();
 }
 
 async fn transient_failures_back_off_then_die_and_permanent_dies_at_once(b: Backend) {
@@ -503,7 +528,7 @@ async fn progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running(b: Ba
     let running = s.running().await.unwrap();
     assert_eq!(running[0].owner.as_deref(), Some("host-b:2:y:0"));
     assert_eq!(running[0].progress, None);
-    s.complete(&new, "{}", 1).await.unwrap();
+    s.complete(&new, "{}", 1, None).await.unwrap();
     assert!(s.running().await.unwrap().is_empty());
     assert_eq!(s.unfinished(None, None).await.unwrap(), 1);
     assert_eq!(
@@ -551,7 +576,7 @@ async fn a_dead_holders_lease_is_expired_at_once_and_only_at_its_epoch(b: Backen
             .unwrap()
     );
     assert!(!s.heartbeat(&new, lease, None).await.unwrap());
-    s.complete(&new, "{}", 1).await.unwrap();
+    s.complete(&new, "{}", 1, None).await.unwrap();
     assert_eq!(s.jobs().await.unwrap()[0].state, JobState::Succeeded);
 }
 
@@ -589,7 +614,113 @@ conformance!(
     output_names_have_one_owner_and_release_keeps_the_attempt,
     progress_is_stored_with_the_fenced_heartbeat_and_shown_as_running,
     sheets_flags_phases_and_attempts_follow_the_job,
+    the_recording_mode_is_kept_with_the_output_and_goes_with_a_redo,
+    an_older_ledger_gets_the_mode_column_in_place_and_its_outputs_have_no_mode,
 );
+
+/// `complete` keeps how a recording's picture was captured beside its output (none for a
+/// download); `jobs` and `placed` read it back; a redo drops it with the output, and the next
+/// completion writes its own.
+async fn the_recording_mode_is_kept_with_the_output_and_goes_with_a_redo(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(3)).await.unwrap();
+    for mode in [
+        Some(RecordingMode::Fast),
+        Some(RecordingMode::RealTime),
+        None,
+    ] {
+        let l = s.claim("w", lease, None).await.unwrap().unwrap();
+        s.complete(&l, "{}", 1, mode).await.unwrap();
+    }
+    let modes = |rows: Vec<JobRow>| -> Vec<_> {
+        rows.into_iter()
+            .map(|r| (r.recording_id, r.recording_mode))
+            .collect()
+    };
+    assert_eq!(
+        modes(s.jobs().await.unwrap()),
+        [
+            ("rec000".to_owned(), Some(RecordingMode::Fast)),
+            ("rec001".to_owned(), Some(RecordingMode::RealTime)),
+            ("rec002".to_owned(), None),
+        ]
+    );
+    let mut placed: Vec<_> = s
+        .placed()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.recording_id, p.recording_mode))
+        .collect();
+    placed.sort();
+    assert_eq!(
+        placed,
+        [
+            ("rec000".to_owned(), Some("fast".to_owned())),
+            ("rec001".to_owned(), Some("real_time".to_owned())),
+            ("rec002".to_owned(), None),
+        ]
+    );
+    // Redone (`--force`): the mode goes with the output it described.
+    let again = vec!["rec000".to_owned()];
+    assert_eq!(s.requeue(&Requeue::Force(again.clone())).await.unwrap(), 1);
+    assert_eq!(s.jobs().await.unwrap()[0].recording_mode, None);
+    let l = s.claim("w", lease, Some(&again)).await.unwrap().unwrap();
+    s.complete(&l, "{}", 1, Some(RecordingMode::RealTime))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.jobs().await.unwrap()[0].recording_mode,
+        Some(RecordingMode::RealTime)
+    );
+}
+
+/// A ledger left by a bbb-migrate from before `recording_mode` (migration 4 not applied, an
+/// output placed): readers refuse it until a writer upgrades it in place, which keeps every row;
+/// the output placed before has no mode, and the next completion records one.
+async fn an_older_ledger_gets_the_mode_column_in_place_and_its_outputs_have_no_mode(b: Backend) {
+    let f = Fixture::new(b, 5).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(2)).await.unwrap();
+    let l = s.claim("w", lease, None).await.unwrap().unwrap();
+    s.complete(&l, r#"{"kind":"presentation"}"#, 10, None)
+        .await
+        .unwrap();
+    s.close().await;
+    f.execute("DELETE FROM _sqlx_migrations WHERE version = 4")
+        .await;
+    f.execute("ALTER TABLE job DROP COLUMN recording_mode")
+        .await;
+    let clock: Arc<dyn Clock> = f.clock.clone();
+    match AnyLedger::open_read_only(&f.url, clock.clone()).await {
+        Err(LedgerError::SchemaBehind(pending)) => assert_eq!(pending, vec![4]),
+        other => panic!("{other:?}"),
+    }
+    let w = AnyLedger::open(&f.url, clock.clone(), RetryPolicy::default())
+        .await
+        .unwrap();
+    let rows = w.jobs().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].state, JobState::Succeeded);
+    assert_eq!(rows[0].output_bytes, Some(10));
+    assert_eq!(rows[0].recording_mode, None);
+    let l = w.claim("w", lease, None).await.unwrap().unwrap();
+    w.complete(&l, "{}", 1, Some(RecordingMode::Fast))
+        .await
+        .unwrap();
+    w.close().await;
+    let r = AnyLedger::open_read_only(&f.url, clock).await.unwrap();
+    let modes: Vec<_> = r
+        .jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.recording_mode)
+        .collect();
+    assert_eq!(modes, [None, Some(RecordingMode::Fast)]);
+    r.close().await;
+}
 
 async fn sheets_flags_phases_and_attempts_follow_the_job(b: Backend) {
     let f = Fixture::new(b, 5).await;
@@ -618,7 +749,7 @@ async fn sheets_flags_phases_and_attempts_follow_the_job(b: Backend) {
     assert!(lost(s.put_sheet(&first, "{}", b"old").await));
     s.put_sheet(&l, r#"{"v":1}"#, b"\xff\xd8one").await.unwrap();
     s.put_sheet(&l, r#"{"v":2}"#, b"\xff\xd8two").await.unwrap();
-    s.complete(&l, "{}", 10).await.unwrap();
+    s.complete(&l, "{}", 10, None).await.unwrap();
     let done = row(s.jobs().await.unwrap());
     assert_eq!(
         done.error_phase, None,
@@ -684,10 +815,11 @@ async fn a_ledger_behind_this_builds_schema_is_refused_by_readers_until_a_writer
         .unwrap();
     w.enqueue(&jobs(1)).await.unwrap();
     w.close().await;
-    // As bbb-migrate 0.1 with migrations 1 and 2 left it: migration 3 undone.
+    // As bbb-migrate 0.1 with migrations 1 and 2 left it: migrations 3 and 4 undone.
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
     for undo in [
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
+        "DELETE FROM _sqlx_migrations WHERE version IN (3, 4)",
+        "ALTER TABLE job DROP COLUMN recording_mode",
         "DROP TABLE contact_sheet",
         "ALTER TABLE job DROP COLUMN error_phase",
         "ALTER TABLE job DROP COLUMN flagged_at",
@@ -697,7 +829,7 @@ async fn a_ledger_behind_this_builds_schema_is_refused_by_readers_until_a_writer
     }
     db.close().await;
     match AnyLedger::open_read_only(&url, clock.clone()).await {
-        Err(LedgerError::SchemaBehind(pending)) => assert_eq!(pending, vec![3]),
+        Err(LedgerError::SchemaBehind(pending)) => assert_eq!(pending, vec![3, 4]),
         other => panic!("{other:?}"),
     }
     // The next writer applies what is missing, and readers read again, the job kept.
@@ -780,7 +912,7 @@ async fn sqlite_read_only_open_sees_a_running_writers_changes() {
         "the running job is seen as running"
     );
     r.close().await;
-    w.complete(&lease, "{}", 10).await.unwrap();
+    w.complete(&lease, "{}", 10, None).await.unwrap();
     w.close().await;
 }
 
@@ -812,7 +944,7 @@ async fn postgres_schema_is_created_once_by_versioned_migrations() {
     assert_eq!(
         pg.psql("ledger", "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE success")
             .unwrap(),
-        "1,2,3"
+        "1,2,3,4"
     );
     let l = AnyLedger::open(&url, clock, RetryPolicy::default())
         .await
@@ -871,7 +1003,7 @@ async fn postgres_ledger_survives_a_server_restart() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(ok, "heartbeat never succeeded after the restart");
-    l.complete(&lease, "{}", 1).await.unwrap();
+    l.complete(&lease, "{}", 1, None).await.unwrap();
     let next = l
         .claim("w", Duration::from_secs(60), None)
         .await

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use bbb_common::recorder_protocol::RecordingMode;
+
 use crate::error::ErrorClass;
 
 /// Time source of the store, injectable so tests can expire leases without sleeping.
@@ -120,10 +122,14 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub error_class: Option<String>,
     pub output_path: Option<String>,
-    /// What the worker recorded of the placed output (JSON: path, bytes, kind, source, and
-    /// `degraded`, the picture's defects when it was recorded with `accept_broken`).
+    /// What the worker recorded of the placed output (JSON: path, bytes, kind, source,
+    /// `degraded`, the picture's defects when it was recorded with `accept_broken`, and
+    /// `fast_fallback`, why it was recorded in real time although `[recorder] fast` was set).
     pub output: Option<String>,
     pub output_bytes: Option<i64>,
+    /// How the placed output's picture was captured (`recording_mode`); `None` for a download,
+    /// an import, or when it is not known (outputs placed before the ledger kept it).
+    pub recording_mode: Option<RecordingMode>,
     pub finished_at_ms: Option<i64>,
     /// Sum of the durations of all attempts (machine time).
     pub busy_ms: i64,
@@ -161,6 +167,8 @@ pub struct PlacedJob {
     pub output: Option<String>,
     pub output_path: Option<String>,
     pub output_bytes: Option<i64>,
+    /// `real_time`, `fast`, or `None` (see [`JobRow::recording_mode`]).
+    pub recording_mode: Option<String>,
     pub finished_at_ms: Option<i64>,
     pub flagged_at_ms: Option<i64>,
     pub flag_note: Option<String>,
@@ -191,6 +199,27 @@ impl JobRow {
             })
             .unwrap_or_default()
     }
+
+    /// Why a recording made with `[recorder] fast` was captured in real time instead, as
+    /// bbb-record said it (`None` when fast mode was used or not asked for).
+    pub fn fast_fallback(&self) -> Option<String> {
+        Some(
+            self.output_value()?
+                .get("fast_fallback")?
+                .as_str()?
+                .to_owned(),
+        )
+    }
+}
+
+/// The mode a `recording_mode` column holds; any other text is a ledger this build cannot read.
+pub(crate) fn parse_recording_mode(text: Option<String>) -> LedgerResult<Option<RecordingMode>> {
+    let Some(text) = text else { return Ok(None) };
+    [RecordingMode::RealTime, RecordingMode::Fast]
+        .into_iter()
+        .find(|m| m.as_str() == text)
+        .map(Some)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown recording mode {text:?}")))
 }
 
 /// A job held by some worker on some host, as `status` shows it.
@@ -442,11 +471,15 @@ pub trait JobStore: Send + Sync + 'static {
         lease: &Lease,
         path: &str,
     ) -> impl Future<Output = LedgerResult<()>> + Send;
+    /// Closes the job as succeeded with its placed output (`output`: JSON, see
+    /// [`JobRow::output`]) and `mode`, how a recording's picture was captured (`None` for a
+    /// download or an import, and when it is not known).
     fn complete(
         &self,
         lease: &Lease,
         output: &str,
         bytes: u64,
+        mode: Option<RecordingMode>,
     ) -> impl Future<Output = LedgerResult<()>> + Send;
     /// Records a failure in `phase` (`fetch`, `record`, `import`...); returns the new state
     /// (`pending` with backoff, or `dead`).

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use bbb_common::recorder_protocol::RecordingMode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
@@ -284,17 +285,24 @@ impl JobStore for PgLedger {
         }
     }
 
-    async fn complete(&self, lease: &Lease, output: &str, bytes: u64) -> LedgerResult<()> {
+    async fn complete(
+        &self,
+        lease: &Lease,
+        output: &str,
+        bytes: u64,
+        mode: Option<RecordingMode>,
+    ) -> LedgerResult<()> {
         let n = sqlx::query(
             "UPDATE job SET state='succeeded', output=$3, output_bytes=$4, finished_at=now(),
                     updated_at=now(), lease_owner=NULL, lease_expires_at=NULL, last_error=NULL,
-                    error_class=NULL, error_phase=NULL
+                    error_class=NULL, error_phase=NULL, recording_mode=$5
              WHERE id=$1 AND lease_epoch=$2 AND state='running'",
         )
         .bind(lease.job_id)
         .bind(lease.epoch)
         .bind(output)
         .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+        .bind(mode.map(RecordingMode::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -467,8 +475,8 @@ impl JobStore for PgLedger {
                 (
                     concat!(
                         "UPDATE job SET state='pending', attempts=0, run_after=now(), finished_at=NULL,
-                                output_path=NULL, output=NULL, output_bytes=NULL, flagged_at=NULL,
-                                flag_note=NULL, updated_at=now() WHERE ",
+                                output_path=NULL, output=NULL, output_bytes=NULL, recording_mode=NULL,
+                                flagged_at=NULL, flag_note=NULL, updated_at=now() WHERE ",
                         $which
                     ),
                     Some(concat!(
@@ -598,7 +606,7 @@ impl JobStore for PgLedger {
         }
         Ok(sqlx::query_as(concat!(
             "SELECT j.id, j.recording_id, j.target, j.payload, j.output, j.output_path,
-                    j.output_bytes, ",
+                    j.output_bytes, j.recording_mode, ",
             ms!("j.finished_at"),
             " AS finished_at_ms, ",
             ms!("j.flagged_at"),
@@ -618,7 +626,7 @@ impl JobStore for PgLedger {
             "SELECT j.id, j.recording_id, j.target, j.state, j.attempts, j.max_attempts, ",
             ms!("j.run_after"),
             " AS run_after_ms, j.lease_epoch, j.last_error, j.error_class, j.output_path,
-                    j.output, j.output_bytes, ",
+                    j.output, j.output_bytes, j.recording_mode, ",
             ms!("j.finished_at"),
             " AS finished_at_ms, j.error_phase, ",
             ms!("j.flagged_at"),
@@ -651,6 +659,7 @@ impl JobStore for PgLedger {
                     output_path: r.try_get("output_path")?,
                     output: r.try_get("output")?,
                     output_bytes: r.try_get("output_bytes")?,
+                    recording_mode: super::parse_recording_mode(r.try_get("recording_mode")?)?,
                     finished_at_ms: r.try_get("finished_at_ms")?,
                     busy_ms: r.try_get("busy_ms")?,
                     error_phase: r.try_get("error_phase")?,

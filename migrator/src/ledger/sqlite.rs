@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bbb_common::recorder_protocol::RecordingMode;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -330,12 +331,18 @@ impl JobStore for SqliteLedger {
         }
     }
 
-    async fn complete(&self, lease: &Lease, output: &str, bytes: u64) -> LedgerResult<()> {
+    async fn complete(
+        &self,
+        lease: &Lease,
+        output: &str,
+        bytes: u64,
+        mode: Option<RecordingMode>,
+    ) -> LedgerResult<()> {
         let now = self.now();
         let n = sqlx::query(
             "UPDATE job SET state='succeeded', output=?3, output_bytes=?4, finished_at=?5, updated_at=?5,
                     lease_owner=NULL, lease_expires_at=NULL, last_error=NULL, error_class=NULL,
-                    error_phase=NULL
+                    error_phase=NULL, recording_mode=?6
              WHERE id=?1 AND lease_epoch=?2 AND state='running'",
         )
         .bind(lease.job_id)
@@ -343,6 +350,7 @@ impl JobStore for SqliteLedger {
         .bind(output)
         .bind(bytes as i64)
         .bind(now)
+        .bind(mode.map(RecordingMode::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -523,8 +531,8 @@ impl JobStore for SqliteLedger {
                 (
                     concat!(
                         "UPDATE job SET state='pending', attempts=0, run_after=?1, finished_at=NULL,
-                                output_path=NULL, output=NULL, output_bytes=NULL, flagged_at=NULL,
-                                flag_note=NULL, updated_at=?1 WHERE ",
+                                output_path=NULL, output=NULL, output_bytes=NULL, recording_mode=NULL,
+                                flagged_at=NULL, flag_note=NULL, updated_at=?1 WHERE ",
                         $which
                     ),
                     Some(concat!(
@@ -651,7 +659,8 @@ impl JobStore for SqliteLedger {
     async fn placed(&self) -> LedgerResult<Vec<PlacedJob>> {
         Ok(sqlx::query_as(
             "SELECT j.id, j.recording_id, j.target, j.payload, j.output, j.output_path,
-                    j.output_bytes, j.finished_at AS finished_at_ms, j.flagged_at AS flagged_at_ms,
+                    j.output_bytes, j.recording_mode, j.finished_at AS finished_at_ms,
+                    j.flagged_at AS flagged_at_ms,
                     j.flag_note, s.layout AS sheet_layout
              FROM job j LEFT JOIN contact_sheet s ON s.job_id=j.id
              WHERE j.state='succeeded' ORDER BY j.finished_at DESC, j.id DESC",
@@ -663,8 +672,8 @@ impl JobStore for SqliteLedger {
     async fn jobs(&self) -> LedgerResult<Vec<JobRow>> {
         let rows = sqlx::query(
             "SELECT j.id, j.recording_id, j.target, j.state, j.attempts, j.max_attempts, j.run_after, j.lease_epoch,
-                    j.last_error, j.error_class, j.output_path, j.output, j.output_bytes, j.finished_at,
-                    j.error_phase, j.flagged_at, j.flag_note,
+                    j.last_error, j.error_class, j.output_path, j.output, j.output_bytes,
+                    j.recording_mode, j.finished_at, j.error_phase, j.flagged_at, j.flag_note,
                     COALESCE((SELECT SUM(COALESCE(a.ended_at, a.started_at) - a.started_at)
                               FROM job_attempt a WHERE a.job_id=j.id), 0) AS busy_ms
              FROM job j ORDER BY j.id",
@@ -690,6 +699,7 @@ impl JobStore for SqliteLedger {
                     output_path: r.try_get("output_path")?,
                     output: r.try_get("output")?,
                     output_bytes: r.try_get("output_bytes")?,
+                    recording_mode: super::parse_recording_mode(r.try_get("recording_mode")?)?,
                     finished_at_ms: r.try_get("finished_at")?,
                     busy_ms: r.try_get("busy_ms")?,
                     error_phase: r.try_get("error_phase")?,

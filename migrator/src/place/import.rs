@@ -224,7 +224,7 @@ impl Importer {
                 })
                 .to_string();
                 out.placed = placed;
-                match store.complete(lease, &output, 0).await {
+                match store.complete(lease, &output, 0, None).await {
                     Ok(()) => JobResult::Done(out),
                     Err(LedgerError::LeaseLost { .. }) => JobResult::LeaseLost { lines: out.lines },
                     Err(e) => {

@@ -81,6 +81,8 @@ fn entry(p: &PlacedJob) -> serde_json::Value {
         "start_time_ms": rec.as_ref().map(|r| r.start_time_ms),
         "origin": origin,
         "kind": output["kind"],
+        "mode": p.recording_mode,
+        "fast_fallback": output["fast_fallback"],
         "path": p.output_path,
         "bytes": p.output_bytes,
         "duration_secs": output["duration_secs"],

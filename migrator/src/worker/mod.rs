@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bbb_common::recorder_protocol::RecordingMode;
 use chrono_tz::Tz;
 use tokio::sync::watch;
 
@@ -41,6 +42,8 @@ pub struct RecorderSettings {
     pub grace: Duration,
     /// Pass `--accept-broken` to bbb-record ([recorder] accept_broken).
     pub accept_broken: bool,
+    /// Pass `--fast` to bbb-record ([recorder] fast): presentations only, never downloads.
+    pub fast: bool,
 }
 
 pub struct WorkerContext<S> {
@@ -398,11 +401,11 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
                 Err(None) => return JobOutcome::LeaseLost,
                 Err(Some(e)) => return fail(ctx, lease, e).await,
             }
-            // The defects of that earlier recording died with its worker; the file is kept, and
-            // its length is read from it.
+            // The defects and the mode of that earlier recording died with its worker; the file
+            // is kept, and its length is read from it.
             let duration = crate::media::duration(&path).ok();
-            let output = output_json(&path, bytes, duration, &playback, &[], None);
-            return match ctx.store.complete(lease, &output, bytes).await {
+            let output = output_json(&path, bytes, duration, &playback, &[], None, None);
+            return match ctx.store.complete(lease, &output, bytes, None).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
                 Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
                 Err(e) => {
@@ -498,7 +501,9 @@ fn has_token(u: &str) -> bool {
 
 /// The ledger's record of a placed output. `duration`: its length in seconds, read from the
 /// file; `degraded`: the picture's defects when the recorder recorded a broken playback anyway
-/// (`accept_broken`); empty otherwise; `sheet_error`: why it has no contact sheet.
+/// (`accept_broken`); empty otherwise; `sheet_error`: why it has no contact sheet;
+/// `fast_fallback`: why a recording made with `[recorder] fast` was captured in real time. How
+/// the picture was captured goes to its own column (`complete`'s `mode`), not in here.
 fn output_json(
     path: &Path,
     bytes: u64,
@@ -506,6 +511,7 @@ fn output_json(
     playback: &Playback,
     degraded: &[String],
     sheet_error: Option<&str>,
+    fast_fallback: Option<&str>,
 ) -> String {
     let (kind, source) = match playback {
         Playback::Video(u) => ("video", bbb_common::redact::url_text(u)),
@@ -520,6 +526,9 @@ fn output_json(
     }
     if let Some(why) = sheet_error {
         v["sheet_error"] = serde_json::json!(why);
+    }
+    if let Some(why) = fast_fallback {
+        v["fast_fallback"] = serde_json::json!(why);
     }
     v.to_string()
 }
@@ -545,6 +554,10 @@ struct Produced {
     degraded: Vec<String>,
     /// The output's contact sheet, or why there is none.
     sheet: Result<sheet::MadeSheet, String>,
+    /// How a recording's picture was captured (`None` for a download).
+    mode: Option<RecordingMode>,
+    /// Why a recording asked for in fast mode was captured in real time.
+    fast_fallback: Option<String>,
 }
 
 async fn produce<S: JobStore>(
@@ -592,6 +605,8 @@ async fn produce<S: JobStore>(
                 duration_secs,
                 degraded: Vec::new(),
                 sheet,
+                mode: None,
+                fast_fallback: None,
             })
         }
         Playback::Presentation(url) => {
@@ -629,6 +644,7 @@ async fn produce<S: JobStore>(
                 ),
                 grace: ctx.recorder.grace,
                 accept_broken: ctx.recorder.accept_broken,
+                fast: ctx.recorder.fast,
                 allow_hosts: ctx.playback_hosts.hosts().to_vec(),
                 extra_args,
             };
@@ -658,10 +674,23 @@ async fn produce<S: JobStore>(
                 (Err(e), _) => Err(e),
                 (Ok(_), None) => Err("bbb-record made no contact sheet (see its log)".into()),
             };
+            // A presentation fast mode cannot reproduce is recorded in real time: a success, but
+            // one the operator who asked for fast mode should hear of (it takes the whole length).
+            if ctx.recorder.fast && said.mode != Some(RecordingMode::Fast) {
+                tracing::warn!(
+                    record_id = %rid,
+                    "recorded in real time, not in fast mode: {}",
+                    said.fast_fallback
+                        .as_deref()
+                        .unwrap_or("bbb-record gave no reason")
+                );
+            }
             Ok(Produced {
                 duration_secs,
                 degraded: said.degraded,
                 sheet,
+                mode: said.mode,
+                fast_fallback: said.fast_fallback,
             })
         }
     }
@@ -789,8 +818,17 @@ async fn place<S: JobStore>(
             Some(why.as_str())
         }
     };
-    let output_json =
-        |path: &Path, bytes| output_json(path, bytes, duration, playback, degraded, sheet_error);
+    let output_json = |path: &Path, bytes, fast_fallback: Option<&str>| {
+        output_json(
+            path,
+            bytes,
+            duration,
+            playback,
+            degraded,
+            sheet_error,
+            fast_fallback,
+        )
+    };
     let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
     let stem = slug::file_stem(&rec.name, rec.start_time_ms, ctx.tz);
     let candidates = match &lease.output_path {
@@ -829,8 +867,9 @@ async fn place<S: JobStore>(
                 let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
                     JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
                 })?;
-                let output = output_json(&p, bytes);
-                return match ctx.store.complete(lease, &output, bytes).await {
+                // That file is the earlier attempt's, made in a mode this worker cannot know.
+                let output = output_json(&p, bytes, None);
+                return match ctx.store.complete(lease, &output, bytes, None).await {
                     Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
                     Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
                     Err(e) => Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
@@ -853,8 +892,12 @@ async fn place<S: JobStore>(
             Err(None) => return Ok(JobOutcome::LeaseLost),
             Err(Some(e)) => return Err(e),
         }
-        let output = output_json(&dest, bytes);
-        return match ctx.store.complete(lease, &output, bytes).await {
+        let output = output_json(&dest, bytes, produced.fast_fallback.as_deref());
+        return match ctx
+            .store
+            .complete(lease, &output, bytes, produced.mode)
+            .await
+        {
             Ok(()) => Ok(JobOutcome::Placed { path: dest, bytes }),
             Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
             Err(e) => Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
@@ -977,6 +1020,7 @@ mod tests {
                 default_length_secs: 60,
                 grace: Duration::from_millis(300),
                 accept_broken: false,
+                fast: false,
             },
             download: DownloadSettings {
                 stall: Duration::from_secs(5),

@@ -180,7 +180,7 @@ mod tests {
                 .find(|r| r.recording_id == lease.recording_id && r.target == lease.target)
                 .and_then(|r| r.owner)
                 .expect("a running job has its owner");
-            self.store.complete(&lease, "out", 1).await.unwrap();
+            self.store.complete(&lease, "out", 1, None).await.unwrap();
             self.ran
                 .lock()
                 .unwrap()
@@ -318,7 +318,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(700)).await;
-                store.complete(&other, "theirs", 1).await.unwrap();
+                store.complete(&other, "theirs", 1, None).await.unwrap();
             })
         };
         let started = Instant::now();

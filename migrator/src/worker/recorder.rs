@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bbb_common::process::{GroupChild, Spawn};
-use bbb_common::recorder_protocol::{ContactSheet, Line, exit};
+use bbb_common::recorder_protocol::{ContactSheet, Line, RecordingMode, exit};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -24,6 +24,9 @@ pub struct RecorderCommand {
     pub grace: Duration,
     /// Record a broken picture anyway (`--accept-broken`); its defects come back from `run`.
     pub accept_broken: bool,
+    /// Ask for fast mode (`--fast`); the mode bbb-record used, and why not fast if it did not,
+    /// come back from `run`.
+    pub fast: bool,
     /// Host names the playback may load from besides its own (`--allow-host`: `[bbb]
     /// playback_hosts` and the server's).
     pub allow_hosts: Vec<String>,
@@ -97,6 +100,11 @@ pub struct RecordOutput {
     pub done_secs: Option<f64>,
     /// The contact sheet it made (`--contact-sheet`, the done event's `sheet`).
     pub sheet: Option<ContactSheet>,
+    /// How it captured the picture (the done event's `mode`); `None` without a done event.
+    pub mode: Option<RecordingMode>,
+    /// Why it recorded in real time although fast mode was asked for (the done event's
+    /// `fast_fallback`).
+    pub fast_fallback: Option<String>,
 }
 
 /// `: line | line | ...` with the last five lines of the child's stderr, or nothing.
@@ -158,6 +166,7 @@ impl RecorderCommand {
             .arg(output)
             .args(["--progress", "json"])
             .args(self.accept_broken.then_some("--accept-broken"))
+            .args(self.fast.then_some("--fast"))
             .args(
                 self.allow_hosts
                     .iter()
@@ -203,11 +212,15 @@ impl RecorderCommand {
                     degraded,
                     duration,
                     sheet,
+                    mode,
+                    fast_fallback,
                     ..
                 } => {
                     said.degraded = degraded;
                     said.done_secs = Some(duration);
                     said.sheet = sheet;
+                    said.mode = Some(mode);
+                    said.fast_fallback = fast_fallback;
                 }
                 _ => {}
             }
@@ -298,7 +311,7 @@ impl RecorderCommand {
             (Some(exit::USAGE), _) => Err(err(
                 ErrorClass::Permanent,
                 format!(
-                    "bbb-record refused its command line (exit 2): check [recorder] command and format{}",
+                    "bbb-record refused its command line (exit 2): check [recorder] command, format and fast{}",
                     stderr
                 ),
             )),
@@ -345,6 +358,23 @@ pub(crate) mod tests {
         assert_eq!((said.planned_secs, said.done_secs), (Some(3.0), None));
     }
 
+    #[tokio::test]
+    async fn fast_mode_is_asked_for_and_the_mode_used_comes_back_with_the_reason_for_real_time() {
+        let (r, _, _) = run("fast", Duration::from_secs(10), None).await;
+        let said = r.unwrap();
+        assert_eq!(
+            (said.mode, said.fast_fallback),
+            (Some(RecordingMode::Fast), None)
+        );
+        let (r, _, _) = run("fast-fallback", Duration::from_secs(10), None).await;
+        let said = r.unwrap();
+        assert_eq!(said.mode, Some(RecordingMode::RealTime));
+        assert_eq!(said.fast_fallback.as_deref(), Some("a screen share"));
+        // No done event (a recorder that never says): the mode is not known.
+        let (r, _, _) = run("ok", Duration::from_secs(10), None).await;
+        assert_eq!(r.unwrap().mode, None);
+    }
+
     #[test]
     fn progress_lines() {
         let line = Line::parse(r#"{"event":"progress","media_time":12.5,"duration":60}"#).unwrap();
@@ -370,6 +400,11 @@ case "${url##*/}" in
   broken-*) [ "$6" = --accept-broken ] || { echo "render: slide-2.png is missing" >&2; exit 3; }
     echo '{"event":"warning","message":"recorded anyway"}'; printf data > "$3"
     echo '{"event":"done","output":"x","duration":3,"frames":90,"degraded":["slide-2.png is missing"]}'; exit 0 ;;
+  fast) [ "$6" = --fast ] || exit 2; printf data > "$3"
+    echo '{"event":"done","output":"x","duration":3,"frames":9,"mode":"fast"}'; exit 0 ;;
+  fast-fallback) [ "$6" = --fast ] || exit 2; printf data > "$3"
+    echo '{"event":"warning","message":"fast mode cannot record a screen share: real time"}'
+    echo '{"event":"done","output":"x","duration":3,"frames":90,"mode":"real_time","fast_fallback":"a screen share"}'; exit 0 ;;
   no-output) echo "all fine" >&2; exit 0 ;;
   permanent) echo "recording not found (404)" >&2; exit 3 ;;
   transient) echo "browser crashed" >&2; exit 4 ;;
@@ -399,6 +434,7 @@ esac
             timeout,
             grace: Duration::from_millis(300),
             accept_broken: mode == "broken-accepted",
+            fast: mode.starts_with("fast"),
             allow_hosts: Vec::new(),
             extra_args: Vec::new(),
         };

@@ -279,7 +279,7 @@ function drawGallery() {
     card.append(el("h3", p.name || p.record_id));
     const date = p.start_time_ms ? new Date(p.start_time_ms).toLocaleString() : "?";
     card.append(el("div", `${p.record_id} · ${date} · ${p.origin || "origin unknown"}`, "meta"));
-    card.append(el("div", `${p.duration_secs === null ? "?" : duration(p.duration_secs)} · ${bytes(p.bytes || 0)} · ${p.kind || "?"} → ${p.target} · ${p.path || ""}`, "meta"));
+    card.append(el("div", `${p.duration_secs === null ? "?" : duration(p.duration_secs)} · ${bytes(p.bytes || 0)} · ${p.kind || "?"}${p.mode ? ` (${p.mode})` : ""} → ${p.target} · ${p.path || ""}`, "meta"));
     if (p.sheet) card.append(sheetView(p));
     for (const c of p.concerns) card.append(el("div", c, "concern"));
     if (p.flagged) card.append(el("div", "flagged: " + (p.flag_note || ""), "note"));
