@@ -24,7 +24,10 @@ pub async fn fetch_text(
         Some(text) => Ok(text),
         None => Err(RecordError::permanent(
             Phase::Probe,
-            format!("playback not found: {} answered 404", redact::url(url)),
+            format!(
+                "playback not found: {} answered 404 or 410",
+                redact::url(url)
+            ),
         )),
     }
 }

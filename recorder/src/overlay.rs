@@ -253,8 +253,12 @@ impl WebcamVideo {
             }
             let (_, frame) = self.next.take().expect("due");
             let picture = self.scale(&frame, media)?;
-            self.current = Some(picture);
-            moved = true;
+            // A camera showing the same picture (a still or dark one) leaves the frame unchanged,
+            // and the encoder skips its colour conversion.
+            if self.current.as_ref() != Some(&picture) {
+                self.current = Some(picture);
+                moved = true;
+            }
         }
     }
 

@@ -295,14 +295,14 @@ fn run<S: FrameSink>(
                         .is_some_and(|l| l.media >= end - 1e-6 && now - l.wall > IDLE_MARGIN_US)
                 });
             let capture_over = (source_closed || clock_done) && queue.is_empty();
-            if filler.emitted() >= total || capture_over && filler.emitted() > 0 {
+            if filler.emitted() >= total || capture_over && filler.has_frame() {
                 filler.finish(total, |slot, f| emit(slot, f, &mut writer));
                 if let Some(e) = failure.borrow_mut().take() {
                     return Err(e);
                 }
                 return writer.finish();
             }
-            if source_closed && filler.emitted() == 0 {
+            if source_closed && !filler.has_frame() {
                 return Err(RecordError::transient(
                     Phase::Capture,
                     "the capture ended before any frame of the playback was grabbed",
@@ -450,6 +450,20 @@ mod tests {
         );
         assert_eq!(result.unwrap().1, 20);
         assert_eq!(frames, vec![1; 20]);
+    }
+
+    #[test]
+    fn a_single_picture_then_the_end_of_the_source_fills_every_slot() {
+        // A stepped capture of a recording with one slide sends one picture and closes.
+        let (result, frames) = run_with(
+            false,
+            played(2),
+            Some(2.0),
+            |tx| tx.send(Ok(frame(W0, 5))).unwrap(),
+            true,
+        );
+        assert_eq!(result.unwrap().1, 20);
+        assert_eq!(frames, vec![5; 20]);
     }
 
     #[test]

@@ -197,6 +197,11 @@ impl<F> SlotFiller<F> {
         self.next_slot
     }
 
+    /// Whether a frame has been offered: the remaining slots can be filled with it.
+    pub fn has_frame(&self) -> bool {
+        self.previous.is_some()
+    }
+
     fn slot_time(&self, slot: u64) -> f64 {
         self.start + slot as f64 / self.fps as f64
     }

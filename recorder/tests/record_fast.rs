@@ -58,7 +58,7 @@ fn assert_same_pictures(fast: &Path, real: &Path) {
 
 /// Sample C (slides and a webcam video) in fast mode: mode reported, exact duration, the slide
 /// change on its own frame (4.0 s is frame 120), every frame the real-time picture, and the
-/// same sound sample for sample.
+/// same sound sample for sample; and a `--start/--end` span with no change in it.
 #[test]
 fn fast_mode_gives_the_real_time_picture_and_sound_on_sample_c() {
     let _heavy = heavy();
@@ -89,6 +89,25 @@ fn fast_mode_gives_the_real_time_picture_and_sound_on_sample_c() {
         audio_samples(&fast),
         audio_samples(&real),
         "the sound differs from the real-time recording's"
+    );
+
+    // A span in which nothing changes: one step, held to the exact end.
+    let part = dir.path().join("part.mp4");
+    let done = record(&url, &part, &["--fast", "--start", "4.5", "--end", "6"]);
+    assert_eq!(done["mode"], "fast", "{done}");
+    let p = probe(&part);
+    assert_eq!(p.video_frames, 45);
+    assert!(
+        (p.audio_duration - 1.5).abs() <= 0.03,
+        "{}",
+        p.audio_duration
+    );
+    let frames = frames_rgb(&part);
+    assert!(
+        frames
+            .iter()
+            .all(|f| dominant(f, &slides) == Some("purple")),
+        "not purple throughout"
     );
 }
 
