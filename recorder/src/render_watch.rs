@@ -299,10 +299,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Resolves once the whiteboard no longer shows that it is loading its assets (true), or false
+/// if it still does after the same limit, in wall seconds, that playback gets in media time: fast
+/// mode waits on it before its first picture, since its media time runs far faster than the fonts
+/// load.
+pub fn assets_loaded_js() -> String {
+    let text = serde_json::to_string(ASSETS_LOADING_TEXT).expect("static string");
+    let limit_ms = ASSETS_LOADING_LIMIT_SECS * 1000.0;
+    format!(
+        "new Promise(resolve => {{ const t0 = performance.now(); const poll = () => {{ \
+           const pres = document.querySelector('#presentation'); \
+           if (!pres || !(pres.innerText || '').includes({text})) return resolve(true); \
+           if (performance.now() - t0 > {limit_ms}) return resolve(false); \
+           setTimeout(poll, 100); }}; poll(); }})"
+    )
+}
+
 /// The in-page watcher of the 2.3 player: every 250 ms it looks for the failure states and
 /// sends each new one once through the `__bbbRecord` binding as `{k:'defect', kind, text, m}`.
-/// `logo_after` is the media time from which the logo counts as a failure (the first zoom event,
-/// which is when the player starts drawing, plus 1.5 s of slack for its first redraws).
+/// `m` and the limits are on the media time the player last drew. `logo_after` is the media
+/// time from which the logo counts as a failure (the first zoom event, which is when the player
+/// starts drawing, plus 1.5 s of slack for its first redraws).
 pub fn watcher_js(media_selector: &str, logo_after: f64) -> String {
     let texts: Vec<(&str, &str)> = ERROR_TEXTS
         .iter()
@@ -317,6 +334,11 @@ pub fn watcher_js(media_selector: &str, logo_after: f64) -> String {
   window.__bbbRecordWatch = true;
   const send = o => window.__bbbRecord(JSON.stringify(o));
   const media = () => {media_selector};
+  // The media time the player last drew: its own time event (fast mode steps the paused player
+  // with it, and the media element's clock stays where it was paused), else the element's.
+  let drawn = null;
+  document.addEventListener('bbbplaybacktimeupdate', e => {{ if (e.detail && typeof e.detail.time === 'number') drawn = e.detail.time; }});
+  const now = () => {{ if (drawn !== null) return drawn; const v = media(); return v ? v.currentTime : 0; }};
   const texts = {texts};
   const seen = new Set();
   let loadingSince = null;
@@ -324,8 +346,7 @@ pub fn watcher_js(media_selector: &str, logo_after: f64) -> String {
     const key = kind + '|' + text;
     if (seen.has(key)) return;
     seen.add(key);
-    const v = media();
-    send({{ k: 'defect', kind, text, m: v ? v.currentTime : 0 }});
+    send({{ k: 'defect', kind, text, m: now() }});
   }};
   const check = () => {{
     const err = document.querySelector('#error');
@@ -335,15 +356,13 @@ pub fn watcher_js(media_selector: &str, logo_after: f64) -> String {
     if (!pres) return;
     const text = pres.innerText || '';
     for (const [needle, kind] of texts) if (text.includes(needle)) report(kind, needle);
-    const v0 = media();
-    if (text.includes({loading_text}) && v0) {{
-      if (loadingSince === null) loadingSince = v0.currentTime;
-      else if (v0.currentTime - loadingSince > {loading_limit}) report('assets', {loading_text} + '... for {loading_limit} s');
+    if (text.includes({loading_text})) {{
+      if (loadingSince === null) loadingSince = now();
+      else if (now() - loadingSince > {loading_limit}) report('assets', {loading_text} + '... for {loading_limit} s');
     }} else loadingSince = null;
     if (pres.querySelector('.tl-error-boundary, .tl-shape-error-boundary')) report('whiteboard', 'a shape could not be drawn');
     const logo = pres.querySelector('.presentation.logo');
-    const v = media();
-    if (logo && v && v.currentTime >= {logo_after} && logo.offsetParent !== null && !pres.classList.contains('inactive')) report('logo', '');
+    if (logo && media() && now() >= {logo_after} && logo.offsetParent !== null && !pres.classList.contains('inactive')) report('logo', '');
   }};
   setInterval(check, 250);
   check();
