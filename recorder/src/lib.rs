@@ -10,7 +10,8 @@
 //! Modules: [`playback`] (what a URL/page is, metadata.xml), [`fetch`] (the recording's files
 //! over HTTP), [`browser`] (Chromium), [`capture`]
 //! (frame sources: the display, the screencast, fast mode's stepped player), [`overlay`] (fast
-//! mode's webcam area, from the recording's video), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
+//! mode's webcam area, from the recording's video), [`picture`] (decoded and compressed pictures
+//! to the BGR0 the pipeline works in), [`timeline`] (media clock and output slots), [`pipeline`] (the encoding
 //! thread), [`encode`] (libav encode/mux, atomic placement), [`record`] (one recording end to end),
 //! [`progress`] (what the user sees), [`pulse`] (sound of other pages), [`error`] (classes, phases, exit codes),
 //! [`requests`] (what the page may load; [`assets`]: the player's CDN files, bundled) and
@@ -28,6 +29,7 @@ pub mod encode;
 pub mod error;
 pub mod fetch;
 pub mod overlay;
+pub mod picture;
 pub mod pipeline;
 pub mod playback;
 pub mod progress;

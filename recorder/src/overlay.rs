@@ -1,20 +1,23 @@
-//! The webcam area of a fast-mode recording, filled from the recording's own video. The paused
-//! player shows one still webcam picture; every output frame gets instead the webcam picture of
-//! its own media time, decoded from `video/webcams.*` and scaled into the rectangle the player
-//! shows the video in (its element's box, letterboxed as `object-fit` says).
+//! The video areas of a fast-mode recording, filled from the recording's own videos. The paused
+//! player shows one still picture of the webcams and of the screen share; every output frame
+//! gets instead the pictures of its own media time, decoded from `video/webcams.*` and
+//! `deskshare/deskshare.*` and scaled into the rectangles the player shows the videos in (their
+//! elements' boxes, letterboxed as `object-fit` says), as laid out at the last step.
 //!
 //! It is a [`FrameSink`] in front of the encoder, so the pipeline (and its end rule) stays the one
 //! real-time capture uses. Slots arrive in order, so the video is decoded forward once.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ffmpeg_next as ffmpeg;
 use serde::Deserialize;
 
 use crate::error::{Phase, RecordError};
+use crate::picture::BgrScaler;
 use crate::pipeline::FrameSink;
 
-/// The webcam video element as the page lays it out (read by `playback::page::WEBCAM_JS`).
+/// A video element as the page lays it out (read by `playback::page::VIDEOS_JS`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VideoElement {
     /// Rendered, visible and opaque.
@@ -53,27 +56,22 @@ pub fn video_area(e: &VideoElement, width: u32, height: u32) -> Result<Option<Ar
         return Err(format!("the page is drawn at a pixel ratio of {}", e.dpr));
     }
     if e.transform != "none" {
-        return Err(format!("the webcam video is transformed ({})", e.transform));
+        return Err(format!("the video is transformed ({})", e.transform));
     }
     if e.vw < 1.0 || e.vh < 1.0 {
-        return Err("the player does not know the webcam video's size".into());
+        return Err("the player does not know the video's size".into());
     }
     let (w, h) = match e.fit.as_str() {
         "fill" => (e.w, e.h),
         "contain" => {
             if e.position != "50% 50%" {
-                return Err(format!(
-                    "the webcam video is placed at {} in its box",
-                    e.position
-                ));
+                return Err(format!("the video is placed at {} in its box", e.position));
             }
             let scale = (e.w / e.vw).min(e.h / e.vh);
             (e.vw * scale, e.vh * scale)
         }
         other => {
-            return Err(format!(
-                "the webcam video is fitted with object-fit {other}"
-            ));
+            return Err(format!("the video is fitted with object-fit {other}"));
         }
     };
     let x = e.x + (e.w - w) / 2.0;
@@ -103,62 +101,173 @@ pub fn video_size(media: &Path) -> Result<Option<(u32, u32)>, String> {
     };
     let decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().video())
-        .map_err(|e| format!("the webcam video's decoder: {e}"))?;
+        .map_err(|e| format!("the video decoder: {e}"))?;
     Ok(Some((decoder.width(), decoder.height())))
 }
 
-/// What to fill: the source video and where it goes.
-#[derive(Debug, Clone)]
-pub struct WebcamFill {
-    pub video: PathBuf,
-    pub area: Area,
+/// Both videos of the page, as `playback::page::VIDEOS_JS` reads them (null: the player has none).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PageVideos {
+    pub webcam: Option<VideoElement>,
+    pub screenshare: Option<VideoElement>,
 }
 
-/// A [`FrameSink`] that fills the webcam area of each slot's picture before passing it on.
+/// Where each of the recording's videos shows, from one step on (`None`: not shown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub webcam: Option<Area>,
+    pub screenshare: Option<Area>,
+}
+
+impl Layout {
+    /// The layout the page shows, for the videos the recording has; an error for a way of
+    /// showing one that this module does not reproduce.
+    pub fn of(
+        page: &PageVideos,
+        sources: &Sources,
+        width: u32,
+        height: u32,
+    ) -> Result<Layout, String> {
+        let area = |element: &Option<VideoElement>, has: bool, what: &str| match (element, has) {
+            (Some(e), true) => video_area(e, width, height).map_err(|why| format!("{what}: {why}")),
+            _ => Ok(None),
+        };
+        Ok(Layout {
+            webcam: area(&page.webcam, sources.webcam.is_some(), "the webcam")?,
+            screenshare: area(
+                &page.screenshare,
+                sources.screenshare.is_some(),
+                "the screen share",
+            )?,
+        })
+    }
+}
+
+/// The recording's own videos (downloaded files).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub webcam: Option<PathBuf>,
+    pub screenshare: Option<PathBuf>,
+}
+
+/// The layout from each step's slot on, in slot order, written by the stepped source before it
+/// sends that step's picture: by the time the pipeline writes a slot, its layout is known.
+pub type Layouts = Arc<Mutex<Vec<(u64, Layout)>>>;
+
+/// What to fill: the videos, and where they show slot by slot.
+#[derive(Debug, Clone)]
+pub struct FillPlan {
+    pub sources: Sources,
+    pub layouts: Layouts,
+}
+
+/// A [`FrameSink`] that fills the video areas of each slot's picture before passing it on.
 pub struct Filled<S> {
     inner: S,
-    webcam: Option<WebcamVideo>,
+    fill: Option<Fill>,
     start: f64,
     fps: u32,
     slot: u64,
-    /// The last picture passed on, when it was composed here.
+    /// The last picture passed on, when it was composed here, and its layout.
     composed: Vec<u8>,
+    last_layout: Option<Layout>,
+}
+
+struct Fill {
+    layouts: Layouts,
+    webcam: Option<SourceVideo>,
+    screenshare: Option<SourceVideo>,
+}
+
+impl Fill {
+    fn layout_at(&self, slot: u64) -> Layout {
+        layout_at(
+            &self.layouts.lock().unwrap_or_else(|e| e.into_inner()),
+            slot,
+        )
+    }
+}
+
+/// The layout of `slot`: that of the last step at or before it (none before the first).
+fn layout_at(layouts: &[(u64, Layout)], slot: u64) -> Layout {
+    let after = layouts.partition_point(|(from, _)| *from <= slot);
+    after
+        .checked_sub(1)
+        .map(|i| layouts[i].1)
+        .unwrap_or_default()
 }
 
 impl<S: FrameSink> Filled<S> {
-    /// `fill`: none passes every picture through unchanged.
+    /// `plan`: none passes every picture through unchanged.
     pub fn new(
         inner: S,
-        fill: Option<&WebcamFill>,
+        plan: Option<&FillPlan>,
         start: f64,
         fps: u32,
     ) -> Result<Self, RecordError> {
-        let webcam = fill.map(WebcamVideo::open).transpose()?;
+        let fill = match plan {
+            Some(plan) => Some(Fill {
+                layouts: Arc::clone(&plan.layouts),
+                webcam: plan
+                    .sources
+                    .webcam
+                    .as_deref()
+                    .map(SourceVideo::open)
+                    .transpose()?,
+                screenshare: plan
+                    .sources
+                    .screenshare
+                    .as_deref()
+                    .map(SourceVideo::open)
+                    .transpose()?,
+            }),
+            None => None,
+        };
         Ok(Filled {
             inner,
-            webcam,
+            fill,
             start,
             fps,
             slot: 0,
             composed: Vec::new(),
+            last_layout: None,
         })
     }
 }
 
 impl<S: FrameSink> FrameSink for Filled<S> {
     fn write(&mut self, bgr0: &[u8], stride: usize, unchanged: bool) -> Result<(), RecordError> {
-        let Some(webcam) = self.webcam.as_mut() else {
+        let Some(fill) = self.fill.as_mut() else {
             return self.inner.write(bgr0, stride, unchanged);
         };
-        let media = self.start + self.slot as f64 / f64::from(self.fps);
+        let slot = self.slot;
         self.slot += 1;
-        let moved = webcam.advance_to(media)?;
-        if unchanged && !moved && !self.composed.is_empty() {
+        let media = self.start + slot as f64 / f64::from(self.fps);
+        let layout = fill.layout_at(slot);
+        let mut changed =
+            !unchanged || self.composed.is_empty() || self.last_layout != Some(layout);
+        for (video, area) in [
+            (fill.webcam.as_mut(), layout.webcam),
+            (fill.screenshare.as_mut(), layout.screenshare),
+        ] {
+            if let (Some(video), Some(area)) = (video, area) {
+                changed |= video.prepare(media, area)?;
+            }
+        }
+        self.last_layout = Some(layout);
+        if !changed {
             return self.inner.write(&self.composed, stride, true);
         }
         self.composed.clear();
         self.composed.extend_from_slice(bgr0);
-        webcam.paint(&mut self.composed, stride);
+        for (video, area) in [
+            (fill.webcam.as_ref(), layout.webcam),
+            (fill.screenshare.as_ref(), layout.screenshare),
+        ] {
+            if let (Some(video), Some(area)) = (video, area) {
+                video.paint(&mut self.composed, stride, area);
+            }
+        }
         self.inner.write(&self.composed, stride, false)
     }
 
@@ -167,38 +276,34 @@ impl<S: FrameSink> FrameSink for Filled<S> {
     }
 }
 
-/// The source video, decoded forward, its current picture scaled to the area.
-struct WebcamVideo {
+/// One source video, decoded forward; its current picture scaled to the area it shows in.
+struct SourceVideo {
     path: PathBuf,
     input: ffmpeg::format::context::Input,
     stream: usize,
     time_base: f64,
     decoder: ffmpeg::decoder::Video,
-    scaler: Option<(
-        ffmpeg::format::Pixel,
-        u32,
-        u32,
-        ffmpeg::software::scaling::Context,
-    )>,
-    area: Area,
-    /// The picture shown now (BGR0, `area.w * 4` bytes a row).
-    current: Option<Vec<u8>>,
+    /// The picture due now, counted (a new one each time another is due).
+    due: Option<(u64, ffmpeg::frame::Video)>,
     /// The next decoded picture and its media time, not due yet.
     next: Option<(f64, ffmpeg::frame::Video)>,
     drained: bool,
     flushed: bool,
+    /// The due picture scaled: (its count, the area, BGR0 with `area.w * 4` bytes a row).
+    scaled: Option<(u64, Area, Vec<u8>)>,
+    scaler: Option<(Area, BgrScaler)>,
 }
 
-impl WebcamVideo {
-    fn open(fill: &WebcamFill) -> Result<Self, RecordError> {
+impl SourceVideo {
+    fn open(path: &Path) -> Result<Self, RecordError> {
         let fail = |why: String| {
             RecordError::permanent(
                 Phase::Capture,
-                format!("the webcam video {}: {why}", file_name(&fill.video)),
+                format!("the video {}: {why}", file_name(path)),
             )
         };
         crate::encode::init()?;
-        let input = ffmpeg::format::input(&fill.video).map_err(|e| fail(e.to_string()))?;
+        let input = ffmpeg::format::input(path).map_err(|e| fail(e.to_string()))?;
         let stream = input
             .streams()
             .best(ffmpeg::media::Type::Video)
@@ -208,35 +313,32 @@ impl WebcamVideo {
         let decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().video())
             .map_err(|e| fail(e.to_string()))?;
-        Ok(WebcamVideo {
-            path: fill.video.clone(),
+        Ok(SourceVideo {
+            path: path.to_owned(),
             input,
             stream: index,
             time_base,
             decoder,
-            scaler: None,
-            area: fill.area,
-            current: None,
+            due: None,
             next: None,
             drained: false,
             flushed: false,
+            scaled: None,
+            scaler: None,
         })
     }
 
     fn error(&self, media: f64, why: impl std::fmt::Display) -> RecordError {
         RecordError::permanent(
             Phase::Capture,
-            format!(
-                "the webcam video {} at {media:.3} s: {why}",
-                file_name(&self.path)
-            ),
+            format!("the video {} at {media:.3} s: {why}", file_name(&self.path)),
         )
     }
 
-    /// Makes the picture of media time `media` current: the last one whose time is at or before
-    /// it (the first one before the video's first picture). Whether the picture changed.
-    fn advance_to(&mut self, media: f64) -> Result<bool, RecordError> {
-        let mut moved = false;
+    /// Makes the picture of media time `media` the due one, scaled to `area`: the last picture
+    /// whose time is at or before it (the first one before the video's first). Whether what it
+    /// paints changed.
+    fn prepare(&mut self, media: f64, area: Area) -> Result<bool, RecordError> {
         loop {
             if self.next.is_none() && !self.drained {
                 self.next = self.decode_next(media)?;
@@ -244,22 +346,49 @@ impl WebcamVideo {
                     self.drained = true;
                 }
             }
-            let due = match &self.next {
-                Some((t, _)) => *t <= media + 1e-6 || self.current.is_none(),
+            let is_due = match &self.next {
+                Some((t, _)) => *t <= media + 1e-6 || self.due.is_none(),
                 None => false,
             };
-            if !due {
-                return Ok(moved);
+            if !is_due {
+                break;
             }
             let (_, frame) = self.next.take().expect("due");
-            let picture = self.scale(&frame, media)?;
-            // A camera showing the same picture (a still or dark one) leaves the frame unchanged,
-            // and the encoder skips its colour conversion.
-            if self.current.as_ref() != Some(&picture) {
-                self.current = Some(picture);
-                moved = true;
-            }
+            let count = self.due.as_ref().map_or(0, |(n, _)| n + 1);
+            self.due = Some((count, frame));
         }
+        let Some((count, frame)) = &self.due else {
+            return Ok(false);
+        };
+        if self
+            .scaled
+            .as_ref()
+            .is_some_and(|(n, a, _)| n == count && *a == area)
+        {
+            return Ok(false);
+        }
+        if self
+            .scaler
+            .as_ref()
+            .is_none_or(|(a, _)| (a.w, a.h) != (area.w, area.h))
+        {
+            self.scaler = Some((area, BgrScaler::new(area.w, area.h)));
+        }
+        let picture = self
+            .scaler
+            .as_mut()
+            .expect("set above")
+            .1
+            .convert(frame)
+            .map_err(|why| self.error(media, why))?;
+        // A camera showing the same picture (a still or dark one) leaves the frame unchanged,
+        // and the encoder skips its colour conversion.
+        let changed = self
+            .scaled
+            .as_ref()
+            .is_none_or(|(_, a, old)| *a != area || *old != picture);
+        self.scaled = Some((*count, area, picture));
+        Ok(changed)
     }
 
     /// The next picture of the stream and its media time; `None` at its end.
@@ -294,50 +423,17 @@ impl WebcamVideo {
         }
     }
 
-    fn scale(&mut self, frame: &ffmpeg::frame::Video, media: f64) -> Result<Vec<u8>, RecordError> {
-        let (format, w, h) = (frame.format(), frame.width(), frame.height());
-        if self
-            .scaler
-            .as_ref()
-            .is_none_or(|s| (s.0, s.1, s.2) != (format, w, h))
-        {
-            let ctx = ffmpeg::software::scaling::Context::get(
-                format,
-                w,
-                h,
-                ffmpeg::format::Pixel::BGRZ,
-                self.area.w,
-                self.area.h,
-                ffmpeg::software::scaling::Flags::BILINEAR,
-            )
-            .map_err(|e| self.error(media, e))?;
-            self.scaler = Some((format, w, h, ctx));
+    /// Paints the scaled picture into `frame` (BGR0, `stride` bytes a row) at `area`.
+    fn paint(&self, frame: &mut [u8], stride: usize, area: Area) {
+        let Some((_, scaled_area, picture)) = &self.scaled else {
+            return;
+        };
+        if *scaled_area != area {
+            return;
         }
-        let mut bgr = ffmpeg::frame::Video::empty();
-        self.scaler
-            .as_mut()
-            .expect("set above")
-            .3
-            .run(frame, &mut bgr)
-            .map_err(|e| {
-                RecordError::permanent(Phase::Capture, format!("scaling the webcam video: {e}"))
-            })?;
-        let row = self.area.w as usize * 4;
-        let line = bgr.stride(0);
-        let plane = bgr.data(0);
-        let mut picture = Vec::with_capacity(row * self.area.h as usize);
-        for y in 0..self.area.h as usize {
-            picture.extend_from_slice(&plane[y * line..y * line + row]);
-        }
-        Ok(picture)
-    }
-
-    /// Paints the current picture into `frame` (BGR0, `stride` bytes a row).
-    fn paint(&self, frame: &mut [u8], stride: usize) {
-        let Some(picture) = &self.current else { return };
-        let row = self.area.w as usize * 4;
-        for y in 0..self.area.h as usize {
-            let at = (self.area.y as usize + y) * stride + self.area.x as usize * 4;
+        let row = area.w as usize * 4;
+        for y in 0..area.h as usize {
+            let at = (area.y as usize + y) * stride + area.x as usize * 4;
             frame[at..at + row].copy_from_slice(&picture[y * row..(y + 1) * row]);
         }
     }
@@ -404,6 +500,82 @@ mod tests {
                 w: 80,
                 h: 20
             })
+        );
+    }
+
+    #[test]
+    fn a_slot_has_the_layout_of_the_last_step_at_or_before_it() {
+        let a = Area {
+            x: 0,
+            y: 0,
+            w: 320,
+            h: 240,
+        };
+        let b = Area {
+            x: 320,
+            y: 48,
+            w: 960,
+            h: 540,
+        };
+        let layouts = [
+            (
+                0,
+                Layout {
+                    webcam: Some(a),
+                    screenshare: None,
+                },
+            ),
+            (
+                180,
+                Layout {
+                    webcam: Some(a),
+                    screenshare: Some(b),
+                },
+            ),
+            (
+                240,
+                Layout {
+                    webcam: Some(a),
+                    screenshare: None,
+                },
+            ),
+        ];
+        assert_eq!(layout_at(&layouts, 0).screenshare, None);
+        assert_eq!(layout_at(&layouts, 179).screenshare, None);
+        assert_eq!(layout_at(&layouts, 180).screenshare, Some(b));
+        assert_eq!(layout_at(&layouts, 239).screenshare, Some(b));
+        assert_eq!(layout_at(&layouts, 240).screenshare, None);
+        assert_eq!(layout_at(&[], 5), Layout::default());
+    }
+
+    #[test]
+    fn only_the_videos_the_recording_has_get_an_area() {
+        let shown = element(0.0, 0.0, 320.0, 240.0, 320.0, 240.0);
+        let page = PageVideos {
+            webcam: Some(shown.clone()),
+            screenshare: Some(shown),
+        };
+        let webcam_only = Sources {
+            webcam: Some("w.webm".into()),
+            screenshare: None,
+        };
+        let layout = Layout::of(&page, &webcam_only, 1280, 720).unwrap();
+        assert_eq!(
+            layout.webcam,
+            Some(Area {
+                x: 0,
+                y: 0,
+                w: 320,
+                h: 240
+            })
+        );
+        assert_eq!(layout.screenshare, None);
+        let mut mirrored = page.clone();
+        mirrored.webcam.as_mut().unwrap().transform = "matrix(-1, 0, 0, 1, 0, 0)".into();
+        let why = Layout::of(&mirrored, &webcam_only, 1280, 720).unwrap_err();
+        assert!(
+            why.starts_with("the webcam: the video is transformed"),
+            "{why}"
         );
     }
 

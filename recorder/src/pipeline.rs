@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::capture::{Frame, wall_now};
 use crate::encode::{VideoSettings, VideoWriter};
 use crate::error::{Phase, RecordError};
-use crate::overlay::{Filled, WebcamFill};
+use crate::overlay::{FillPlan, Filled};
 use crate::timeline::{ClockReader, MediaClock, MediaTime, SlotFiller, WallMicros};
 
 /// Where the pipeline's output frames go: the live encoder ([`VideoWriter`]), or a test's list.
@@ -59,8 +59,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start the encoder thread writing `path`; returns once the encoder is open. `webcam`: the
-    /// webcam area each picture gets from the recording's video (fast mode).
+    /// Start the encoder thread writing `path`; returns once the encoder is open. `fill`: the
+    /// video areas each picture gets from the recording's videos (fast mode).
     /// `repeats_when_idle`: the source sends pictures only when they change (screencast), so
     /// once the media clock has moved on without a new picture, the last one still holds.
     pub fn start(
@@ -70,7 +70,7 @@ impl Pipeline {
         start: f64,
         settings: VideoSettings,
         path: PathBuf,
-        webcam: Option<WebcamFill>,
+        fill: Option<FillPlan>,
     ) -> Result<Pipeline, RecordError> {
         let control = Arc::new(PipelineControl::default());
         let ctl = Arc::clone(&control);
@@ -84,7 +84,7 @@ impl Pipeline {
                 // Dropped when this thread ends, however it ends: that is the signal.
                 let _ended = ended_tx;
                 let writer = match VideoWriter::create(&path, &settings)
-                    .and_then(|w| Filled::new(w, webcam.as_ref(), start, settings.fps))
+                    .and_then(|w| Filled::new(w, fill.as_ref(), start, settings.fps))
                 {
                     Ok(w) => {
                         let _ = opened_tx.send(Ok(()));

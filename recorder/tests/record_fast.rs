@@ -111,19 +111,20 @@ fn fast_mode_gives_the_real_time_picture_and_sound_on_sample_c() {
     );
 }
 
-/// Sample A up to 5.5 s (before its screen share): annotations, zoom, cursor and chat as in
-/// real time, and the webcam area shows, at every checked media time, the source video's own
-/// picture of that time (ffmpeg's testsrc, whose counter changes every frame).
+/// Sample A: annotations, zoom, cursor, chat and the screen share (6-8 s, magenta) as in real
+/// time, the screen share on exactly its frames, and the webcam area showing, at every checked
+/// media time, the source video's own picture of that time (ffmpeg's testsrc, whose counter
+/// changes every frame).
 #[test]
-fn fast_mode_fills_the_webcam_with_the_source_picture_of_each_media_time() {
+fn fast_mode_fills_the_webcam_and_the_screen_share_from_their_videos() {
     let _heavy = heavy();
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
     let (fast, real) = (dir.path().join("fast.mp4"), dir.path().join("real.mp4"));
     let url = bbb.presentation_url(SAMPLE_A);
-    let done = record(&url, &fast, &["--fast", "--end", "5.5"]);
+    let done = record(&url, &fast, &["--fast"]);
     assert_eq!(done["mode"], "fast", "{done}");
-    record(&url, &real, &["--end", "5.5"]);
+    record(&url, &real, &[]);
     assert_same_pictures(&fast, &real);
 
     // The sample player shows the 320x240 webcam at the top left, unscaled.
@@ -134,6 +135,13 @@ fn fast_mode_fills_the_webcam_with_the_source_picture_of_each_media_time() {
             .join("video/webcams.webm"),
     );
     let frames = frames_rgb(&fast);
+    let share: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| share_of(f, MAGENTA) > 0.3)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(share, (180..240).collect::<Vec<_>>(), "screen-share frames");
     let webcam_of = |frame: &(f64, u32, u32, Vec<u8>)| -> Vec<u8> {
         let w = frame.1 as usize;
         (0..240)
@@ -147,7 +155,7 @@ fn fast_mode_fills_the_webcam_with_the_source_picture_of_each_media_time() {
             .sum::<f64>()
             / a.len() as f64
     };
-    for t in [0.5, 2.0, 3.4, 5.0] {
+    for t in [0.5, 3.4, 6.5, 12.0] {
         let shown = webcam_of(&frames[(t * 30.0_f64).round() as usize]);
         // The source picture of media time t: the last one at or before it.
         let own = source
@@ -181,14 +189,14 @@ fn fast_mode_draws_the_tldraw_whiteboard_as_in_real_time() {
 }
 
 /// A recording with something fast mode does not reproduce is recorded in real time, saying
-/// why: sample A's screen share (6-8 s), and the legacy 2.0 player. The output is still right.
+/// why: the legacy 2.0 player. The output is still right.
 #[test]
 fn fast_mode_falls_back_to_real_time_and_says_why() {
     let _heavy = heavy();
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("share.mp4");
-    let url = bbb.presentation_url(SAMPLE_A);
+    let out = dir.path().join("legacy.mp4");
+    let url = bbb.legacy_presentation_url(SAMPLE_A);
     let result = run(&[
         &url,
         "-o",
@@ -196,32 +204,11 @@ fn fast_mode_falls_back_to_real_time_and_says_why() {
         "--progress",
         "json",
         "--fast",
-        "--start",
-        "5",
         "--end",
-        "7",
+        "2",
     ]);
     assert!(result.status.success());
     let done = done_event(&result);
-    assert_eq!(done["mode"], "real_time", "{done}");
-    let why = done["fast_fallback"].as_str().unwrap_or_default();
-    assert!(why.contains("screen share"), "{done}");
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(
-        stdout.lines().any(|l| l.contains("\"warning\"")
-            && l.contains("real time")
-            && l.contains("screen share")),
-        "no warning says why: {stdout}"
-    );
-    let frames = frames_rgb(&out);
-    let colours = [("green", GREEN), ("magenta", MAGENTA)];
-    assert_eq!(dominant(frame_at(&frames, 0.5), &colours), Some("green"));
-    assert_eq!(dominant(frame_at(&frames, 1.5), &colours), Some("magenta"));
-    drop(frames);
-
-    let out = dir.path().join("legacy.mp4");
-    let url = bbb.legacy_presentation_url(SAMPLE_A);
-    let done = record(&url, &out, &["--fast", "--end", "2"]);
     assert_eq!(done["mode"], "real_time", "{done}");
     assert!(
         done["fast_fallback"]
@@ -229,5 +216,65 @@ fn fast_mode_falls_back_to_real_time_and_says_why() {
             .is_some_and(|w| w.contains("2.0 player")),
         "{done}"
     );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.lines().any(|l| l.contains("\"warning\"")
+            && l.contains("real time")
+            && l.contains("2.0 player")),
+        "no warning says why: {stdout}"
+    );
     assert_eq!(probe(&out).video_frames, 60);
+    let frames = frames_rgb(&out);
+    assert_eq!(
+        dominant(frame_at(&frames, 1.0), &[("red", RED), ("green", GREEN)]),
+        Some("red")
+    );
+}
+
+/// A webcam layout fast mode does not know, seen only once the player is readied (a mirrored
+/// webcam): the fast attempt is given up and the recording starts over in real time, saying why;
+/// the output is the real-time one, whole.
+#[test]
+fn a_layout_seen_only_in_the_readied_player_starts_the_recording_over_in_real_time() {
+    let _heavy = heavy();
+    let bbb = server();
+    bbb.faults()
+        .set_player_knobs(Some(serde_json::json!({"mirrorWebcam": true})));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mirrored.mp4");
+    let url = bbb.presentation_url(SAMPLE_C);
+    let result = run(&[
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--progress",
+        "json",
+        "--fast",
+        "--end",
+        "2",
+    ]);
+    assert!(result.status.success());
+    let done = done_event(&result);
+    assert_eq!(done["mode"], "real_time", "{done}");
+    assert!(
+        done["fast_fallback"]
+            .as_str()
+            .is_some_and(|w| w.contains("transformed")),
+        "{done}"
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"warning\"") && l.contains("transformed")),
+        "no warning says why: {stdout}"
+    );
+    assert_eq!(probe(&out).video_frames, 60);
+    let frames = frames_rgb(&out);
+    assert_eq!(
+        dominant(frame_at(&frames, 1.0), &[("orange", ORANGE)]),
+        Some("orange")
+    );
+    // Nothing of the given-up attempt is left beside the output.
+    assert_eq!(dir_entries(dir.path()), vec!["mirrored.mp4".to_string()]);
 }

@@ -121,9 +121,10 @@ fn kill_9_during_a_recording_then_rerun_leaves_one_file_no_temp_no_process() {
 }
 
 /// With `[recorder] fast = true` one claim run records sample B (audio only) in fast mode and
-/// sample A, whose screen share fast mode cannot reproduce, in real time: both are placed whole,
-/// the ledger keeps each output's mode and A's reason for real time, the log names A with that
-/// reason, and `status` shows the counts by mode and each output's own.
+/// sample A, whose webcam the sample player here shows mirrored (a layout fast mode does not
+/// reproduce), in real time: both are placed whole, the ledger keeps each output's mode and A's
+/// reason for real time, the log names A with that reason, and `status` shows the counts by mode
+/// and each output's own.
 #[test]
 fn fast_mode_records_what_it_can_and_status_shows_the_mode_of_each_output() {
     let env = record_env();
@@ -133,6 +134,10 @@ fn fast_mode_records_what_it_can_and_status_shows_the_mode_of_each_output() {
         cfg.replace("[recorder]\n", "[recorder]\nfast = true\n"),
     )
     .unwrap();
+    // B has no webcam video: the mirror changes nothing there.
+    env.bbb
+        .faults()
+        .set_player_knobs(Some(serde_json::json!({"mirrorWebcam": true})));
     // One recording at a time: two browsers at once on a small machine would only slow both.
     let o = env.run(&[
         "claim",

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{Phase, RecordError};
+use crate::picture::PictureDecoder;
 use crate::timeline::WallMicros;
 
 pub mod stepped;
@@ -307,92 +308,6 @@ fn decode_loop(
         if tx.send(Ok(frame)).is_err() {
             return;
         }
-    }
-}
-
-/// Turns compressed pictures of the page (screencast JPEGs, screenshot PNGs) into BGR0 pictures
-/// of the output size, rows without padding, as the encoder expects them from x11grab.
-pub(crate) struct PictureDecoder {
-    decoder: ffmpeg::decoder::Video,
-    scaler: Option<(
-        ffmpeg::format::Pixel,
-        u32,
-        u32,
-        ffmpeg::software::scaling::Context,
-    )>,
-    width: u32,
-    height: u32,
-}
-
-impl PictureDecoder {
-    pub(crate) fn new(codec: ffmpeg::codec::Id, width: u32, height: u32) -> Result<Self, String> {
-        let found = ffmpeg::decoder::find(codec)
-            .ok_or_else(|| format!("libav has no {codec:?} decoder"))?;
-        let decoder = ffmpeg::codec::context::Context::new_with_codec(found)
-            .decoder()
-            .video()
-            .map_err(|e| format!("{codec:?} decoder: {e}"))?;
-        Ok(PictureDecoder {
-            decoder,
-            scaler: None,
-            width,
-            height,
-        })
-    }
-
-    /// Bytes per row of the pictures it returns.
-    pub(crate) fn stride(&self) -> usize {
-        self.width as usize * 4
-    }
-
-    /// The picture in `compressed`, or `None` if the decoder holds it back (it does not, for
-    /// still-picture codecs).
-    pub(crate) fn decode(&mut self, compressed: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        // Each picture stands alone: libav's PNG decoder adds a picture not marked as a key
-        // frame to the previous one (its "P-frame" PNGs).
-        let mut packet = ffmpeg::Packet::copy(compressed);
-        packet.set_flags(ffmpeg::packet::Flags::KEY);
-        self.decoder
-            .send_packet(&packet)
-            .map_err(|e| format!("decoding: {e}"))?;
-        let mut decoded = ffmpeg::frame::Video::empty();
-        let mut picture = None;
-        while self.decoder.receive_frame(&mut decoded).is_ok() {
-            let (format, w, h) = (decoded.format(), decoded.width(), decoded.height());
-            if self
-                .scaler
-                .as_ref()
-                .is_none_or(|s| (s.0, s.1, s.2) != (format, w, h))
-            {
-                let ctx = ffmpeg::software::scaling::Context::get(
-                    format,
-                    w,
-                    h,
-                    ffmpeg::format::Pixel::BGRZ,
-                    self.width,
-                    self.height,
-                    ffmpeg::software::scaling::Flags::BILINEAR,
-                )
-                .map_err(|e| format!("scaler: {e}"))?;
-                self.scaler = Some((format, w, h, ctx));
-            }
-            let mut bgr = ffmpeg::frame::Video::empty();
-            self.scaler
-                .as_mut()
-                .expect("set above")
-                .3
-                .run(&decoded, &mut bgr)
-                .map_err(|e| format!("scaling: {e}"))?;
-            let stride = self.stride();
-            let line = bgr.stride(0);
-            let plane = bgr.data(0);
-            let mut data = Vec::with_capacity(stride * self.height as usize);
-            for row in 0..self.height as usize {
-                data.extend_from_slice(&plane[row * line..row * line + stride]);
-            }
-            picture = Some(data);
-        }
-        Ok(picture)
     }
 }
 

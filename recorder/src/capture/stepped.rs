@@ -23,8 +23,9 @@ use chromiumoxide::cdp::browser_protocol::page::{
 use ffmpeg_next as ffmpeg;
 use tokio::sync::{oneshot, watch};
 
-use super::{CHANNEL_FRAMES, Frame, FrameSource, PictureDecoder};
+use super::{CHANNEL_FRAMES, Frame, FrameSource};
 use crate::error::{Phase, RecordError};
+use crate::picture::PictureDecoder;
 use crate::timeline::WallMicros;
 
 /// One output slot at which the picture may change.
@@ -38,7 +39,7 @@ pub struct Step {
 }
 
 /// What the stepped source does.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StepPlan {
     /// The media time of slot 0.
     pub start: f64,
@@ -48,13 +49,16 @@ pub struct StepPlan {
     /// Dispatch each time twice: the tldraw v2 whiteboard (BBB 3.0) draws a slide's shapes only
     /// on the time update after the one that mounted it (bbb-playback.md, "Quirks").
     pub dispatch_twice: bool,
-    /// A script evaluated after each step whose answer must not change from step to step (the
-    /// geometry of the webcam area that is filled from the source video): a change means this
-    /// recording cannot be stepped.
-    pub invariant_js: Option<String>,
+    /// A script evaluated after each step (where the page shows its videos), and what to do
+    /// with its answer, given the step's slot, before the step's picture is sent; an error (why)
+    /// means this recording cannot be stepped.
+    pub reading: Option<(String, StepReader)>,
     pub width: u32,
     pub height: u32,
 }
+
+/// Takes the answer of [`StepPlan::reading`] at a step's slot.
+pub type StepReader = Arc<dyn Fn(u64, serde_json::Value) -> Result<(), String> + Send + Sync>;
 
 /// How a stepped capture ended, short of its frames.
 #[derive(Debug)]
@@ -125,14 +129,14 @@ async fn step_through(
     shots: &SyncSender<Shot>,
     reached: &watch::Sender<f64>,
 ) -> StepEnd {
-    let mut invariant: Option<serde_json::Value> = None;
     for step in &plan.steps {
         let media = plan.start + step.slot as f64 / f64::from(plan.fps);
+        let reading = plan.reading.as_ref();
         let answer = match page
             .evaluate_expression(step_js(
                 media,
                 plan.dispatch_twice,
-                plan.invariant_js.as_deref(),
+                reading.map(|r| r.0.as_str()),
             ))
             .await
         {
@@ -144,16 +148,10 @@ async fn step_through(
                 ));
             }
         };
-        if plan.invariant_js.is_some() {
-            match &invariant {
-                None => invariant = Some(answer),
-                Some(first) if *first != answer => {
-                    return StepEnd::Unreproducible(format!(
-                        "the webcam area moved at {media:.3} s (from {first} to {answer})"
-                    ));
-                }
-                Some(_) => {}
-            }
+        if let Some((_, read)) = reading
+            && let Err(why) = read(step.slot, answer)
+        {
+            return StepEnd::Unreproducible(format!("at {media:.3} s, {why}"));
         }
         let mut png = match screenshot(page).await {
             Ok(png) => png,
@@ -203,8 +201,8 @@ const FRAMES_JS: &str =
     "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))";
 
 /// The script of one step: the player's time event at `media` (twice when asked), two animation
-/// frames, then the invariant's answer.
-fn step_js(media: f64, twice: bool, invariant: Option<&str>) -> String {
+/// frames, then the answer of `reading`.
+fn step_js(media: f64, twice: bool, reading: Option<&str>) -> String {
     let fire = format!(
         "document.dispatchEvent(new CustomEvent('bbbplaybacktimeupdate', {{ detail: {{ time: {media} }} }}));"
     );
@@ -216,7 +214,7 @@ fn step_js(media: f64, twice: bool, invariant: Option<&str>) -> String {
     };
     format!(
         "(async () => {{ {fire} {second} {frame} {frame} return {}; }})()",
-        invariant.unwrap_or("null")
+        reading.unwrap_or("null")
     )
 }
 
@@ -330,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn a_step_dispatches_the_players_time_event_and_answers_the_invariant() {
+    fn a_step_dispatches_the_players_time_event_and_answers_the_reading() {
         let js = step_js(4.2, false, Some("document.title"));
         assert_eq!(js.matches("bbbplaybacktimeupdate").count(), 1, "{js}");
         assert!(js.contains("time: 4.2 "), "{js}");

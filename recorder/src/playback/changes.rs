@@ -59,6 +59,30 @@ pub struct RecordingFiles<'a> {
     pub slides_new_xml: Option<&'a str>,
 }
 
+impl<'a> RecordingFiles<'a> {
+    /// The files read here, in the order [`RecordingFiles::from_fetched`] takes them.
+    pub const NAMES: [&'static str; 6] = [
+        "shapes.svg",
+        "tldraw.json",
+        "panzooms.xml",
+        "cursor.xml",
+        "deskshare.xml",
+        "slides_new.xml",
+    ];
+
+    /// The files as fetched, in the order of [`RecordingFiles::NAMES`] (`None`: absent).
+    pub fn from_fetched(texts: &'a [Option<String>; 6]) -> Self {
+        RecordingFiles {
+            shapes_svg: texts[0].as_deref(),
+            tldraw_json: texts[1].as_deref(),
+            panzooms_xml: texts[2].as_deref(),
+            cursor_xml: texts[3].as_deref(),
+            deskshare_xml: texts[4].as_deref(),
+            slides_new_xml: texts[5].as_deref(),
+        }
+    }
+}
+
 /// Files a 2.3 player draws on time that this module does not read: a recording that has one
 /// cannot be stepped from its change times alone.
 pub const UNREAD_TIMED_FILES: &[&str] = &[
@@ -369,25 +393,9 @@ mod tests {
         std::fs::read_to_string(path).ok()
     }
 
-    fn files_of(id: &str) -> (Vec<Option<String>>, ChangeTimes) {
-        let names = [
-            "shapes.svg",
-            "tldraw.json",
-            "panzooms.xml",
-            "cursor.xml",
-            "deskshare.xml",
-            "slides_new.xml",
-        ];
-        let texts: Vec<Option<String>> = names.iter().map(|n| sample(id, n)).collect();
-        let files = RecordingFiles {
-            shapes_svg: texts[0].as_deref(),
-            tldraw_json: texts[1].as_deref(),
-            panzooms_xml: texts[2].as_deref(),
-            cursor_xml: texts[3].as_deref(),
-            deskshare_xml: texts[4].as_deref(),
-            slides_new_xml: texts[5].as_deref(),
-        };
-        let changes = change_times(&files, &[]).unwrap();
+    fn files_of(id: &str) -> ([Option<String>; 6], ChangeTimes) {
+        let texts = RecordingFiles::NAMES.map(|n| sample(id, n));
+        let changes = change_times(&RecordingFiles::from_fetched(&texts), &[]).unwrap();
         (texts, changes)
     }
 

@@ -10,21 +10,25 @@ use serde::Deserialize;
 /// the generated id of the 2.3 element is not stable, so select by structure).
 pub const MEDIA: &str = "(document.querySelector('#webcams video') || document.querySelector('#webcams audio') || document.querySelector('#video'))";
 
-/// The 2.3 player's webcam video element as laid out now, as a JSON text (read back as
-/// `overlay::VideoElement`), or null when the player has none (a recording with sound only).
-/// Fast mode fills the area it shows from the recording's video; the text is compared from step
-/// to step, so any change of the layout is seen.
-pub const WEBCAM_JS: &str = r#"(() => {
-  const v = document.querySelector('#webcams video');
-  if (!v) return null;
-  const r = v.getBoundingClientRect();
-  const s = getComputedStyle(v);
-  let opaque = true;
-  for (let e = v; e; e = e.parentElement) if (parseFloat(getComputedStyle(e).opacity) < 1) opaque = false;
-  const shown = v.getClientRects().length > 0 && s.visibility === 'visible' && opaque;
-  return JSON.stringify({ shown, x: r.x, y: r.y, w: r.width, h: r.height, fit: s.objectFit,
-    position: s.objectPosition, transform: s.transform, vw: v.videoWidth, vh: v.videoHeight,
-    dpr: window.devicePixelRatio });
+/// Where the 2.3 player shows its two videos now, as a JSON text read back as
+/// `overlay::PageVideos`: the webcam video (`#webcams video`) and the screen share
+/// (`#screenshare video`), each null when the player has none. Fast mode fills the areas they
+/// show from the recording's own videos, and reads this at every step, so a layout that switches
+/// (the screen share starting) is followed.
+pub const VIDEOS_JS: &str = r#"(() => {
+  const read = v => {
+    if (!v) return null;
+    const r = v.getBoundingClientRect();
+    const s = getComputedStyle(v);
+    let opaque = true;
+    for (let e = v; e; e = e.parentElement) if (parseFloat(getComputedStyle(e).opacity) < 1) opaque = false;
+    const shown = v.getClientRects().length > 0 && s.visibility === 'visible' && opaque;
+    return { shown, x: r.x, y: r.y, w: r.width, h: r.height, fit: s.objectFit,
+      position: s.objectPosition, transform: s.transform, vw: v.videoWidth, vh: v.videoHeight,
+      dpr: window.devicePixelRatio };
+  };
+  return JSON.stringify({ webcam: read(document.querySelector('#webcams video')),
+    screenshare: read(document.querySelector('#screenshare video')) });
 })()"#;
 
 /// What the page is: a ready player, a player error, still loading, or another page.

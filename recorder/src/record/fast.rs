@@ -1,14 +1,14 @@
 //! Fast mode (`--fast`): the readied 2.3 player stays paused and is stepped from one picture
-//! change to the next (`capture::stepped`), the webcam area is filled from the recording's own
-//! video (`overlay`), and the same pipeline encodes every slot; the sound is the recording's own,
-//! as in real time.
+//! change to the next (`capture::stepped`), the webcam and screen-share areas are filled from the
+//! recording's own videos (`overlay`), and the same pipeline encodes every slot; the sound is the
+//! recording's own, as in real time.
 //!
 //! Fast mode gives the real player's picture or nothing: a recording it cannot reproduce exactly
-//! (the 2.0 player, a screen share, a file drawn on time that `playback::changes` does not read,
-//! a webcam layout it does not know) is recorded in real time, with a warning saying why. What is
-//! known before the player is readied is decided here ([`Session::fast_plan`]); what only the
-//! readied page shows (the webcam's layout, and that it stays put) ends the stepped capture with
-//! [`Stepped::Unreproducible`], and the recording starts over in real time.
+//! (the 2.0 player, a file drawn on time that `playback::changes` does not read, a way of showing
+//! a video it does not know) is recorded in real time, with a warning saying why. What is known
+//! before the player is readied is decided here ([`Session::fast_plan`]); what only the readied
+//! page shows (where and how it shows its videos, read at every step) ends the stepped capture
+//! with [`Stepped::Unreproducible`], and the recording starts over in real time.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -20,16 +20,17 @@ use super::play::{Captured, interruption};
 use super::sound::SoundPlan;
 use super::{Event, Player, Session};
 use crate::capture::FrameSource;
-use crate::capture::stepped::{Step, StepEnd, StepPlan};
+use crate::capture::stepped::{Step, StepEnd, StepPlan, StepReader};
 use crate::clock_feed::{ClockFeed, FeedEvent};
 use crate::encode::VideoSettings;
 use crate::error::{Phase, RecordError};
-use crate::fetch::fetch_optional_text;
-use crate::overlay::{self, VideoElement, WebcamFill};
+use crate::fetch::{download, fetch_optional_text};
+use crate::overlay::{self, FillPlan, Layout, Layouts, PageVideos, Sources};
 use crate::pipeline::Pipeline;
 use crate::playback::changes::{ChangeKind, ChangeTimes, RecordingFiles, UNREAD_TIMED_FILES};
-use crate::playback::page::WEBCAM_JS;
+use crate::playback::page::VIDEOS_JS;
 use crate::playback::{self, PageKind};
+use crate::render_watch;
 use crate::timeline::MediaClock;
 
 /// A recording fast mode can step.
@@ -37,9 +38,9 @@ pub(super) struct FastPlan {
     steps: Vec<Step>,
     /// The recording has a tldraw whiteboard (BBB 2.6+).
     tldraw: bool,
-    /// The recording's media file and the size of its video, when it has one.
-    media: PathBuf,
-    video: Option<(u32, u32)>,
+    /// The recording's videos (its webcams file when it has a picture, its screen share when
+    /// it shares in the span).
+    sources: Sources,
 }
 
 /// How a stepped capture ended.
@@ -76,19 +77,12 @@ impl Session<'_> {
             return Ok(Err("the recording's files are not known".into()));
         };
         let cookies = self.cookie_header(page, base).await;
-        let mut texts: Vec<Option<String>> = Vec::new();
-        for name in [
-            "shapes.svg",
-            "tldraw.json",
-            "panzooms.xml",
-            "cursor.xml",
-            "deskshare.xml",
-            "slides_new.xml",
-        ] {
+        let mut texts: [Option<String>; 6] = Default::default();
+        for (name, text) in RecordingFiles::NAMES.iter().zip(texts.iter_mut()) {
             let url = base
                 .join(name)
                 .map_err(|e| RecordError::permanent(Phase::Probe, format!("{name}: {e}")))?;
-            texts.push(fetch_optional_text(self.http, &url, &cookies).await?);
+            *text = fetch_optional_text(self.http, &url, &cookies).await?;
         }
         let mut present = Vec::new();
         for name in UNREAD_TIMED_FILES {
@@ -102,14 +96,7 @@ impl Session<'_> {
                 present.push(*name);
             }
         }
-        let files = RecordingFiles {
-            shapes_svg: texts[0].as_deref(),
-            tldraw_json: texts[1].as_deref(),
-            panzooms_xml: texts[2].as_deref(),
-            cursor_xml: texts[3].as_deref(),
-            deskshare_xml: texts[4].as_deref(),
-            slides_new_xml: texts[5].as_deref(),
-        };
+        let files = RecordingFiles::from_fetched(&texts);
         let changes = match playback::changes::change_times(&files, &present) {
             Ok(c) => c,
             Err(e) => return Ok(Err(format!("its change times cannot be read ({e})"))),
@@ -118,16 +105,6 @@ impl Session<'_> {
             return Ok(Err(format!(
                 "the recording has {}, which fast mode does not draw",
                 changes.unread.join(", ")
-            )));
-        }
-        if let Some(share) = changes
-            .changes
-            .iter()
-            .find(|c| c.kind == ChangeKind::ScreenShare && c.time < end)
-        {
-            return Ok(Err(format!(
-                "the recording has a screen share (from {:.3} s), which fast mode does not place yet",
-                share.time
             )));
         }
         let media = match self.media_file(page, base, sound).await {
@@ -147,12 +124,65 @@ impl Session<'_> {
                     format!("the recording's media {}: {why}", file_label(&media)),
                 )
             })?;
+        // The screen share is needed only when it shows in the span.
+        let shares = changes
+            .changes
+            .iter()
+            .any(|c| c.kind == ChangeKind::ScreenShare && c.time < end);
+        let screenshare = if shares {
+            match self.screenshare_file(base, &cookies).await? {
+                Some(path) => Some(path),
+                None => {
+                    return Ok(Err(
+                        "deskshare.xml shares the screen and the server has no deskshare video"
+                            .into(),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         Ok(Ok(FastPlan {
             steps: steps(&changes, start, end, self.req.fps),
             tldraw: files.tldraw_json.is_some(),
-            media,
-            video,
+            sources: Sources {
+                webcam: video.map(|_| media),
+                screenshare,
+            },
         }))
+    }
+
+    /// The recording's screen-share video (`deskshare/deskshare.webm`, else `.mp4`), downloaded
+    /// whole; `None` when the server has neither.
+    async fn screenshare_file(
+        &self,
+        base: &url::Url,
+        cookies: &str,
+    ) -> Result<Option<PathBuf>, RecordError> {
+        for candidate in ["deskshare/deskshare.webm", "deskshare/deskshare.mp4"] {
+            let url = base
+                .join(candidate)
+                .map_err(|e| RecordError::permanent(Phase::Probe, format!("{candidate}: {e}")))?;
+            let mut request = self.http.head(url.clone());
+            if !cookies.is_empty() {
+                request = request.header(reqwest::header::COOKIE, cookies);
+            }
+            let response = request.send().await.map_err(|e| {
+                RecordError::transient(Phase::Probe, format!("probing the screen share: {e}"))
+            })?;
+            if response.status().is_success() {
+                let ext = candidate.rsplit('.').next().unwrap_or("bin");
+                let dest = self.work.join(format!("screenshare.{ext}"));
+                return download(self.http, url, cookies, dest).await.map(Some);
+            }
+            if response.status().is_server_error() {
+                return Err(RecordError::transient(
+                    Phase::Probe,
+                    format!("the screen share answered {}", response.status()),
+                ));
+            }
+        }
+        Ok(None)
     }
 
     /// The recording's media file, downloaded whole (fast mode needs its video from the first
@@ -183,8 +213,8 @@ impl Session<'_> {
         Ok(path)
     }
 
-    /// Readies the player, places the webcam and steps the paused player through `plan`,
-    /// encoding every slot of `start..end`.
+    /// Readies the player and steps it, paused, through `plan`, its video areas filled from the
+    /// recording's videos, encoding every slot of `start..end`.
     pub(super) async fn capture_stepped(
         &mut self,
         tab: &mut Tab,
@@ -193,35 +223,45 @@ impl Session<'_> {
         (start, end): (f64, f64),
     ) -> Result<Stepped, RecordError> {
         self.ready_player(&tab.page, player, start).await?;
-        let (width, height, fps) = (self.req.width, self.req.height, self.req.fps);
-        // The layout is read from the readied page (hiding the controls may move things).
-        let mut fill = None;
-        if plan.video.is_some() {
-            let answer: Option<String> = tab
-                .page
-                .evaluate_expression(WEBCAM_JS)
-                .await
-                .map_err(|e| {
-                    RecordError::transient(Phase::Capture, format!("reading the webcam area: {e}"))
-                })?
-                .into_value()
-                .unwrap_or(None);
-            if let Some(text) = answer {
-                let element: VideoElement = serde_json::from_str(&text).map_err(|e| {
-                    RecordError::transient(Phase::Capture, format!("the webcam area: {e}"))
-                })?;
-                match overlay::video_area(&element, width, height) {
-                    Ok(Some(area)) => {
-                        fill = Some(WebcamFill {
-                            video: plan.media.clone(),
-                            area,
-                        })
-                    }
-                    Ok(None) => {}
-                    Err(why) => return Ok(Stepped::Unreproducible(why)),
-                }
-            }
+        // The whiteboard's fonts load in wall time, which the steps' media time outruns: the
+        // first picture waits for them, as long as real time's render check would.
+        let loaded = tab
+            .page
+            .evaluate_expression(render_watch::assets_loaded_js())
+            .await
+            .map_err(|e| {
+                RecordError::transient(Phase::Render, format!("waiting for the whiteboard: {e}"))
+            })?
+            .into_value::<bool>()
+            .unwrap_or(false);
+        if !loaded && let Some(render) = self.render.as_mut() {
+            render.page_defect("assets", "Loading assets... for 10 s", start);
+            render.check(start)?;
         }
+        let (width, height, fps) = (self.req.width, self.req.height, self.req.fps);
+        // Where the page shows its videos is read at every step (the screen share switches the
+        // layout), before the step's picture reaches the pipeline.
+        let layouts: Layouts = Default::default();
+        let has_videos = plan.sources.webcam.is_some() || plan.sources.screenshare.is_some();
+        let reading = has_videos.then(|| {
+            let (layouts, sources) = (Arc::clone(&layouts), plan.sources.clone());
+            let read: StepReader = Arc::new(move |slot, answer| {
+                let text = answer.as_str().unwrap_or("null");
+                let page: PageVideos = serde_json::from_str(text)
+                    .map_err(|e| format!("the page's videos could not be read ({e})"))?;
+                let layout = Layout::of(&page, &sources, width, height)?;
+                let mut layouts = layouts.lock().unwrap_or_else(|e| e.into_inner());
+                if layouts.last().is_none_or(|(_, last)| *last != layout) {
+                    layouts.push((slot, layout));
+                }
+                Ok(())
+            });
+            (VIDEOS_JS.to_owned(), read)
+        });
+        let fill = has_videos.then(|| FillPlan {
+            sources: plan.sources.clone(),
+            layouts: Arc::clone(&layouts),
+        });
         let (mut source, mut stepping) = FrameSource::stepped(
             &tab.page,
             StepPlan {
@@ -229,7 +269,7 @@ impl Session<'_> {
                 fps,
                 steps: plan.steps,
                 dispatch_twice: plan.tldraw,
-                invariant_js: plan.video.map(|_| WEBCAM_JS.to_owned()),
+                reading,
                 width,
                 height,
             },

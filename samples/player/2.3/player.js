@@ -240,6 +240,9 @@
 
     wireClock(video, rps);
     if (data.knobs.pageTone > 0) wirePageTone(video, data.knobs.pageTone);
+    // Test knob `mirrorWebcam`: the webcam shown mirrored, as a self-view is (a transformed
+    // video, which fast mode does not place).
+    if (data.knobs.mirrorWebcam) video.style.transform = 'scaleX(-1)';
     wireControls(video, vjs, bigPlay, playControl, progressHolder, playProgress, currentTimeEl, durationEl, spinner);
     if (ssVideo) wireScreenshare(video, ssVideo);
 
