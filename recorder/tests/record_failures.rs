@@ -70,6 +70,21 @@ impl Running {
         panic!("no progress past {at} s within 60 s: {:#?}", self.seen);
     }
 
+    /// Blocks until the recorder reports `event` (`started`: the page is loaded).
+    fn wait_for_event(&mut self, event: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            self.seen.push(line.clone());
+            if serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v["event"] == event) {
+                return;
+            }
+        }
+        panic!("no {event} event within 60 s: {:#?}", self.seen);
+    }
+
     fn finish(mut self) -> (std::process::ExitStatus, Vec<String>, ProcessWatch) {
         let status = self.child.wait().unwrap();
         self.reader.join().unwrap();
@@ -202,6 +217,43 @@ fn sigterm_mid_recording_is_clean() {
     assert_clean(dir.path(), dir.path().to_str().unwrap());
     assert_no_process_survives(&mut watch);
     assert!(!xauth.exists(), "{} left behind", xauth.display());
+}
+
+/// SIGTERM while fast mode waits for the recording's media (its download throttled to about
+/// 25 s): it ends at once, non-zero, nothing left behind.
+#[test]
+fn sigterm_while_fast_mode_downloads_the_media_is_clean() {
+    let _heavy = heavy();
+    let bbb = server();
+    bbb.faults().set_throttle(Some(fake_bbb::Throttle {
+        bytes_per_sec: 8_000,
+        after_bytes: 0,
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fast.mp4");
+    let mut rec = Running::start(&[
+        &bbb.presentation_url(SAMPLE_A),
+        "-o",
+        out.to_str().unwrap(),
+        "--fast",
+    ]);
+    rec.wait_for_event("started");
+    std::thread::sleep(Duration::from_secs(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let signalled = Instant::now();
+    let (status, lines, mut watch) = rec.finish();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(4), "{lines:#?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "ended {took:?} after the signal"
+    );
+    assert_clean(dir.path(), dir.path().to_str().unwrap());
+    assert_no_process_survives(&mut watch);
 }
 
 /// SIGKILL of the recorder itself: the kernel takes Xvfb and Chromium down with it.

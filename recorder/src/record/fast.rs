@@ -155,7 +155,7 @@ impl Session<'_> {
     /// The recording's screen-share video (`deskshare/deskshare.webm`, else `.mp4`), downloaded
     /// whole; `None` when the server has neither.
     async fn screenshare_file(
-        &self,
+        &mut self,
         base: &url::Url,
         cookies: &str,
     ) -> Result<Option<PathBuf>, RecordError> {
@@ -173,7 +173,9 @@ impl Session<'_> {
             if response.status().is_success() {
                 let ext = candidate.rsplit('.').next().unwrap_or("bin");
                 let dest = self.work.join(format!("screenshare.{ext}"));
-                return download(self.http, url, cookies, dest).await.map(Some);
+                let (http, cookies) = (self.http.clone(), cookies.to_owned());
+                let task = tokio::spawn(async move { download(&http, url, &cookies, dest).await });
+                return self.watched(task, Phase::Probe).await.map(Some);
             }
             if response.status().is_server_error() {
                 return Err(RecordError::transient(
@@ -203,9 +205,7 @@ impl Session<'_> {
                 self.start_media_download(base, &cookies).await?
             }
         };
-        let path = download
-            .await
-            .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))??;
+        let path = self.watched(download, Phase::Audio).await?;
         // The sound is cut from the same file (`finish_sound` takes it from here).
         if sound == SoundPlan::Source {
             self.media_path = Some(path.clone());

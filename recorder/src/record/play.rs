@@ -204,6 +204,29 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Awaits `task` (a download) while the recording's health is watched four times a second:
+    /// a signal, a dead browser or the timeout ends the wait for hours of video at once.
+    pub(super) async fn watched<T>(
+        &mut self,
+        mut task: tokio::task::JoinHandle<Result<T, RecordError>>,
+        phase: Phase,
+    ) -> Result<T, RecordError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    return done.map_err(|e| RecordError::transient(phase, e.to_string()))?;
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.watchdog() {
+                        task.abort();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// Readies a BBB player and starts it at `start`: readied ([`Session::ready_player`]), the
     /// paused start picture captured and the clock anchored on it; then playback. Its time
     /// events then feed the clock.

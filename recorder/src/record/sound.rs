@@ -182,9 +182,7 @@ impl Session<'_> {
             SoundPlan::Source => {
                 let source = match (self.media_path.take(), self.media_download.take()) {
                     (Some(path), _) => path,
-                    (None, Some(download)) => download
-                        .await
-                        .map_err(|e| RecordError::transient(Phase::Audio, e.to_string()))??,
+                    (None, Some(download)) => self.watched(download, Phase::Audio).await?,
                     (None, None) => {
                         return Err(RecordError::transient(
                             Phase::Audio,
