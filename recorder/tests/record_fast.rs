@@ -35,9 +35,11 @@ fn record(url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
 const SAME_PICTURE: f64 = 1.0;
 
 /// Every frame of the fast recording `fast` is the picture of the real-time recording `real`
-/// at that frame, or at the frame beside it (a real-time change may land one frame late).
+/// at that frame, or within the frames a real-time change may land from its time (100 ms: on a
+/// loaded machine a real-time screen share once ended 3 frames early). Fast mode's own changes
+/// are checked on their exact frames by each test.
 fn assert_same_pictures(fast: &Path, real: &Path) {
-    let differences = picture_differences(fast, real);
+    let differences = picture_differences(fast, real, REAL_TIME_WINDOW);
     assert_eq!(
         differences.len() as u64,
         probe(real).video_frames,

@@ -177,11 +177,17 @@ pub fn frames_rgb(path: &Path) -> Vec<(f64, u32, u32, Vec<u8>)> {
     out
 }
 
+/// How many frames apart a picture change may land in a real-time recording: 100 ms at 30 fps,
+/// the tolerance the real-time tests hold it to (on a loaded machine a change lands up to that
+/// far from its media time).
+pub const REAL_TIME_WINDOW: usize = 3;
+
 /// How two recordings of the same playback differ, picture by picture: for each frame `k` of `a`,
 /// the mean absolute difference (0-255, over every channel of the pictures scaled to 320x180)
-/// to the closest of frames `k - 1`, `k`, `k + 1` of `b` (a change may land one frame apart in
-/// a real-time recording), and to frame `k` itself. Frames `b` lacks count as 255.
-pub fn picture_differences(a: &Path, b: &Path) -> Vec<FrameDifference> {
+/// to the closest of frames `k - window ..= k + window` of `b` (a change lands up to
+/// [`REAL_TIME_WINDOW`] frames from its time in a real-time recording), and to frame `k` itself.
+/// Frames `b` lacks count as 255.
+pub fn picture_differences(a: &Path, b: &Path, window: usize) -> Vec<FrameDifference> {
     let small = |path: &Path| {
         let mut out = Vec::new();
         for_each_frame(path, Some((320, 180)), |_, _, _, data| out.push(data));
@@ -199,9 +205,7 @@ pub fn picture_differences(a: &Path, b: &Path) -> Vec<FrameDifference> {
         .map(|k| {
             let at = |j: usize| b.get(j).map_or(255.0, |other| mean(&a[k], other));
             let same = at(k);
-            let near = [k.checked_sub(1), Some(k), Some(k + 1)]
-                .into_iter()
-                .flatten()
+            let near = (k.saturating_sub(window)..=k + window)
                 .map(at)
                 .fold(f64::INFINITY, f64::min);
             FrameDifference {
@@ -217,7 +221,7 @@ pub fn picture_differences(a: &Path, b: &Path) -> Vec<FrameDifference> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameDifference {
     pub frame: usize,
-    /// To the closest of the other recording's frames `k - 1 ..= k + 1`.
+    /// To the closest of the other recording's frames `k - window ..= k + window`.
     pub near: f64,
     /// To the other recording's frame `k`.
     pub same: f64,

@@ -145,7 +145,8 @@ fn main() -> anyhow::Result<()> {
             made.push((out, m));
         }
         if let [(real_out, real), (fast_out, fast)] = &made[..] {
-            let differences = media::picture_differences(fast_out, real_out);
+            let differences =
+                media::picture_differences(fast_out, real_out, media::REAL_TIME_WINDOW);
             let n = differences.len().max(1) as f64;
             let mean = differences.iter().map(|d| d.near).sum::<f64>() / n;
             let worst = differences.iter().map(|d| d.near).fold(0.0, f64::max);
