@@ -162,7 +162,8 @@ fn main() -> anyhow::Result<()> {
     }
     println!("A/V offset: mean / worst |picture - sound| at each slide change (picture late > 0).");
     println!(
-        "Picture difference: per frame, the mean absolute difference to the closest of the real-time frames k-1..k+1 (320x180)."
+        "Picture difference: per frame, the mean absolute difference to the closest of the real-time frames k-{0}..k+{0} (320x180).",
+        media::REAL_TIME_WINDOW
     );
     if let Some(every) = args.memory_every {
         for (kind, timeline) in &timelines {
