@@ -49,6 +49,14 @@ pub struct Area {
 /// Where the element shows its video inside a `width` x `height` picture: `Ok(None)` when it
 /// shows none (hidden, or no room), an error for a layout this module does not reproduce.
 pub fn video_area(e: &VideoElement, width: u32, height: u32) -> Result<Option<Area>, String> {
+    // The page's numbers come from a player drawing what the server sent: anything not finite
+    // would otherwise turn into an area over the whole picture.
+    if [e.x, e.y, e.w, e.h, e.vw, e.vh, e.dpr]
+        .iter()
+        .any(|v| !v.is_finite())
+    {
+        return Err("the page gives the video no finite geometry".into());
+    }
     if !e.shown || e.w < 1.0 || e.h < 1.0 {
         return Ok(None);
     }
@@ -590,6 +598,8 @@ mod tests {
             |e: &mut VideoElement| e.dpr = 2.0,
             |e: &mut VideoElement| e.vw = 0.0,
             |e: &mut VideoElement| e.position = "0% 0%".into(),
+            |e: &mut VideoElement| e.vw = f64::NAN,
+            |e: &mut VideoElement| e.w = f64::INFINITY,
         ] {
             let mut e = element(0.0, 0.0, 300.0, 300.0, 640.0, 360.0);
             change(&mut e);
