@@ -39,6 +39,10 @@ struct Args {
     /// Capture modes to run on each recording: both, real-time or fast.
     #[arg(long, default_value = "both")]
     modes: String,
+    /// Recordings made at once in each mode (copies of the same playback, each its own
+    /// recorder): the figures are then per recording, and the wall ratio is the batch's.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<8} {:<10} {:>9} {:>10} {:>13} {:>12} {:>12} {:>16} {:>14}",
+        "{:<8} {:<10} {:>9} {:>10} {:>13} {:>12} {:>12} {:>16} {:>14}  change frames",
         "sample",
         "mode",
         "playback",
@@ -91,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         "rss rec MB",
         "rss kids MB",
         "frames (expect)",
-        "A/V offset ms"
+        "A/V offset ms",
     );
     let mut timelines = Vec::new();
     for entry in std::fs::read_dir(recordings.join("presentation"))? {
@@ -114,23 +118,26 @@ fn main() -> anyhow::Result<()> {
         };
         let mut made = Vec::new();
         for fast in modes {
-            let out = work
-                .path()
-                .join(format!("{kind}-{}.mp4", if fast { "fast" } else { "real" }));
-            let m = measure(&record, &bbb.presentation_url(&id), &out, fast)?;
+            let outs: Vec<PathBuf> = (0..args.parallel.max(1))
+                .map(|i| {
+                    work.path().join(format!(
+                        "{kind}-{}-{i}.mp4",
+                        if fast { "fast" } else { "real" }
+                    ))
+                })
+                .collect();
+            let m = measure(&record, &bbb.presentation_url(&id), &outs, fast)?;
             timelines.push((kind, m.memory.clone()));
             let playback = m.duration;
             let expected = (playback * 30.0).round() as u64;
-            let offset = if kind == "long" {
-                match av_offsets(&out) {
-                    Some((mean, worst)) => format!("{mean:+.0} / {worst:.0}"),
-                    None => "n/a".into(),
-                }
+            let (offset, frames) = if kind == "long" {
+                let (offset, frames) = change_timing(&outs);
+                (offset.unwrap_or_else(|| "n/a".into()), frames)
             } else {
-                "-".into()
+                ("-".into(), "-".into())
             };
             println!(
-                "{:<8} {:<10} {:>8.1}s {:>10.3} {:>13.3} {:>12.0} {:>12.0} {:>7} ({:>6}) {:>14}",
+                "{:<8} {:<10} {:>8.1}s {:>10.3} {:>13.3} {:>12.0} {:>12.0} {:>7} ({:>6}) {:>14}  {}",
                 kind,
                 m.mode,
                 playback,
@@ -140,9 +147,10 @@ fn main() -> anyhow::Result<()> {
                 m.peak_rss_children / 1e6,
                 m.frames,
                 expected,
-                offset
+                offset,
+                frames
             );
-            made.push((out, m));
+            made.push((outs[0].clone(), m));
         }
         if let [(real_out, real), (fast_out, fast)] = &made[..] {
             let differences =
@@ -161,6 +169,15 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("A/V offset: mean / worst |picture - sound| at each slide change (picture late > 0).");
+    println!(
+        "Change frames: how many slide changes land how many frames from their own (sample D: every 4 s), e.g. -1:3 0:57 means 3 one frame early, 57 on their frame."
+    );
+    if args.parallel > 1 {
+        println!(
+            "{} recordings at once per mode: cpu, rss and frames are per recording (rss the worst), wall the batch's; offsets and change frames cover every recording.",
+            args.parallel
+        );
+    }
     println!(
         "Picture difference: per frame, the mean absolute difference to the closest of the real-time frames k-{0}..k+{0} (320x180).",
         media::REAL_TIME_WINDOW
@@ -211,70 +228,114 @@ fn children_cpu() -> f64 {
     t(usage.ru_utime) + t(usage.ru_stime)
 }
 
-fn measure(record: &Path, url: &str, out: &Path, fast: bool) -> anyhow::Result<Measure> {
+fn measure(record: &Path, url: &str, outs: &[PathBuf], fast: bool) -> anyhow::Result<Measure> {
     let cpu_before = children_cpu();
     let started = Instant::now();
-    let mut child = Command::new(record)
-        .args([url, "-o", out.to_str().unwrap(), "--progress", "json"])
-        .args(fast.then_some("--fast"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let mut children = Vec::new();
+    for out in outs {
+        let mut child = Command::new(record)
+            .args([url, "-o", out.to_str().unwrap(), "--progress", "json"])
+            .args(fast.then_some("--fast"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        children.push((child, reader));
+    }
+    let n = children.len() as f64;
     let (mut peak_rec, mut peak_kids) = (0.0f64, 0.0f64);
     let mut memory = Vec::new();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            anyhow::ensure!(status.success(), "bbb-record failed on {url}: {status}");
-            break;
+    let mut running: Vec<bool> = vec![true; children.len()];
+    while running.iter().any(|r| *r) {
+        for (i, (child, _)) in children.iter_mut().enumerate() {
+            if !running[i] {
+                continue;
+            }
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(status.success(), "bbb-record failed on {url}: {status}");
+                running[i] = false;
+                continue;
+            }
+            let pid = child.id();
+            let rec = media::rss_of(pid) as f64;
+            let kids = media::descendants(pid)
+                .into_iter()
+                .map(media::rss_of)
+                .sum::<u64>() as f64;
+            peak_rec = peak_rec.max(rec);
+            peak_kids = peak_kids.max(kids);
+            if i == 0 {
+                memory.push((started.elapsed().as_secs_f64(), rec, kids));
+            }
         }
-        let rec = media::rss_of(pid) as f64;
-        let kids = media::descendants(pid)
-            .into_iter()
-            .map(media::rss_of)
-            .sum::<u64>() as f64;
-        peak_rec = peak_rec.max(rec);
-        peak_kids = peak_kids.max(kids);
-        memory.push((started.elapsed().as_secs_f64(), rec, kids));
         std::thread::sleep(Duration::from_millis(250));
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = children_cpu() - cpu_before;
-    let lines = reader.join().expect("reader");
-    let done: serde_json::Value = lines
+    let cpu = (children_cpu() - cpu_before) / n;
+    let mut done = Vec::new();
+    for (_, reader) in children {
+        let lines = reader.join().expect("reader");
+        done.push(
+            lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["event"] == "done")
+                .ok_or_else(|| anyhow::anyhow!("no done event"))?,
+        );
+    }
+    let modes: Vec<&str> = done
         .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "done")
-        .ok_or_else(|| anyhow::anyhow!("no done event"))?;
+        .map(|d| d["mode"].as_str().unwrap_or("?"))
+        .collect();
+    let mode = if modes.iter().all(|m| *m == modes[0]) {
+        modes[0].to_owned()
+    } else {
+        modes.join("+")
+    };
     Ok(Measure {
-        mode: done["mode"].as_str().unwrap_or("?").to_owned(),
+        mode,
         wall,
         cpu,
         peak_rss_recorder: peak_rec,
         peak_rss_children: peak_kids,
-        frames: done["frames"].as_u64().unwrap_or(0),
-        duration: done["duration"].as_f64().unwrap_or(0.0),
+        frames: done
+            .iter()
+            .map(|d| d["frames"].as_u64().unwrap_or(0))
+            .min()
+            .unwrap_or(0),
+        duration: done[0]["duration"].as_f64().unwrap_or(0.0),
         memory,
     })
 }
 
-/// Mean and worst offset (ms) between each slide change in the picture and its beep.
-fn av_offsets(path: &Path) -> Option<(f64, f64)> {
-    let offsets: Vec<f64> = media::av_offsets(path, &media::SAMPLE_D_SLIDES)
-        .into_iter()
-        .map(|(_, d)| d)
-        .collect();
+/// Sample D's picture/sound offsets over every output in `outs`: "mean / worst" |picture -
+/// sound| in ms, and how many slide changes land how many frames from their own frame (the
+/// slides change every 4 s, so a change seen at `p` belongs to the multiple of 4 s nearest it).
+fn change_timing(outs: &[PathBuf]) -> (Option<String>, String) {
+    let mut offsets = Vec::new();
+    let mut frames = std::collections::BTreeMap::<i64, usize>::new();
+    for out in outs {
+        for (p, d) in media::av_offsets(out, &media::SAMPLE_D_SLIDES) {
+            offsets.push(d);
+            let own = (p / 4.0).round() * 4.0;
+            *frames.entry(((p - own) * 30.0).round() as i64).or_default() += 1;
+        }
+    }
+    let frames = frames
+        .iter()
+        .map(|(k, n)| format!("{k:+}:{n}").replace("+0:", "0:"))
+        .collect::<Vec<_>>()
+        .join(" ");
     if offsets.is_empty() {
-        return None;
+        return (None, frames);
     }
     let mean = offsets.iter().sum::<f64>() / offsets.len() as f64 * 1000.0;
     let worst = offsets.iter().map(|d| d.abs()).fold(0.0, f64::max) * 1000.0;
-    Some((mean, worst))
+    (Some(format!("{mean:+.0} / {worst:.0}")), frames)
 }
