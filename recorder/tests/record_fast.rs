@@ -279,4 +279,18 @@ fn a_layout_seen_only_in_the_readied_player_starts_the_recording_over_in_real_ti
     );
     // Nothing of the given-up attempt is left beside the output.
     assert_eq!(dir_entries(dir.path()), vec!["mirrored.mp4".to_string()]);
+    // The second attempt reuses what the first downloaded and does not announce the start again.
+    // (The browser's media element asks for ranges, answered 206; the recorder's downloads are
+    // whole bodies, 200.)
+    let whole: Vec<_> = bbb
+        .served("video/webcams.webm")
+        .into_iter()
+        .filter(|(status, ..)| *status == 200)
+        .collect();
+    assert_eq!(whole.len(), 1, "the media was downloaded once: {whole:?}");
+    let started = stdout
+        .lines()
+        .filter(|l| l.contains("\"event\":\"started\""))
+        .count();
+    assert_eq!(started, 1, "{stdout}");
 }

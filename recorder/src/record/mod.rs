@@ -194,35 +194,55 @@ pub async fn record(
         fetch_metadata(&http, &base, "").await?;
     }
 
+    // Everything temporary lives in one hidden directory beside the output (same filesystem, and
+    // hours of intermediate video do not fit a small /tmp); removed on every path out.
+    let work = tempfile::Builder::new()
+        .prefix(".bbb-record-")
+        .tempdir_in(&dest_dir)
+        .transient(Phase::Setup, "creating the work directory")?;
     let prepared = Prepared {
         url,
         kind,
         browser_binary,
         container,
-        dest_dir,
         http,
+        work: work.path().to_owned(),
     };
     // Fast mode may find, only once the player is readied, that it cannot reproduce this
-    // recording: it then starts over in real time (a new browser, nothing of the first kept).
+    // recording: it then starts over in real time in a new browser, keeping only what the first
+    // attempt downloaded whole (the media) and its start announcement.
     let mut fast = req.fast;
     let mut fast_fallback = None;
-    loop {
-        match attempt(&req, fast, &prepared, &report, cancel.clone()).await? {
+    let mut carried = Carried::default();
+    for number in 1.. {
+        match attempt(
+            &req,
+            fast,
+            number,
+            &prepared,
+            carried,
+            &report,
+            cancel.clone(),
+        )
+        .await?
+        {
             Attempt::Done(mut outcome) => {
                 if outcome.fast_fallback.is_none() {
                     outcome.fast_fallback = fast_fallback;
                 }
                 return Ok(outcome);
             }
-            Attempt::Unreproducible(why) => {
+            Attempt::Unreproducible { why, carry } => {
                 report(Event::Warning(format!(
                     "fast mode cannot reproduce this recording ({why}): recording it in real time"
                 )));
                 fast_fallback = Some(why);
                 fast = false;
+                carried = carry;
             }
         }
     }
+    unreachable!("the attempts end with the recording")
 }
 
 /// What every attempt at one recording shares, checked once.
@@ -231,22 +251,40 @@ struct Prepared {
     kind: PageKind,
     browser_binary: PathBuf,
     container: Container,
-    dest_dir: PathBuf,
     http: reqwest::Client,
+    /// The recording's work directory (removed by `record` on every path out); each attempt
+    /// keeps its own files in a directory of its own inside it.
+    work: PathBuf,
+}
+
+/// What a given-up attempt hands to the next one.
+#[derive(Debug, Default)]
+struct Carried {
+    /// The recording's media, downloaded whole into the work directory.
+    media: Option<PathBuf>,
+    /// `Event::Started` was reported: the recording's span does not change between attempts.
+    started: bool,
 }
 
 /// How one attempt ended.
 enum Attempt {
     Done(Outcome),
-    /// Fast mode found what it does not reproduce (why): try again in real time.
-    Unreproducible(String),
+    /// Fast mode found what it does not reproduce (why): try again in real time, with what this
+    /// attempt leaves that the next can use.
+    Unreproducible {
+        why: String,
+        carry: Carried,
+    },
 }
 
-/// One attempt at `req`, from the display to the placed output; `fast`: in fast mode.
+/// Attempt `number` at `req`, from the display to the placed output; `fast`: in fast mode.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different concern
 async fn attempt(
     req: &RecordRequest,
     fast: bool,
+    number: u32,
     prepared: &Prepared,
+    carried: Carried,
     report: &Reporter,
     cancel: watch::Receiver<bool>,
 ) -> Result<Attempt, RecordError> {
@@ -255,14 +293,14 @@ async fn attempt(
         kind,
         browser_binary,
         container,
-        dest_dir,
         http,
+        work: shared_work,
     } = prepared;
-    // Everything temporary lives in one hidden directory beside the output (same filesystem, and
-    // hours of intermediate video do not fit a small /tmp); removed on every path out.
+    // This attempt's own files (browser profile, intermediate video, sound), gone with it; the
+    // downloads of the recording's files stay in the shared directory for a next attempt.
     let work = tempfile::Builder::new()
-        .prefix(".bbb-record-")
-        .tempdir_in(dest_dir)
+        .prefix(&format!("attempt-{number}-"))
+        .tempdir_in(shared_work)
         .transient(Phase::Setup, "creating the work directory")?;
 
     // The page's own sound needs a private PulseAudio server before the browser starts.
@@ -328,11 +366,13 @@ async fn attempt(
         display: Arc::new(Mutex::new(display)),
         http,
         work: work.path(),
+        downloads: shared_work,
         container: *container,
         started: Instant::now(),
+        announced: carried.started,
         default_timeout: None,
         media_download: None,
-        media_path: None,
+        media_path: carried.media,
         pulse: pulse.as_mut(),
         sound_capture: None,
         requests: Default::default(),
@@ -366,9 +406,14 @@ struct Session<'a> {
     chromium: &'a mut Chromium,
     display: Arc<Mutex<xvfb::Display>>,
     http: &'a reqwest::Client,
+    /// This attempt's own files.
     work: &'a Path,
+    /// Where the recording's files are downloaded whole (kept for a next attempt).
+    downloads: &'a Path,
     container: Container,
     started: Instant,
+    /// `Event::Started` was reported (by this or an earlier attempt).
+    announced: bool,
     /// `duration x 1.5 + 300 s` once the duration is known, unless `--timeout` was given.
     default_timeout: Option<Duration>,
     /// The recording's media, downloading in the background (its failure ends the recording at
@@ -410,10 +455,13 @@ impl Session<'_> {
         let bbb_duration = self.req.duration.filter(|_| player.kind.is_bbb());
         let end = recording_end(start, duration, self.req.end, bbb_duration)?;
         self.default_timeout = Some(Duration::from_secs_f64((end - start) * 1.5 + 300.0));
-        (self.report)(Event::Started {
-            kind: kind_name(&player.kind).into(),
-            duration: end - start,
-        });
+        if !self.announced {
+            (self.report)(Event::Started {
+                kind: kind_name(&player.kind).into(),
+                duration: end - start,
+            });
+            self.announced = true;
+        }
         if sound != SoundPlan::Pulse {
             self.sound_capture = None;
         }
@@ -447,7 +495,15 @@ impl Session<'_> {
                         mode = RecordingMode::Fast;
                         captured
                     }
-                    fast::Stepped::Unreproducible(why) => return Ok(Attempt::Unreproducible(why)),
+                    fast::Stepped::Unreproducible(why) => {
+                        return Ok(Attempt::Unreproducible {
+                            why,
+                            carry: Carried {
+                                media: self.media_path.take(),
+                                started: self.announced,
+                            },
+                        });
+                    }
                 }
             }
             None => self.capture(&mut tab, &player, &clock, start, end).await?,

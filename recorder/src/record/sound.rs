@@ -82,8 +82,11 @@ impl Session<'_> {
                     AudioMode::None => SoundPlan::None,
                     AudioMode::Pulse => SoundPlan::Pulse,
                     AudioMode::Auto | AudioMode::Source => {
-                        self.media_download =
-                            Some(self.start_media_download(base, &cookies).await?);
+                        // An earlier attempt may have downloaded it whole already.
+                        if self.media_path.is_none() {
+                            self.media_download =
+                                Some(self.start_media_download(base, &cookies).await?);
+                        }
                         SoundPlan::Source
                     }
                 };
@@ -111,8 +114,8 @@ impl Session<'_> {
         }
     }
 
-    /// Find the recording's primary media and download it into the work directory in the
-    /// background (it is needed whole only when the recording ends).
+    /// Find the recording's primary media and download it into the recording's download
+    /// directory in the background (real time needs it whole only when the recording ends).
     pub(super) async fn start_media_download(
         &self,
         base: &Url,
@@ -129,7 +132,7 @@ impl Session<'_> {
                 .await
                 .transient(Phase::Audio, "probing the media")?;
             if response.status().is_success() {
-                let dest = self.work.join(format!(
+                let dest = self.downloads.join(format!(
                     "media.{}",
                     candidate.rsplit('.').next().unwrap_or("bin")
                 ));
