@@ -168,7 +168,8 @@ pub enum Command {
     },
     /// Mode 1: download or record each recording into the Pod claim directory.
     Claim {
-        /// Recordings processed at once (default from CPU count and free memory).
+        /// Recordings processed at once (default: 1.5 per core in real time, 1 per core in fast mode,
+        /// at most one per 1.5 GB of free memory).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
         /// Redo recordings already done (the earlier file is never overwritten).

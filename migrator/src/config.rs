@@ -234,7 +234,7 @@ impl Default for LedgerConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// 0 = from CPU count and free memory.
+    /// 0 = from CPU count, free memory and the recorder's mode (`claim::default_jobs`).
     pub jobs: usize,
     pub download_stall_secs: u64,
     pub download_retries: u32,
@@ -504,8 +504,9 @@ max_attempts = 5
 retry_base_secs = 30
 
 [worker]
-# Recordings processed at once (0 = from CPU count and free memory; a presentation recording
-# costs about one core and 1.2 GB of RAM, a download almost nothing).
+# Recordings processed at once (0 = from CPU count, free memory and the recorder's mode: 1.5 per
+# core in real time, 1 per core in fast mode, at most one per 1.5 GB; a download costs almost
+# nothing).
 jobs = 0
 # A download that receives nothing for this long is retried (resuming with Range).
 download_stall_secs = 120

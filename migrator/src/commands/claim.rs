@@ -72,7 +72,9 @@ impl App {
         // a running job, whose directory is live.
         clean_partials(&ledger, &claim_dir).await;
 
-        let jobs = jobs.or(self.s.jobs).unwrap_or_else(default_jobs);
+        let jobs = jobs
+            .or(self.s.jobs)
+            .unwrap_or_else(|| default_jobs(self.s.recorder.fast));
         let shutdown_rx = interruption("stopping the running jobs and giving them back");
         let ctx_claim_dir = claim_dir.clone();
         let ctx = Arc::new(WorkerContext {
@@ -331,9 +333,17 @@ pub(super) async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
     }
 }
 
-/// Recordings processed at once by default: a presentation recording costs about one core and
-/// 1.2 GB of RAM (Chromium + encoder), so the smaller of the CPU count and free memory / 1.5 GB.
-pub(super) fn default_jobs() -> usize {
+/// Recordings processed at once by default, from this host's CPU count and free memory and the
+/// measured cost of the recorder's mode (`bbb-bench --parallel N` on 2 cores, 1-minute
+/// recordings with a webcam playing throughout; the table is in migrator/README.md "Cost per job"):
+/// - real time: 3 recordings at once kept every slide change within 2 frames (74 ms), as 1 and
+///   2 did, and made 2.7 playback-hours per hour; 4 put changes up to 6 frames (207 ms) late. So
+///   1.5 per core.
+/// - fast: each recording is CPU-bound (about 1.2 cores while it runs), 2 at once made 7.7
+///   playback-hours per hour and 4 made 7.2. So 1 per core.
+///
+/// Both are capped at one per 1.5 GB of available memory (Chromium and the encoder).
+pub(super) fn default_jobs(fast: bool) -> usize {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -349,6 +359,34 @@ pub(super) fn default_jobs() -> usize {
                 })
         })
         .unwrap_or(2 * 1024 * 1024);
-    let by_mem = (mem_kb / (1536 * 1024)) as usize;
-    cpus.min(by_mem).max(1)
+    jobs_for(cpus, mem_kb, fast)
+}
+
+/// [`default_jobs`] for a host of `cpus` cores with `mem_available_kb` of memory available.
+fn jobs_for(cpus: usize, mem_available_kb: u64, fast: bool) -> usize {
+    let by_cpu = if fast { cpus } else { cpus * 3 / 2 };
+    let by_mem = (mem_available_kb / (1536 * 1024)) as usize;
+    by_cpu.min(by_mem).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jobs_for;
+
+    const GB: u64 = 1024 * 1024;
+
+    #[test]
+    fn real_time_takes_one_and_a_half_recordings_per_core_and_fast_one() {
+        assert_eq!(jobs_for(2, 64 * GB, false), 3);
+        assert_eq!(jobs_for(2, 64 * GB, true), 2);
+        assert_eq!(jobs_for(8, 64 * GB, false), 12);
+        assert_eq!(jobs_for(1, 64 * GB, false), 1);
+    }
+
+    #[test]
+    fn memory_caps_the_jobs_and_there_is_always_one() {
+        assert_eq!(jobs_for(8, 4 * GB, true), 2);
+        assert_eq!(jobs_for(8, 4 * GB, false), 2);
+        assert_eq!(jobs_for(4, GB / 2, false), 1);
+    }
 }
