@@ -3,7 +3,8 @@
 //! from this workspace (`cargo build -p bbb-recorder`), and each broken setup fails on its own
 //! line with exit 1: a wrong BBB secret, a claim directory no file can be made in (even as root),
 //! a temp dir on another filesystem, a missing Chromium, a ledger database that is down (its
-//! password never shown). The broken setups skip the test recording to stay fast.
+//! password never shown), a recorder without `--fast` under `[recorder] fast = true`. The broken
+//! setups skip the test recording to stay fast.
 
 mod migrate_support;
 
@@ -311,4 +312,50 @@ fn a_recorder_that_cannot_record_fails_the_test_recording_with_its_message() {
         line.contains("code 4") && line.contains("browser crashed"),
         "{line}"
     );
+}
+
+/// With `[recorder] fast = true` the recorder must accept `--fast`: the workspace's does. A
+/// stand-in from before fast mode (it answers `--version`, and a `--help` without `--fast`) is a
+/// failure that names it and says what to do. Without fast mode there is nothing to check.
+#[test]
+fn fast_mode_needs_a_recorder_that_accepts_fast() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = doctor_env();
+    let all = doctor(&env, &["--skip-recording"], 0);
+    assert!(all.iter().all(|c| c.1 != "recorder-fast"), "{all:#?}");
+
+    edit_config(&env, "[recorder]\n", "[recorder]\nfast = true\n");
+    let all = doctor(&env, &["--skip-recording"], 0);
+    assert_eq!(all.len(), 13, "{all:#?}");
+    assert_status(&all, "recorder-fast", "ok");
+    let recorder = workspace_bin("bbb-record", "bbb-recorder");
+    let (_, line) = check(&all, "recorder-fast");
+    assert!(
+        line.contains(&format!("{} accepts --fast", recorder.display())),
+        "{line}"
+    );
+
+    let script = env.dir.path().join("bbb-record-before-fast");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'bbb-record 0.0.9'; exit 0 ;;\n  --help) printf 'Usage: bbb-record [OPTIONS] --output <OUTPUT> <URL>\\n\\nOptions:\\n  -o, --output <OUTPUT>\\n      --accept-broken\\n'; exit 0 ;;\nesac\necho \"error: unexpected argument '$1' found\" >&2\nexit 2\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    edit_config(
+        &env,
+        &format!("command = \"{}\"", recorder.display()),
+        &format!("command = \"{}\"", script.display()),
+    );
+    let all = doctor(&env, &["--skip-recording"], 1);
+    assert_status(&all, "recorder", "ok");
+    assert_status(&all, "recorder-fast", "failure");
+    let (_, line) = check(&all, "recorder-fast");
+    for said in [
+        format!("{} does not accept --fast", script.display()),
+        "upgrade bbb-record".to_owned(),
+        "set [recorder] fast = false".to_owned(),
+    ] {
+        assert!(line.contains(&said), "{said:?} not in {line}");
+    }
 }

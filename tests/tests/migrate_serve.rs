@@ -184,6 +184,18 @@ fn assert_served_matches_status(env: &Env, served: &Served) -> serde_json::Value
     assert_eq!(Some(bytes), want["bytes_placed"].as_f64(), "{text}");
     let recorded = m[&("bbb_migrate_recorded_seconds".to_owned(), vec![])];
     assert_eq!(Some(recorded), want["recorded_secs"].as_f64(), "{text}");
+    let by_mode: HashMap<String, f64> = m
+        .iter()
+        .filter(|((name, _), _)| name == "bbb_migrate_outputs")
+        .map(|((_, labels), v)| (labels[0].1.clone(), *v))
+        .collect();
+    let status_modes: HashMap<String, f64> = want["output_modes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(mode, n)| (mode.clone(), n.as_f64().unwrap()))
+        .collect();
+    assert_eq!(by_mode, status_modes, "{text}");
     let failed: f64 = m
         .iter()
         .filter(|((name, _), _)| name == "bbb_migrate_failed_jobs")

@@ -89,25 +89,36 @@ impl App {
 
     async fn doctor_programs(&self, report: &mut Report, browser: Option<&Path>) -> Programs {
         let recorder = self.s.recorder.program.clone();
-        match &recorder {
-            None => report.push(Check::failure(
-                "recorder",
-                match &self.s.recorder_command {
-                    Some(c) => format!("[recorder] command {c:?} not found"),
-                    None => "bbb-record not found next to bbb-migrate nor on PATH".into(),
-                },
-                "install bbb-record beside bbb-migrate or set [recorder] command",
-            )),
+        let starts = match &recorder {
+            None => {
+                report.push(Check::failure(
+                    "recorder",
+                    match &self.s.recorder_command {
+                        Some(c) => format!("[recorder] command {c:?} not found"),
+                        None => "bbb-record not found next to bbb-migrate nor on PATH".into(),
+                    },
+                    "install bbb-record beside bbb-migrate or set [recorder] command",
+                ));
+                false
+            }
             // The recorder links libav: a missing or wrong library stops it before it can
             // print its version.
-            Some(p) => report.push(match version("bbb-record", p).await {
-                Ok(v) => Check::ok("recorder", format!("{} ({v})", p.display())),
-                Err(e) => Check::failure(
-                    "recorder",
-                    e,
-                    "reinstall bbb-record with its libav libraries (Debian: libavcodec, libavformat, libavfilter, libswscale, libswresample)",
-                ),
-            }),
+            Some(p) => {
+                let check = match version("bbb-record", p).await {
+                    Ok(v) => Check::ok("recorder", format!("{} ({v})", p.display())),
+                    Err(e) => Check::failure(
+                        "recorder",
+                        e,
+                        "reinstall bbb-record with its libav libraries (Debian: libavcodec, libavformat, libavfilter, libswscale, libswresample)",
+                    ),
+                };
+                let starts = check.status == doctor::Status::Ok;
+                report.push(check);
+                starts
+            }
+        };
+        if self.s.recorder.fast {
+            report.push(fast_mode(recorder.as_deref().filter(|_| starts)).await);
         }
 
         let found = host::find_browser(browser);
@@ -617,6 +628,44 @@ async fn version(label: &'static str, program: &Path) -> Result<String, String> 
     tokio::task::spawn_blocking(move || host::version(label, &program))
         .await
         .map_err(|e| e.to_string())?
+}
+
+/// With `[recorder] fast = true` every presentation is recorded with `bbb-record --fast`: a
+/// recorder older than fast mode refuses that command line (exit 2), so every presentation job
+/// would fail. Its `--help` says whether it has the option. `recorder`: the configured
+/// `bbb-record`, when it was found and starts (else the `recorder` check has already failed).
+async fn fast_mode(recorder: Option<&Path>) -> Check {
+    const NAME: &str = "recorder-fast";
+    const HINT: &str =
+        "upgrade bbb-record to a version with fast mode, or set [recorder] fast = false";
+    let Some(program) = recorder else {
+        return Check::skipped(NAME, "not checked: bbb-record does not start");
+    };
+    let asked = {
+        let program = program.to_path_buf();
+        tokio::task::spawn_blocking(move || host::help_lists("bbb-record", &program, "--fast"))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+    };
+    match asked {
+        Ok(true) => Check::ok(
+            NAME,
+            format!(
+                "{} accepts --fast ([recorder] fast = true)",
+                program.display()
+            ),
+        ),
+        Ok(false) => Check::failure(
+            NAME,
+            format!(
+                "{} does not accept --fast (its --help does not list it): with [recorder] fast = true every presentation would fail",
+                program.display()
+            ),
+            HINT,
+        ),
+        Err(e) => Check::failure(NAME, e, HINT),
+    }
 }
 
 /// What a failed getRecordings call says about the setup.

@@ -1,7 +1,7 @@
 //! The ledger's state in the Prometheus text format (version 0.0.4): jobs by state and target,
-//! running jobs per host, bytes placed, seconds of recordings placed, machine time, failed jobs by error class, and the age
-//! of each running job's last heartbeat. Every value is a gauge: requeued jobs make totals go
-//! down as well as up.
+//! running jobs per host, placed outputs by recording mode, bytes placed, seconds of recordings
+//! placed, machine time, failed jobs by error class, and the age of each running job's last
+//! heartbeat. Every value is a gauge: requeued jobs make totals go down as well as up.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -71,6 +71,16 @@ pub fn render(report: &Report, now_ms: i64) -> String {
         report.running.iter().map(|r| Report::host(r).unwrap_or("")),
     );
 
+    // Counted as `status` counts them (`Report::output_modes`), so the two never disagree.
+    family(
+        &mut out,
+        "bbb_migrate_outputs",
+        "Placed recordings, by the mode their picture was captured in (downloads, imports and outputs of unknown mode are not counted).",
+    );
+    for (mode, n) in report.output_modes() {
+        let _ = writeln!(out, "bbb_migrate_outputs{{mode=\"{}\"}} {n}", label(mode));
+    }
+
     family(
         &mut out,
         "bbb_migrate_bytes_placed",
@@ -131,8 +141,16 @@ pub fn render(report: &Report, now_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bbb_common::recorder_protocol::RecordingMode;
+
     use super::*;
-    use crate::ledger::{JobRow, JobState, RunningJob};
+    use crate::ledger::sqlite::SqliteLedger;
+    use crate::ledger::{
+        JobRow, JobState, JobStore, NewJob, RetryPolicy, RunningJob, SimulatedClock, TARGET_FILE,
+    };
 
     fn job(id: &str, state: JobState, class: Option<&str>, bytes: Option<i64>) -> JobRow {
         JobRow {
@@ -197,5 +215,62 @@ mod tests {
                 assert!(declared.iter().any(|d| d == name), "{l}");
             }
         }
+    }
+
+    /// A ledger with recordings of both modes, a download and a job still to do: one line per
+    /// mode, counted as `status` counts them; the download and the pending job are in none.
+    #[tokio::test]
+    async fn placed_outputs_are_counted_by_mode_as_status_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        let clock = Arc::new(SimulatedClock::new(1_000_000));
+        let store = SqliteLedger::open(&url, clock, RetryPolicy::default())
+            .await
+            .unwrap();
+        let modes = [
+            Some(RecordingMode::Fast),
+            Some(RecordingMode::RealTime),
+            Some(RecordingMode::Fast),
+            // A download.
+            None,
+        ];
+        let new: Vec<NewJob> = (0..=modes.len())
+            .map(|i| NewJob {
+                recording_id: format!("rec{i}"),
+                target: TARGET_FILE.into(),
+                payload: "{}".into(),
+            })
+            .collect();
+        store.enqueue(&new).await.unwrap();
+        for mode in modes {
+            let lease = store
+                .claim("w", Duration::from_secs(60), None)
+                .await
+                .unwrap()
+                .expect("a job to claim");
+            store.complete(&lease, "{}", 1, mode).await.unwrap();
+        }
+        let report = Report::read(&store, &[]).await.unwrap();
+        store.close().await;
+        let text = render(&report, 0);
+        let family: Vec<&str> = text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).any(|w| w == "bbb_migrate_outputs"))
+            .collect();
+        assert!(
+            family[0].starts_with("# HELP bbb_migrate_outputs "),
+            "{text}"
+        );
+        assert_eq!(
+            family[1..],
+            [
+                "# TYPE bbb_migrate_outputs gauge",
+                "bbb_migrate_outputs{mode=\"fast\"} 2",
+                "bbb_migrate_outputs{mode=\"real_time\"} 1",
+            ],
+            "{text}"
+        );
+        let status: Vec<_> = report.output_modes().into_iter().collect();
+        assert_eq!(status, [("fast", 2), ("real_time", 1)]);
     }
 }
