@@ -616,7 +616,45 @@ conformance!(
     sheets_flags_phases_and_attempts_follow_the_job,
     the_recording_mode_is_kept_with_the_output_and_goes_with_a_redo,
     an_older_ledger_gets_the_mode_column_in_place_and_its_outputs_have_no_mode,
+    the_checkpoint_comes_back_with_the_next_lease_and_survives_a_redo,
 );
+
+/// What a holder checkpoints comes back with the next lease of the job: after its lease ran out
+/// (a takeover), after a retry of the job it left dead, and after a redo (`claim --force`,
+/// `retry --flagged`): an import's owners already placed must not be imported twice, and a file
+/// job's record names its placed file, which a redo does not reuse.
+async fn the_checkpoint_comes_back_with_the_next_lease_and_survives_a_redo(b: Backend) {
+    let f = Fixture::new(b, 2).await;
+    let (s, lease) = (&f.store, f.lease);
+    s.enqueue(&jobs(1)).await.unwrap();
+    let first = s.claim("w1", lease, None).await.unwrap().unwrap();
+    assert_eq!(first.checkpoint, None);
+    s.checkpoint(&first, r#"{"k":1}"#).await.unwrap();
+    f.pass(lease + lease / 10).await;
+    let second = s.claim("w2", lease, None).await.unwrap().unwrap();
+    assert_eq!(second.checkpoint.as_deref(), Some(r#"{"k":1}"#));
+    s.checkpoint(&second, r#"{"k":2}"#).await.unwrap();
+    let state = s.fail(&second, ErrorClass::Transient, "place", "x").await;
+    assert_eq!(state.unwrap(), JobState::Dead, "no attempt left");
+    assert_eq!(s.requeue(&Requeue::Failed(None)).await.unwrap(), 1);
+    let retried = s.claim("w1", lease, None).await.unwrap().unwrap();
+    assert_eq!(retried.checkpoint.as_deref(), Some(r#"{"k":2}"#));
+    s.complete(&retried, "{}", 1, Some(RecordingMode::Fast))
+        .await
+        .unwrap();
+
+    let again = vec!["rec000".to_owned()];
+    assert_eq!(s.requeue(&Requeue::Force(again)).await.unwrap(), 1);
+    let forced = s.claim("w1", lease, None).await.unwrap().unwrap();
+    assert_eq!(forced.checkpoint.as_deref(), Some(r#"{"k":2}"#));
+    assert_eq!(forced.output_path, None, "a redo reserves a new name");
+    s.checkpoint(&forced, r#"{"k":3}"#).await.unwrap();
+    s.complete(&forced, "{}", 1, None).await.unwrap();
+    assert!(s.flag("rec000", TARGET_FILE, Some("black")).await.unwrap());
+    assert_eq!(s.requeue(&Requeue::Flagged(None)).await.unwrap(), 1);
+    let flagged = s.claim("w1", lease, None).await.unwrap().unwrap();
+    assert_eq!(flagged.checkpoint.as_deref(), Some(r#"{"k":3}"#));
+}
 
 /// `complete` keeps how a recording's picture was captured beside its output (none for a
 /// download); `jobs` and `placed` read it back; a redo drops it with the output, and the next

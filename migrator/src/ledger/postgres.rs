@@ -469,7 +469,9 @@ impl JobStore for PgLedger {
 
     async fn requeue(&self, what: &Requeue) -> LedgerResult<u64> {
         // A redone job loses its output, its flag and its contact sheet, in one transaction:
-        // `(update, delete of the sheets)` for the jobs that `$which` selects.
+        // `(update, delete of the sheets)` for the jobs that `$which` selects. Its checkpoint
+        // stays: an import's owners already placed must not get a second Pod row, and a file
+        // job's record of a placed output names that file, which the redo does not reuse.
         macro_rules! redo {
             ($which:literal) => {
                 (

@@ -5,6 +5,7 @@
 
 pub mod download;
 pub mod owner;
+pub mod placed;
 pub mod pool;
 pub mod recorder;
 pub mod sheet;
@@ -28,6 +29,7 @@ use crate::playback_hosts::PlaybackHosts;
 use crate::progress::{Event, Reporter};
 use crate::recording::{Playback, PlaybackFormat, Recording};
 use download::DownloadSettings;
+use placed::PlacedOutput;
 use pool::{JobRunner, PoolSettings};
 use recorder::{RecordOutput, RecorderCommand};
 use space::SpaceSettings;
@@ -401,11 +403,30 @@ async fn job<S: JobStore>(ctx: &WorkerContext<S>, lease: &Lease, claimed: Instan
                 Err(None) => return JobOutcome::LeaseLost,
                 Err(Some(e)) => return fail(ctx, lease, e).await,
             }
-            // The defects and the mode of that earlier recording died with its worker; the file
-            // is kept, and its length is read from it.
+            // The file is kept and its length read from it; the rest is the record its worker
+            // checkpointed right before placing it (none from an older bbb-migrate: no mode, no
+            // defects).
             let duration = crate::media::duration(&path).ok();
-            let output = output_json(&path, bytes, duration, &playback, &[], None, None);
-            return match ctx.store.complete(lease, &output, bytes, None).await {
+            let earlier = PlacedOutput::of_placed(rid, lease.checkpoint.as_deref(), &path, bytes);
+            let (degraded, sheet_error, fast_fallback, mode) = match &earlier {
+                Some(e) => (
+                    e.degraded.as_slice(),
+                    e.sheet_error.as_deref(),
+                    e.fast_fallback.as_deref(),
+                    e.mode,
+                ),
+                None => (&[][..], None, None, None),
+            };
+            let output = output_json(
+                &path,
+                bytes,
+                duration,
+                &playback,
+                degraded,
+                sheet_error,
+                fast_fallback,
+            );
+            return match ctx.store.complete(lease, &output, bytes, mode).await {
                 Ok(()) => JobOutcome::AlreadyPlaced { path, bytes },
                 Err(LedgerError::LeaseLost { .. }) => JobOutcome::LeaseLost,
                 Err(e) => {
@@ -818,7 +839,7 @@ async fn place<S: JobStore>(
             Some(why.as_str())
         }
     };
-    let output_json = |path: &Path, bytes, fast_fallback: Option<&str>| {
+    let output_json = |path: &Path, bytes, degraded: &[String], fast_fallback: Option<&str>| {
         output_json(
             path,
             bytes,
@@ -830,6 +851,10 @@ async fn place<S: JobStore>(
         )
     };
     let perr = |e: PlaceError| JobError::transient(rid, Phase::Place, e.to_string());
+    // Placing links or copies the temp file: the placed file has its size.
+    let size = std::fs::metadata(temp)
+        .map(|m| m.len())
+        .map_err(|e| JobError::transient(rid, Phase::Place, format!("{}: {e}", temp.display())))?;
     let stem = slug::file_stem(&rec.name, rec.start_time_ms, ctx.tz);
     let candidates = match &lease.output_path {
         Some(p) => vec![PathBuf::from(p)],
@@ -850,6 +875,21 @@ async fn place<S: JobStore>(
             Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
             Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
         }
+        // What the file is goes to the checkpoint before it is placed: a worker that dies after
+        // placing it and before completing the job leaves that record to the next lease.
+        let record = PlacedOutput {
+            path: dest.to_string_lossy().into_owned(),
+            bytes: size,
+            mode: produced.mode,
+            fast_fallback: produced.fast_fallback.clone(),
+            degraded: produced.degraded.clone(),
+            sheet_error: sheet_error.map(str::to_owned),
+        };
+        match ctx.store.checkpoint(lease, &record.to_checkpoint()).await {
+            Ok(()) => {}
+            Err(LedgerError::LeaseLost { .. }) => return Ok(JobOutcome::LeaseLost),
+            Err(e) => return Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
+        }
         // Fence right before the irreversible step: a worker that lost its lease must not place.
         match ctx.store.heartbeat(lease, ctx.lease, None).await {
             Ok(_) => {}
@@ -867,9 +907,19 @@ async fn place<S: JobStore>(
                 let bytes = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
                     JobError::transient(rid, Phase::Place, format!("{}: {e}", p.display()))
                 })?;
-                // That file is the earlier attempt's, made in a mode this worker cannot know.
-                let output = output_json(&p, bytes, None);
-                return match ctx.store.complete(lease, &output, bytes, None).await {
+                // That file is the earlier attempt's: its mode, defects and reason for real time
+                // are the record that attempt checkpointed, read when this lease was claimed
+                // (ours replaced it since). Its contact sheet is ours, put in above. Without
+                // that record the mode is not known.
+                let earlier = PlacedOutput::of_placed(rid, lease.checkpoint.as_deref(), &p, bytes);
+                let (output, mode) = match &earlier {
+                    Some(e) => (
+                        output_json(&p, bytes, &e.degraded, e.fast_fallback.as_deref()),
+                        e.mode,
+                    ),
+                    None => (output_json(&p, bytes, degraded, None), None),
+                };
+                return match ctx.store.complete(lease, &output, bytes, mode).await {
                     Ok(()) => Ok(JobOutcome::AlreadyPlaced { path: p, bytes }),
                     Err(LedgerError::LeaseLost { .. }) => Ok(JobOutcome::LeaseLost),
                     Err(e) => Err(JobError::transient(rid, Phase::Ledger, e.to_string())),
@@ -892,7 +942,7 @@ async fn place<S: JobStore>(
             Err(None) => return Ok(JobOutcome::LeaseLost),
             Err(Some(e)) => return Err(e),
         }
-        let output = output_json(&dest, bytes, produced.fast_fallback.as_deref());
+        let output = output_json(&dest, bytes, degraded, produced.fast_fallback.as_deref());
         return match ctx
             .store
             .complete(lease, &output, bytes, produced.mode)
@@ -942,6 +992,93 @@ mod tests {
         }
     }
 
+    /// The presentation playback at `url`, listed as `minutes` long.
+    fn presentation(url: &str, minutes: u64) -> PlaybackFormat {
+        PlaybackFormat {
+            kind: "presentation".into(),
+            url: url.into(),
+            length_minutes: Some(minutes),
+            size_bytes: None,
+        }
+    }
+
+    /// A ledger in `dir` on a clock that moves only when told to, and its URL.
+    async fn ledger(dir: &Path) -> (Arc<SqliteLedger>, Arc<SimulatedClock>, String) {
+        let clock = Arc::new(SimulatedClock::new(1_000_000));
+        let url = format!("sqlite://{}", dir.join("l.db").display());
+        let store = SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
+            .await
+            .unwrap();
+        (Arc::new(store), clock, url)
+    }
+
+    async fn enqueue(store: &SqliteLedger, recs: &[&Recording]) {
+        let jobs: Vec<NewJob> = recs
+            .iter()
+            .map(|rec| NewJob {
+                recording_id: rec.record_id.to_string(),
+                target: TARGET_FILE.into(),
+                payload: serde_json::to_string(rec).unwrap(),
+            })
+            .collect();
+        store.enqueue(&jobs).await.unwrap();
+    }
+
+    /// A worker of `store` with its claim and temp directories in `dir`, recording with the
+    /// stand-in of recorder.rs (written into `dir`) under leases of `lease`; and the sender of
+    /// its shutdown, which must outlive its run (a dropped sender reads as a shutdown).
+    fn context(
+        store: &Arc<SqliteLedger>,
+        dir: &Path,
+        lease: Duration,
+    ) -> (WorkerContext<SqliteLedger>, watch::Sender<bool>) {
+        let claim_dir = ClaimDir {
+            dir: dir.join("claim"),
+            temp_dir: dir.join("tmp"),
+        };
+        std::fs::create_dir_all(&claim_dir.dir).unwrap();
+        std::fs::create_dir_all(&claim_dir.temp_dir).unwrap();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let ctx = WorkerContext {
+            store: store.clone(),
+            claim_dir,
+            tz: Tz::UTC,
+            rewrite_23: true,
+            recorder: RecorderSettings {
+                program: Some(recorder::tests::stand_in(dir)),
+                format: OutputFormat::Mp4,
+                timeout_factor: 1.5,
+                timeout_margin_secs: 600,
+                default_length_secs: 60,
+                grace: Duration::from_millis(300),
+                accept_broken: false,
+                fast: false,
+            },
+            download: DownloadSettings {
+                stall: Duration::from_secs(5),
+                retries: 0,
+                retry_delay: Duration::from_millis(10),
+                hosts: PlaybackHosts::default(),
+            },
+            // Not about disk space: no directory is measured, whatever this machine has free.
+            space: SpaceSettings {
+                dirs: Vec::new(),
+                margin: 0,
+                poll: Duration::from_millis(100),
+            },
+            lease,
+            worker_name: "w1".into(),
+            reporter: Arc::new(PlainReporter),
+            api: None,
+            shutdown,
+            wait: false,
+            registration: None,
+            playback_hosts: PlaybackHosts::new(Some("http://bbb.test/"), &[]).unwrap(),
+            adoptable: Mutex::new(Default::default()),
+        };
+        (ctx, shutdown_tx)
+    }
+
     #[test]
     fn a_videos_size_is_its_estimate_and_a_presentation_is_estimated_from_its_length() {
         let format = |kind: &str, minutes, size| PlaybackFormat {
@@ -974,76 +1111,17 @@ mod tests {
     #[tokio::test]
     async fn lease_loss_kills_the_recorder_and_fences_the_worker() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(SimulatedClock::new(1_000_000));
-        let url = format!("sqlite://{}", dir.path().join("l.db").display());
-        let store = Arc::new(
-            SqliteLedger::open(&url, clock.clone(), RetryPolicy::default())
-                .await
-                .unwrap(),
-        );
+        let (store, clock, _) = ledger(dir.path()).await;
         let id = RECORD_ID;
         let rec = recording(
             "Hang",
             // The stand-in takes its mode from the URL's last segment.
-            vec![PlaybackFormat {
-                kind: "presentation".into(),
-                url: "http://bbb.test/hang".into(),
-                length_minutes: Some(60),
-                size_bytes: None,
-            }],
+            vec![presentation("http://bbb.test/hang", 60)],
         );
-        store
-            .enqueue(&[NewJob {
-                recording_id: id.into(),
-                target: TARGET_FILE.into(),
-                payload: serde_json::to_string(&rec).unwrap(),
-            }])
-            .await
-            .unwrap();
-        let claim_dir = ClaimDir {
-            dir: dir.path().join("claim"),
-            temp_dir: dir.path().join("tmp"),
-        };
-        std::fs::create_dir_all(&claim_dir.dir).unwrap();
-        std::fs::create_dir_all(&claim_dir.temp_dir).unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let ctx = Arc::new(WorkerContext {
-            store: store.clone(),
-            claim_dir: claim_dir.clone(),
-            tz: Tz::UTC,
-            rewrite_23: true,
-            recorder: RecorderSettings {
-                program: Some(recorder::tests::stand_in(dir.path())),
-                format: OutputFormat::Mp4,
-                timeout_factor: 1.5,
-                timeout_margin_secs: 600,
-                default_length_secs: 60,
-                grace: Duration::from_millis(300),
-                accept_broken: false,
-                fast: false,
-            },
-            download: DownloadSettings {
-                stall: Duration::from_secs(5),
-                retries: 0,
-                retry_delay: Duration::from_millis(10),
-                hosts: PlaybackHosts::default(),
-            },
-            // Not about disk space: no directory is measured, whatever this machine has free.
-            space: SpaceSettings {
-                dirs: Vec::new(),
-                margin: 0,
-                poll: Duration::from_millis(100),
-            },
-            lease: Duration::from_millis(600),
-            worker_name: "w1".into(),
-            reporter: Arc::new(PlainReporter),
-            api: None,
-            shutdown,
-            wait: false,
-            registration: None,
-            playback_hosts: PlaybackHosts::new(Some("http://bbb.test/"), &[]).unwrap(),
-            adoptable: Mutex::new(Default::default()),
-        });
+        enqueue(&store, &[&rec]).await;
+        let (ctx, _shutdown_tx) = context(&store, dir.path(), Duration::from_millis(600));
+        let claim_dir = ctx.claim_dir.clone();
+        let ctx = Arc::new(ctx);
         let pool = tokio::spawn(run_pool(ctx, 1, vec![id.to_owned()]));
         // Wait for the stand-in to run (it writes its grandchild's pid next to its output).
         let pid_file = claim_dir
@@ -1085,5 +1163,109 @@ mod tests {
             recorder::tests::gone_pid(&grandchild),
             "recorder group still running"
         );
+    }
+
+    /// A worker that dies after placing its file and before completing the job leaves the job
+    /// to the next lease, which finds the file in place and completes the job with the record
+    /// the dead worker checkpointed before placing: the mode bbb-record used, the defects and the
+    /// reason for real time, as bbb-record said them. A file whose worker left no such record (an
+    /// older bbb-migrate) is completed with no mode and no defects.
+    #[tokio::test]
+    async fn a_file_placed_by_a_worker_that_died_is_completed_with_its_mode_and_defects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock, url) = ledger(dir.path()).await;
+        // The stand-in copies this 8 s video and reports the mode its URL's last segment names.
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../samples/recordings/video/b52a07e307e4ae680c470b70ae91cdfe83b3eda3-1767268800000/video-0.m4v",
+        );
+        std::fs::copy(&sample, dir.path().join("sample.mp4")).unwrap();
+        let rec = |id: &str, name: &str, how: &str| Recording {
+            record_id: RecordId::parse(id).unwrap(),
+            ..recording(
+                name,
+                vec![presentation(&format!("http://bbb.test/{id}/{how}"), 1)],
+            )
+        };
+        let fast = rec("rec-fast", "Fast", "sample-fast");
+        let fallback = rec("rec-fallback", "Fallback", "sample-fast-fallback");
+        let older = rec("rec-older", "Older", "sample-fast");
+        enqueue(&store, &[&fast, &fallback, &older]).await;
+        let (mut ctx, _shutdown_tx) = context(&store, dir.path(), Duration::from_secs(60));
+        ctx.recorder.fast = true;
+        ctx.recorder.accept_broken = true;
+        let ctx = Arc::new(ctx);
+        let ids: Vec<String> = [&fast, &fallback, &older]
+            .iter()
+            .map(|r| r.record_id.to_string())
+            .collect();
+
+        // The ledger refuses every completion: each worker places its file and writes nothing
+        // more of it, as if it had died right then.
+        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER died BEFORE UPDATE OF state ON job WHEN NEW.state = 'succeeded'
+             BEGIN SELECT RAISE(ABORT, 'the worker died before completing'); END",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        let died = run_pool(ctx.clone(), 1, ids.clone()).await;
+        assert_eq!(died.len(), 3);
+        for r in &died {
+            assert!(
+                matches!(
+                    r.outcome,
+                    JobOutcome::Failed {
+                        state: JobState::Pending,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
+        }
+        for row in store.jobs().await.unwrap() {
+            let path = row.output_path.expect("reserved");
+            assert!(Path::new(&path).is_file(), "{path} not placed");
+        }
+        // A worker of a bbb-migrate that kept no record placed this one.
+        sqlx::query("UPDATE job SET checkpoint = NULL WHERE recording_id = 'rec-older'")
+            .execute(&db)
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER died").execute(&db).await.unwrap();
+        db.close().await;
+
+        clock.advance(Duration::from_secs(3600));
+        let next = run_pool(ctx, 1, ids).await;
+        assert_eq!(next.len(), 3);
+        for r in &next {
+            assert!(
+                matches!(r.outcome, JobOutcome::AlreadyPlaced { .. }),
+                "{r:?}"
+            );
+        }
+        let rows = store.jobs().await.unwrap();
+        let row = |id: &str| rows.iter().find(|r| r.recording_id == id).unwrap();
+        let (f, b, o) = (row("rec-fast"), row("rec-fallback"), row("rec-older"));
+        assert!([f, b, o].iter().all(|r| r.state == JobState::Succeeded));
+        assert_eq!(f.recording_mode, Some(RecordingMode::Fast));
+        assert_eq!(f.degraded(), ["slide-2.png is missing"]);
+        assert_eq!(f.fast_fallback(), None);
+        assert_eq!(b.recording_mode, Some(RecordingMode::RealTime));
+        assert!(b.degraded().is_empty());
+        assert_eq!(b.fast_fallback().as_deref(), Some("a screen share"));
+        let sheet_error = |r: &crate::ledger::JobRow| {
+            let v: serde_json::Value = serde_json::from_str(r.output.as_deref().unwrap()).unwrap();
+            v["sheet_error"].as_str().map(str::to_owned)
+        };
+        let no_sheet = "bbb-record made no contact sheet (see its log)";
+        assert_eq!(sheet_error(f).as_deref(), Some(no_sheet));
+        assert_eq!(o.recording_mode, None);
+        assert!(o.degraded().is_empty());
+        assert_eq!((o.fast_fallback(), sheet_error(o)), (None, None));
+        for r in [f, b, o] {
+            let d = r.duration_secs().expect("length read from the placed file");
+            assert!(crate::media::matches(8.0, d), "{d}");
+        }
     }
 }

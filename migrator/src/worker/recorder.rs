@@ -390,8 +390,10 @@ pub(crate) mod tests {
     }
 
     /// A purpose-written stand-in for `bbb-record`, used ONLY to test the supervision (exit-code
-    /// classes, timeout, process-group kill). It records nothing; recording itself is tested
-    /// end to end with the real `bbb-record` in tests/tests/migrate_claim.rs.
+    /// classes, timeout, process-group kill) and the worker around it. It records nothing
+    /// (`sample-*` copy the video `sample.mp4` from beside the script, so that a worker's checks
+    /// of the output pass); recording itself is tested end to end with the real `bbb-record` in
+    /// tests/tests/migrate_claim.rs.
     const STAND_IN: &str = r#"#!/bin/sh
 read -r url
 case "${url##*/}" in
@@ -405,6 +407,10 @@ case "${url##*/}" in
   fast-fallback) [ "$6" = --fast ] || exit 2; printf data > "$3"
     echo '{"event":"warning","message":"fast mode cannot record a screen share: real time"}'
     echo '{"event":"done","output":"x","duration":3,"frames":90,"mode":"real_time","fast_fallback":"a screen share"}'; exit 0 ;;
+  sample-fast) cp "${0%/*}/sample.mp4" "$3"
+    echo '{"event":"done","output":"x","duration":8,"frames":9,"mode":"fast","degraded":["slide-2.png is missing"]}'; exit 0 ;;
+  sample-fast-fallback) cp "${0%/*}/sample.mp4" "$3"
+    echo '{"event":"done","output":"x","duration":8,"frames":90,"mode":"real_time","fast_fallback":"a screen share"}'; exit 0 ;;
   no-output) echo "all fine" >&2; exit 0 ;;
   permanent) echo "recording not found (404)" >&2; exit 3 ;;
   transient) echo "browser crashed" >&2; exit 4 ;;
