@@ -7,6 +7,9 @@
 //! together with the audio cut from the recording's own media, written to a temporary file beside
 //! the destination, fsynced, renamed over the destination name, and the directory fsynced.
 
+mod repeat;
+
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
@@ -94,7 +97,37 @@ pub struct VideoWriter {
     stream_time_base: Rational,
     frames: u64,
     path: PathBuf,
+    /// H.264: unchanged frames are written as repeats instead of being encoded (`repeat`).
+    repeater: Option<repeat::Repeater>,
+    /// Output frames not written yet, in order: each waits for the encoder's packets before it.
+    pending: VecDeque<Pending>,
+    /// H.264: the keyframe interval is kept here, in output frames (the encoder does not see
+    /// the repeats, so its own count would stretch it over a still slide).
+    keyframes: Option<Keyframes>,
 }
+
+/// An output frame on its way to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Sent to the encoder, whose packet for it has not come out yet.
+    Encoded(i64),
+    /// A repeat of the previous picture.
+    Repeat(i64),
+}
+
+/// When the next frame must be a keyframe.
+#[derive(Debug, Clone, Copy)]
+struct Keyframes {
+    every: u64,
+    last: u64,
+}
+
+/// x264 settings under which a repeat can be written without encoding (`repeat`'s module doc):
+/// no B-frames, one reference, CAVLC, no weighted prediction, and keyframes forced by us.
+/// Measured with libx264 `veryfast` on a 1-minute 1280x720 picture with a moving 320x240 webcam
+/// tile: 4.6% more bytes (312 KB against 298 KB) and 14% less CPU for the encoded frames; a
+/// still minute drops from 4.6 CPU-s to next to nothing.
+const X264_REPEATABLE: &str = "bframes=0:ref=1:cabac=0:weightp=0:keyint=infinite";
 
 impl VideoWriter {
     pub fn create(path: &Path, settings: &VideoSettings) -> Result<VideoWriter, RecordError> {
@@ -131,6 +164,8 @@ impl VideoWriter {
                 // Screen content: no B-frame reordering latency, and the frame-type decision stays
                 // cheap on the long runs of identical frames a static slide produces.
                 opts.set("tune", "stillimage");
+                opts.set("x264-params", X264_REPEATABLE);
+                opts.set("forced-idr", "1");
             }
             _ => {
                 opts.set("deadline", "realtime");
@@ -142,6 +177,18 @@ impl VideoWriter {
         let encoder = enc
             .open_with(opts)
             .transient(ph, "opening the video encoder")?;
+        let h264 = settings.container.video_codec() == "libx264";
+        let repeater = if h264 {
+            match repeat::Repeater::new(extradata(&encoder)) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    tracing::debug!("unchanged frames are encoded: {why}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         {
             let mut stream = octx.add_stream(codec).transient(ph, "video stream")?;
             stream.set_parameters(&encoder);
@@ -170,6 +217,12 @@ impl VideoWriter {
             stream_time_base,
             frames: 0,
             path: path.to_owned(),
+            repeater,
+            pending: VecDeque::new(),
+            keyframes: h264.then_some(Keyframes {
+                every: u64::from(settings.fps) * 10,
+                last: 0,
+            }),
         })
     }
 
@@ -181,6 +234,15 @@ impl VideoWriter {
         stride: usize,
         unchanged: bool,
     ) -> Result<(), RecordError> {
+        let slot = self.frames as i64;
+        let key = self
+            .keyframes
+            .is_some_and(|k| self.frames == 0 || self.frames - k.last >= k.every);
+        if unchanged && self.frames > 0 && !key && self.repeater.is_some() {
+            self.pending.push_back(Pending::Repeat(slot));
+            self.frames += 1;
+            return self.drain();
+        }
         if !unchanged || self.frames == 0 {
             let height = self.bgr.height() as usize;
             let dst_stride = self.bgr.stride(0);
@@ -194,24 +256,82 @@ impl VideoWriter {
                 .run(&self.bgr, &mut self.yuv)
                 .transient(Phase::Encode, "colour conversion")?;
         }
-        self.yuv.set_pts(Some(self.frames as i64));
+        self.yuv.set_pts(Some(slot));
+        if let Some(k) = self.keyframes.as_mut() {
+            if key {
+                k.last = self.frames;
+            }
+            self.yuv.set_kind(if key {
+                ffmpeg::picture::Type::I
+            } else {
+                ffmpeg::picture::Type::None
+            });
+        }
         self.encoder
             .send_frame(&self.yuv)
             .transient(Phase::Encode, "encoding a frame")?;
+        if self.repeater.is_some() {
+            self.pending.push_back(Pending::Encoded(slot));
+        }
         self.frames += 1;
         self.drain()
     }
 
+    /// Writes what is ready, in output order: the encoder's packets as they come out, and the
+    /// repeats queued behind them.
     fn drain(&mut self) -> Result<(), RecordError> {
         let mut packet = Packet::empty();
-        while self.encoder.receive_packet(&mut packet).is_ok() {
-            packet.set_stream(0);
-            packet.rescale_ts(self.time_base, self.stream_time_base);
-            packet
-                .write_interleaved(&mut self.octx)
-                .transient(Phase::Encode, "writing video")?;
+        loop {
+            while let Some(&Pending::Repeat(slot)) = self.pending.front() {
+                self.pending.pop_front();
+                let data = self.repeater.as_mut().expect("repeats need it").repeat();
+                let mut repeat = Packet::copy(&data);
+                repeat.set_pts(Some(slot));
+                repeat.set_dts(Some(slot));
+                repeat.set_duration(1);
+                self.write_packet(repeat)?;
+            }
+            if self.encoder.receive_packet(&mut packet).is_err() {
+                return Ok(());
+            }
+            let Some(repeater) = self.repeater.as_mut() else {
+                // No repeats: the packets go out in the encoder's order (B-frames reorder).
+                let taken = std::mem::replace(&mut packet, Packet::empty());
+                self.write_packet(taken)?;
+                continue;
+            };
+            match self.pending.pop_front() {
+                Some(Pending::Encoded(slot)) if packet.pts() == Some(slot) => {}
+                other => {
+                    return Err(RecordError::transient(
+                        Phase::Encode,
+                        format!(
+                            "the encoder gave frame {:?} where frame {other:?} was due",
+                            packet.pts()
+                        ),
+                    ));
+                }
+            }
+            let data = repeater
+                .renumber(packet.data().unwrap_or_default())
+                .map_err(|e| {
+                    RecordError::transient(Phase::Encode, format!("renumbering a frame: {e}"))
+                })?;
+            let mut renumbered = Packet::copy(&data);
+            renumbered.set_pts(packet.pts());
+            renumbered.set_dts(packet.dts());
+            renumbered.set_duration(packet.duration());
+            renumbered.set_flags(packet.flags());
+            self.write_packet(renumbered)?;
         }
-        Ok(())
+    }
+
+    fn write_packet(&mut self, mut packet: Packet) -> Result<(), RecordError> {
+        packet.set_stream(0);
+        packet.rescale_ts(self.time_base, self.stream_time_base);
+        packet
+            .write_interleaved(&mut self.octx)
+            .transient(Phase::Encode, "writing video")
     }
 
     pub fn frames(&self) -> u64 {
@@ -224,10 +344,30 @@ impl VideoWriter {
             .send_eof()
             .transient(Phase::Encode, "flushing the encoder")?;
         self.drain()?;
+        if let Some(left) = self.pending.front() {
+            return Err(RecordError::transient(
+                Phase::Encode,
+                format!("the encoder ended before frame {left:?}"),
+            ));
+        }
         self.octx
             .write_trailer()
             .transient(Phase::Encode, "closing the video file")?;
         Ok((self.path, self.frames))
+    }
+}
+
+/// The opened encoder's global header (H.264: its SPS and PPS).
+fn extradata(encoder: &encoder::Video) -> &[u8] {
+    // SAFETY: the codec context is open and owned by `encoder`, which outlives the slice;
+    // libav sets `extradata`/`extradata_size` when it opens an encoder with GLOBAL_HEADER and
+    // does not change them afterwards.
+    unsafe {
+        let ctx = encoder.as_ptr();
+        if (*ctx).extradata.is_null() || (*ctx).extradata_size <= 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size as usize)
     }
 }
 
@@ -636,3 +776,6 @@ pub fn place(tmp: &Path, dest: &Path) -> Result<(), RecordError> {
     bbb_common::durable::rename_into(tmp, dest)
         .map_err(|e| RecordError::transient(Phase::Place, format!("placing the output: {e}")))
 }
+
+#[cfg(test)]
+mod tests;
