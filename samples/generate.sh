@@ -297,6 +297,11 @@ EOF
 </popcorn>
 EOF
 
+  # A shared external video (BBB writes whole seconds): its link shows in the chat from 7 s.
+  cat >"$dir/external_videos.json" <<'EOF'
+[{"timestamp":7,"external_video_url":"https://video.example.org/watch/lecture-intro"}]
+EOF
+
   metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "Sample presentation" "$start" "$dur" \
     "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
     "$(preview_xml "$id" "$presid" 3 'Slide 1' 'Slide 2' 'Slide 3')"$'\n'
@@ -658,11 +663,12 @@ EOF
 EOF
 }
 
-# gen_whiteboard ROOT EXTID START SLIDES-SEED NAME COLOUR1 COLOUR2 HZ TLDRAW-JSON: one whiteboard
-# sample (README.md "Samples F and G"): two SVG slides, a grey webcam with a HZ tone, 8 s, and
-# TLDRAW-JSON as its tldraw.json. Prints the recording's directory.
+# gen_whiteboard ROOT EXTID START SLIDES-SEED NAME COLOUR1 COLOUR2 HZ TLDRAW-JSON [POLLS-JSON]: one
+# whiteboard sample (README.md "Samples F and G"): two SVG slides, a grey webcam with a HZ tone,
+# 8 s, TLDRAW-JSON as its tldraw.json and POLLS-JSON, if given, as its polls.json. Prints the
+# recording's directory.
 gen_whiteboard() {
-  local root=$1 extid=$2 start=$3 seed=$4 name=$5 c1=$6 c2=$7 hz=$8 json=$9
+  local root=$1 extid=$2 start=$3 seed=$4 name=$5 c1=$6 c2=$7 hz=$8 json=$9 polls=${10:-}
   local id presid dir dur
   id=$(sha1 "$extid")-$start
   presid=$(sha1 "$seed")-$((start + 2000))
@@ -674,6 +680,7 @@ gen_whiteboard() {
   dur=$(duration_ms "$dir/video/webcams.webm")
   whiteboard_common "$dir" "$presid"
   printf '%s\n' "$json" >"$dir/tldraw.json"
+  if [ -n "$polls" ]; then printf '%s\n' "$polls" >"$dir/polls.json"; fi
   metadata_xml "$dir/metadata.xml" presentation "$id" "$extid" "$name" "$start" "$dur" \
     "$(dir_size "$dir")" "$HOST/playback/presentation/2.3/$id" \
     "$(preview_xml "$id" "$presid" 2 'Slide 1' 'Slide 2')"$'\n'
@@ -706,7 +713,8 @@ gen_g() {
   local dir
   dir=$(gen_whiteboard "$1" bbb-sample-whiteboard-3.0 1767283200000 slides-g "Sample whiteboard 3.0" \
     '#14b414' '#14c8c8' 770 \
-    "{\"bbb_version\":\"3.0.4\",\"1\":{\"shapes\":[{\"id\":1,\"timestamp\":1.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$half}],$drawp,\"isComplete\":false,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":2,\"timestamp\":1.5,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":3,\"timestamp\":2.0,\"undo\":3.0,\"shape_data\":{\"x\":1000,\"y\":100,$base,\"id\":\"shape:rect-1\",\"type\":\"geo\",\"props\":{$geop},\"parentId\":\"page:1\",\"index\":\"a2\",\"typeName\":\"shape\"}}],\"timestamp\":0.0},\"2\":{\"shapes\":[{\"id\":4,\"timestamp\":5.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":700,$base,\"id\":\"shape:stroke-2\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:2\",\"index\":\"a1\",\"typeName\":\"shape\"}}],\"timestamp\":4.0}}")
+    "{\"bbb_version\":\"3.0.4\",\"1\":{\"shapes\":[{\"id\":1,\"timestamp\":1.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$half}],$drawp,\"isComplete\":false,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":2,\"timestamp\":1.5,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":650,$base,\"id\":\"shape:stroke-1\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:1\",\"index\":\"a1\",\"typeName\":\"shape\"}},{\"id\":3,\"timestamp\":2.0,\"undo\":3.0,\"shape_data\":{\"x\":1000,\"y\":100,$base,\"id\":\"shape:rect-1\",\"type\":\"geo\",\"props\":{$geop},\"parentId\":\"page:1\",\"index\":\"a2\",\"typeName\":\"shape\"}}],\"timestamp\":0.0},\"2\":{\"shapes\":[{\"id\":4,\"timestamp\":5.0,\"undo\":-1,\"shape_data\":{\"x\":150,\"y\":700,$base,\"id\":\"shape:stroke-2\",\"type\":\"draw\",\"props\":{\"segments\":[{\"type\":\"free\",\"points\":$whole}],$drawp,\"isComplete\":true,\"isClosed\":false,\"isPen\":false},\"parentId\":\"page:2\",\"index\":\"a1\",\"typeName\":\"shape\"}}],\"timestamp\":4.0}}" \
+    '[{"timestamp":7,"type":"YN","question":"Was the whiteboard clear?","answers":[{"id":0,"key":"Yes","numVotes":2},{"id":1,"key":"No","numVotes":1}],"respondents":3,"responders":3}]')
   # Greenlight 3 is the usual front end of BBB 3.0 servers: bbb-origin* name it, not BBB.
   sed -i -e 's|<bbb-origin>Moodle</bbb-origin>|<bbb-origin>greenlight</bbb-origin>|' \
     -e 's|<bbb-origin-server-name>moodle.example.org</bbb-origin-server-name>|<bbb-origin-server-name>greenlight.example.org</bbb-origin-server-name>|' \

@@ -93,7 +93,7 @@ struct Cli {
     /// Fast mode: step the paused 2.3 player from one picture change to the next (times read
     /// from the recording's files) instead of playing it in real time, and fill the webcam and
     /// screen-share areas from the recording's own videos. A recording fast mode cannot
-    /// reproduce exactly (the 2.0 player, polls, captions, a mirrored webcam...) is recorded in
+    /// reproduce exactly (the 2.0 player, a mirrored webcam...) is recorded in
     /// real time, with a warning saying why; the JSON done event tells which ("mode",
     /// "fast_fallback").
     #[arg(long)]

@@ -31,7 +31,9 @@ fn record(url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
 
 /// A mean absolute difference per channel (0-255) under which two pictures of the same page
 /// are the same picture: measured 0.07-0.34 between fast and real-time recordings of the samples
-/// (H.264 noise); a slide, annotation, cursor or chat line that differs gives 2 or more.
+/// (H.264 noise); a slide, annotation or cursor that differs gives 2 or more. A chat message is
+/// too small for a whole-picture mean (a missing poll message stayed under 1.0): the chat column
+/// is compared on its own ([`assert_chat_appears_at`]).
 const SAME_PICTURE: f64 = 1.0;
 
 /// Every frame of the fast recording `fast` is the picture of the real-time recording `real`
@@ -56,6 +58,43 @@ fn assert_same_pictures(fast: &Path, real: &Path) {
         differences.len(),
         &differing[..differing.len().min(5)]
     );
+}
+
+/// The mean absolute difference (0-255) of two frames over the sample player's chat column (x
+/// 0-320, y 240-672 at 1280x720: below the webcam, above the control bar).
+fn chat_difference(a: &(f64, u32, u32, Vec<u8>), b: &(f64, u32, u32, Vec<u8>)) -> f64 {
+    let w = a.1 as usize;
+    let mut sum = 0u64;
+    for y in 240..672 {
+        let row = (y * w) * 3..(y * w + 320) * 3;
+        sum += a.3[row.clone()]
+            .iter()
+            .zip(&b.3[row])
+            .map(|(p, q)| u64::from(p.abs_diff(*q)))
+            .sum::<u64>();
+    }
+    sum as f64 / (432.0 * 320.0 * 3.0)
+}
+
+/// A message that only `what` announces appears in the chat of the fast recording on exactly
+/// frame `k` of `frames` (the chat column changes from frame `k - 1` to `k`, and not in the 10
+/// frames after it), so fast mode stepped at that file's time; and the real-time recording
+/// `real` shows the same chat column 10 frames before and after.
+fn assert_chat_appears_at(frames: &[(f64, u32, u32, Vec<u8>)], real: &Path, k: usize, what: &str) {
+    let before = chat_difference(&frames[k - 1], &frames[k]);
+    let after = chat_difference(&frames[k], &frames[k + 10]);
+    assert!(
+        before > 2.0 && after < SAME_PICTURE,
+        "{what}: the chat changes by {before:.2} into frame {k} and by {after:.2} in the 10 after"
+    );
+    let real_frames = frames_rgb_at(real, &[k - 10, k + 10]);
+    for (frame, real_frame) in [k - 10, k + 10].into_iter().zip(&real_frames) {
+        let d = chat_difference(&frames[frame], real_frame);
+        assert!(
+            d < SAME_PICTURE,
+            "{what}: at frame {frame} the chat differs from the real-time one by {d:.2}"
+        );
+    }
 }
 
 /// Sample C (slides and a webcam video) in fast mode: mode reported, exact duration, the slide
@@ -113,8 +152,9 @@ fn fast_mode_gives_the_real_time_picture_and_sound_on_sample_c() {
     );
 }
 
-/// Sample A: annotations, zoom, cursor, chat and the screen share (6-8 s, magenta) as in real
-/// time, the screen share on exactly its frames, and the webcam area showing, at every checked
+/// Sample A: annotations, zoom, cursor, chat, an external video's link (`external_videos.json`,
+/// 7 s) and the screen share (6-8 s, magenta) as in real time, the screen share and the link on
+/// exactly their frames, and the webcam area showing, at every checked
 /// media time, the source video's own picture of that time (ffmpeg's testsrc, whose counter
 /// changes every frame).
 #[test]
@@ -144,6 +184,7 @@ fn fast_mode_fills_the_webcam_and_the_screen_share_from_their_videos() {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(share, (180..240).collect::<Vec<_>>(), "screen-share frames");
+    assert_chat_appears_at(&frames, &real, 210, "external_videos.json's link at 7 s");
     let webcam_of = |frame: &(f64, u32, u32, Vec<u8>)| -> Vec<u8> {
         let w = frame.1 as usize;
         (0..240)
@@ -176,9 +217,10 @@ fn fast_mode_fills_the_webcam_and_the_screen_share_from_their_videos() {
     }
 }
 
-/// Sample G (BBB 3.0's tldraw whiteboard) in fast mode: every frame the real-time picture.
+/// Sample G (BBB 3.0's tldraw whiteboard, and a poll's result in the chat at 7 s from
+/// `polls.json`) in fast mode: every frame the real-time picture, the poll on its own frame.
 #[test]
-fn fast_mode_draws_the_tldraw_whiteboard_as_in_real_time() {
+fn fast_mode_draws_the_tldraw_whiteboard_and_the_poll_as_in_real_time() {
     let _heavy = heavy();
     let bbb = server();
     let dir = tempfile::tempdir().unwrap();
@@ -188,6 +230,44 @@ fn fast_mode_draws_the_tldraw_whiteboard_as_in_real_time() {
     assert_eq!(done["mode"], "fast", "{done}");
     record(&url, &real, &[]);
     assert_same_pictures(&fast, &real);
+    assert_chat_appears_at(&frames_rgb(&fast), &real, 210, "polls.json's poll at 7 s");
+}
+
+/// Fast mode where the player shows no video or shows it big: the audio-only sample B (no
+/// webcam, the sound from `audio/audio.webm`) and sample C in the `media` layout (the webcam
+/// scaled up to fill the page) and the `swapped` one (webcam big, presentation small, the slide
+/// change at 4 s). Each in fast mode, the real-time picture at every frame; B's sound sample
+/// for sample.
+#[test]
+fn fast_mode_gives_the_real_time_picture_audio_only_and_in_the_other_layouts() {
+    let _heavy = heavy();
+    let bbb = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 3] = [
+        (SAMPLE_B, &[]),
+        (SAMPLE_C, &["--layout", "media", "--end", "3"]),
+        (
+            SAMPLE_C,
+            &["--layout", "swapped", "--start", "3", "--end", "5"],
+        ),
+    ];
+    for (i, (sample, options)) in cases.into_iter().enumerate() {
+        let url = bbb.presentation_url(sample);
+        let fast = dir.path().join(format!("fast-{i}.mp4"));
+        let real = dir.path().join(format!("real-{i}.mp4"));
+        let fast_options: Vec<&str> = options.iter().copied().chain(["--fast"]).collect();
+        let done = record(&url, &fast, &fast_options);
+        assert_eq!(done["mode"], "fast", "{options:?}: {done}");
+        record(&url, &real, options);
+        assert_same_pictures(&fast, &real);
+        if sample == SAMPLE_B {
+            assert_eq!(
+                audio_samples(&fast),
+                audio_samples(&real),
+                "sample B's sound differs from the real-time recording's"
+            );
+        }
+    }
 }
 
 /// A recording with something fast mode does not reproduce is recorded in real time, saying

@@ -177,6 +177,29 @@ pub fn frames_rgb(path: &Path) -> Vec<(f64, u32, u32, Vec<u8>)> {
     out
 }
 
+/// Decoded RGB24 frames `indices` (in decoding order, 0-based) of `path`, in that order; only
+/// those are kept, so a few frames of a long file cost little memory.
+pub fn frames_rgb_at(path: &Path, indices: &[usize]) -> Vec<(f64, u32, u32, Vec<u8>)> {
+    let mut kept = Vec::new();
+    let mut k = 0;
+    for_each_frame(path, None, |t, w, h, data| {
+        if indices.contains(&k) {
+            kept.push((k, (t, w, h, data)));
+        }
+        k += 1;
+    });
+    indices
+        .iter()
+        .map(|i| {
+            let at = kept
+                .iter()
+                .position(|(j, _)| j == i)
+                .unwrap_or_else(|| panic!("{} has no frame {i}", path.display()));
+            kept[at].1.clone()
+        })
+        .collect()
+}
+
 /// How many frames apart a picture change may land in a real-time recording: 100 ms at 30 fps,
 /// the tolerance the real-time tests hold it to (on a loaded machine a change lands up to that
 /// far from its media time).

@@ -77,6 +77,8 @@ fn the_player_mounts_paused_with_its_chrome_and_without_autoplay() {
         "id=\"presentation\"",
         "id=\"chat\"",
         "id=\"screenshare\"",
+        // external_videos.json's link, a system message of the chat list (shown from 7 s).
+        "https://video.example.org/watch/lecture-intro",
     ] {
         assert!(d.contains(chrome), "{chrome} missing");
     }

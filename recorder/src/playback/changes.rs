@@ -1,12 +1,16 @@
 //! The media times at which the 2.3 player's picture can change, read from the recording's own
 //! files: slide intervals and annotation in/undo times (`shapes.svg`), tldraw shape times and
 //! undos (`tldraw.json`), zoom (`panzooms.xml`), cursor (`cursor.xml`), screen-share start and stop
-//! (`deskshare.xml`) and chat (`slides_new.xml`).
+//! (`deskshare.xml`) and the chat, whose list merges the chat messages (`slides_new.xml`), the
+//! published polls (`polls.json`) and the shared external videos' links (`external_videos.json`),
+//! each shown from its own time.
 //!
 //! A recorder that steps the paused player from change to change (fast mode) needs every such
-//! time and must know what it does not know: a file the player draws on time that is not read here
-//! (polls, captions, external videos, questions) is reported in [`ChangeTimes::unread`], so the
-//! caller records that recording in real time instead of giving it a different picture.
+//! time and must know what it does not know: a file a player may draw on time that is not read
+//! here (`questions.json`) is reported in [`ChangeTimes::unread`], so the caller records that
+//! recording in real time instead of giving it a different picture. Captions (`captions.json`)
+//! are not drawn on time: the player gives them to its video element as caption tracks, which stay
+//! off until a viewer turns them on, so they are in no recorded picture.
 //!
 //! Everything here comes from the server: a time that is not a finite, non-negative number, or a
 //! file that does not parse, is an error naming the file, never a guess.
@@ -37,7 +41,8 @@ pub enum ChangeKind {
     Cursor,
     /// The screen share starts or stops (the layout switches).
     ScreenShare,
-    /// A chat message appears (or the chat is cleared).
+    /// A chat message, a poll's result or an external video's link appears in the chat (or the
+    /// chat is cleared).
     Chat,
 }
 
@@ -57,21 +62,25 @@ pub struct RecordingFiles<'a> {
     pub cursor_xml: Option<&'a str>,
     pub deskshare_xml: Option<&'a str>,
     pub slides_new_xml: Option<&'a str>,
+    pub polls_json: Option<&'a str>,
+    pub external_videos_json: Option<&'a str>,
 }
 
 impl<'a> RecordingFiles<'a> {
     /// The files read here, in the order [`RecordingFiles::from_fetched`] takes them.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 8] = [
         "shapes.svg",
         "tldraw.json",
         "panzooms.xml",
         "cursor.xml",
         "deskshare.xml",
         "slides_new.xml",
+        "polls.json",
+        "external_videos.json",
     ];
 
     /// The files as fetched, in the order of [`RecordingFiles::NAMES`] (`None`: absent).
-    pub fn from_fetched(texts: &'a [Option<String>; 6]) -> Self {
+    pub fn from_fetched(texts: &'a [Option<String>; 8]) -> Self {
         RecordingFiles {
             shapes_svg: texts[0].as_deref(),
             tldraw_json: texts[1].as_deref(),
@@ -79,18 +88,17 @@ impl<'a> RecordingFiles<'a> {
             cursor_xml: texts[3].as_deref(),
             deskshare_xml: texts[4].as_deref(),
             slides_new_xml: texts[5].as_deref(),
+            polls_json: texts[6].as_deref(),
+            external_videos_json: texts[7].as_deref(),
         }
     }
 }
 
-/// Files a 2.3 player draws on time that this module does not read: a recording that has one
-/// cannot be stepped from its change times alone.
-pub const UNREAD_TIMED_FILES: &[&str] = &[
-    "polls.json",
-    "captions.json",
-    "external_videos.json",
-    "questions.json",
-];
+/// Files a 2.3 player may draw on time that this module does not read: a recording that has one
+/// cannot be stepped from its change times alone. `questions.json` (a chat list of questions) was
+/// read by a development branch of bbb-playback and by no release; how a player that reads it
+/// draws it is not known.
+pub const UNREAD_TIMED_FILES: &[&str] = &["questions.json"];
 
 /// Every change time of a recording, in media time order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -171,6 +179,14 @@ pub fn change_times(files: &RecordingFiles, present: &[&str]) -> Result<ChangeTi
     for (text, file, element, attributes, kind) in events {
         if let Some(xml) = text {
             xml_times(xml, file, element, attributes, kind, &mut changes)?;
+        }
+    }
+    for (text, file) in [
+        (files.polls_json, "polls.json"),
+        (files.external_videos_json, "external_videos.json"),
+    ] {
+        if let Some(json) = text {
+            chat_list_times(json, file, &mut changes)?;
         }
     }
     changes.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.kind.cmp(&b.kind)));
@@ -381,6 +397,40 @@ fn tldraw_json(json: &str, out: &mut Vec<Change>) -> Result<(), ChangeError> {
     Ok(())
 }
 
+/// `polls.json` and `external_videos.json`: lists of items, each shown in the chat from its
+/// `timestamp` (whole seconds as BBB writes them; any media time is taken).
+fn chat_list_times(
+    json: &str,
+    file: &'static str,
+    out: &mut Vec<Change>,
+) -> Result<(), ChangeError> {
+    let fail = |why: String| ChangeError { file, why };
+    let root: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let items = root
+        .as_array()
+        .ok_or_else(|| fail("not a JSON list".into()))?;
+    for item in items {
+        let stamp = item
+            .get("timestamp")
+            .ok_or_else(|| fail("an item without a timestamp".into()))?;
+        let time = stamp
+            .as_f64()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| {
+                fail(format!(
+                    "timestamp {:?} is not a media time",
+                    truncate(&stamp.to_string())
+                ))
+            })?;
+        out.push(Change {
+            time,
+            kind: ChangeKind::Chat,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +443,7 @@ mod tests {
         std::fs::read_to_string(path).ok()
     }
 
-    fn files_of(id: &str) -> ([Option<String>; 6], ChangeTimes) {
+    fn files_of(id: &str) -> ([Option<String>; 8], ChangeTimes) {
         let texts = RecordingFiles::NAMES.map(|n| sample(id, n));
         let changes = change_times(&RecordingFiles::from_fetched(&texts), &[]).unwrap();
         (texts, changes)
@@ -413,7 +463,8 @@ mod tests {
     #[test]
     fn sample_a_changes_are_its_slides_annotations_zooms_cursor_screen_share_and_chat() {
         // Sample A (15 s): slides at 0, 5, 10; rectangles at 2.0 and 2.3; zooms at 3.0 and 4.5;
-        // screen share from 6 to 8; chat at 1, 4, 9, 12 (samples/generate.sh writes these files).
+        // screen share from 6 to 8; chat at 1, 4, 9, 12 and an external video's link at 7
+        // (samples/generate.sh writes these files).
         let (texts, changes) = files_of("2e7380bcd2a9cc83f2a744b8707a7f75c0a94e9d-1767261600000");
         assert!(texts[0].is_some(), "sample A's shapes.svg");
         assert_eq!(
@@ -431,7 +482,7 @@ mod tests {
             [0.0, 1.0, 2.0, 4.0, 9.0, 12.0, 14.0]
         );
         assert_eq!(times_of(&changes, ChangeKind::ScreenShare), [6.0, 8.0]);
-        assert!(times_of(&changes, ChangeKind::Chat).starts_with(&[1.0, 4.0, 9.0, 12.0]));
+        assert!(times_of(&changes, ChangeKind::Chat).starts_with(&[1.0, 4.0, 7.0, 9.0, 12.0]));
         assert!(changes.unread.is_empty());
         // Sorted, and the span's own start and end are no changes.
         assert!(changes.changes.windows(2).all(|w| w[0].time <= w[1].time));
@@ -453,6 +504,31 @@ mod tests {
             "{annotations:?}"
         );
         assert!(times_of(&changes, ChangeKind::Slide).starts_with(&[0.0, 4.0]));
+        // Its chat message at 6, and its poll's result at 7.
+        assert_eq!(times_of(&changes, ChangeKind::Chat), [6.0, 7.0]);
+    }
+
+    #[test]
+    fn polls_and_external_videos_are_chat_changes_at_their_timestamps() {
+        // As BBB's presentation publisher writes them (whole seconds).
+        let polls = r#"[{"timestamp":125,"type":"YN","question":"","answers":[{"id":0,"key":"Yes","numVotes":2}],"respondents":2,"responders":2},
+            {"timestamp":300,"type":"A-2","question":"Which?","answers":[],"respondents":0,"responders":0}]"#;
+        let videos =
+            r#"[{"timestamp":42,"external_video_url":"https://www.youtube.com/watch?v=x"}]"#;
+        let files = RecordingFiles {
+            polls_json: Some(polls),
+            external_videos_json: Some(videos),
+            ..Default::default()
+        };
+        let changes = change_times(&files, &["polls.json", "external_videos.json"]).unwrap();
+        assert_eq!(times_of(&changes, ChangeKind::Chat), [42.0, 125.0, 300.0]);
+        assert!(changes.unread.is_empty());
+        // An empty list is no change.
+        let files = RecordingFiles {
+            polls_json: Some("[]"),
+            ..Default::default()
+        };
+        assert!(change_times(&files, &[]).unwrap().changes.is_empty());
     }
 
     #[test]
@@ -515,6 +591,34 @@ mod tests {
                 },
                 "tldraw.json",
             ),
+            (
+                RecordingFiles {
+                    polls_json: Some(r#"[{"timestamp":-5}]"#),
+                    ..Default::default()
+                },
+                "polls.json",
+            ),
+            (
+                RecordingFiles {
+                    polls_json: Some(r#"{"timestamp":5}"#),
+                    ..Default::default()
+                },
+                "polls.json",
+            ),
+            (
+                RecordingFiles {
+                    external_videos_json: Some(r#"[{"external_video_url":"https://x"}]"#),
+                    ..Default::default()
+                },
+                "external_videos.json",
+            ),
+            (
+                RecordingFiles {
+                    external_videos_json: Some(r#"[{"timestamp":"1e400"}]"#),
+                    ..Default::default()
+                },
+                "external_videos.json",
+            ),
         ];
         for (files, file) in cases {
             let error = change_times(&files, &[]).unwrap_err();
@@ -524,8 +628,11 @@ mod tests {
 
     #[test]
     fn timed_files_not_read_here_are_reported() {
-        let changes =
-            change_times(&RecordingFiles::default(), &["polls.json", "notes.html"]).unwrap();
-        assert_eq!(changes.unread, ["polls.json"]);
+        let changes = change_times(
+            &RecordingFiles::default(),
+            &["questions.json", "captions.json", "notes.html"],
+        )
+        .unwrap();
+        assert_eq!(changes.unread, ["questions.json"]);
     }
 }

@@ -77,7 +77,7 @@ impl Session<'_> {
             return Ok(Err("the recording's files are not known".into()));
         };
         let cookies = self.cookie_header(page, base).await;
-        let mut texts: [Option<String>; 6] = Default::default();
+        let mut texts: [Option<String>; 8] = Default::default();
         for (name, text) in RecordingFiles::NAMES.iter().zip(texts.iter_mut()) {
             let url = base
                 .join(name)

@@ -99,7 +99,8 @@
     });
   }
 
-  const names = ['metadata.xml', 'shapes.svg', 'panzooms.xml', 'cursor.xml', 'deskshare.xml', 'slides_new.xml', 'tldraw.json'];
+  const names = ['metadata.xml', 'shapes.svg', 'panzooms.xml', 'cursor.xml', 'deskshare.xml', 'slides_new.xml', 'tldraw.json',
+    'polls.json', 'external_videos.json'];
   Promise.all([Promise.all(names.map(n => R.fetchText(fileUrl(n)))), probeMedia(), fetchKnobs()]).then(([files, media, knobs]) => {
     const byName = {};
     names.forEach((n, i) => { byName[n] = files[i]; });
@@ -118,7 +119,10 @@
         panzooms: R.parsePanzooms(xml('panzooms.xml')),
         cursor: R.parseCursor(xml('cursor.xml')),
         deskshare: R.parseDeskshare(xml('deskshare.xml')),
-        chat: R.parseChat(xml('slides_new.xml')),
+        chat: R.mergeMessages(
+          R.parseChat(xml('slides_new.xml')),
+          R.parsePolls(byName['polls.json'].ok ? byName['polls.json'].text : null),
+          R.parseExternalVideos(byName['external_videos.json'].ok ? byName['external_videos.json'].text : null)),
       };
       // BBB 2.6+: the whiteboard is tldraw data (the real player's test: entries, or the
       // tldraw="true" roots of panzooms.xml / cursor.xml).

@@ -1,7 +1,8 @@
 /*
  * render.js: the presentation renderer shared by the sample 2.3 player (player.js) and the sample
  * legacy 2.0 player (../2.0/playback.js). It owns parsing a recording's data files (metadata.xml,
- * shapes.svg, panzooms.xml, cursor.xml, deskshare.xml, slides_new.xml) and drawing the state at a
+ * shapes.svg, panzooms.xml, cursor.xml, deskshare.xml, slides_new.xml, and for the 2.3 player
+ * polls.json and external_videos.json, merged into the chat) and drawing the state at a
  * media time t: slide, annotations, zoom (viewBox), cursor, chat, thumbnails, screen-share switch.
  * It never touches the media elements or the clock: the players decide when to call draw(t).
  *
@@ -161,6 +162,46 @@
     })).sort((a, b) => a.timestamp - b.timestamp);
   }
 
+  // polls.json and external_videos.json (JSON lists written by BBB's presentation publisher).
+  // The real player merges them into the chat list: each one is a system message shown from its
+  // timestamp, never cleared. A file that is not a list of objects is a bad recording.
+  function parseJsonList(text) {
+    if (text === null) return [];
+    const list = JSON.parse(text);
+    if (!Array.isArray(list) || !list.every(i => i && typeof i === 'object')) {
+      throw new Error('not a JSON list of objects');
+    }
+    return list;
+  }
+
+  function parsePolls(text) {
+    return parseJsonList(text).map(p => ({
+      timestamp: Number(p.timestamp),
+      clear: -1,
+      poll: {
+        question: String(p.question || ''),
+        answers: (Array.isArray(p.answers) ? p.answers : []).map(a => ({
+          key: String(a.key), votes: Number(a.numVotes) || 0,
+        })),
+        responders: Number(p.responders) || 0,
+      },
+    }));
+  }
+
+  function parseExternalVideos(text) {
+    return parseJsonList(text).map(v => ({
+      timestamp: Number(v.timestamp),
+      clear: -1,
+      url: String(v.external_video_url || ''),
+    }));
+  }
+
+  // The chat list as the real player builds it: chat, then polls, then videos, sorted by time
+  // (a stable sort keeps that order for equal times).
+  function mergeMessages(chat, polls, videos) {
+    return chat.concat(polls, videos).sort((a, b) => a.timestamp - b.timestamp);
+  }
+
   // --- time lookups -----------------------------------------------------------------------------
 
   // Index of the last item whose timestamp <= t, or -1.
@@ -260,12 +301,24 @@
       const list = htmlEl('div', 'list');
       const wrapper = htmlEl('div', 'message-wrapper');
       for (const m of this.data.chat) {
-        const item = htmlEl('div', 'message inactive' + (m.moderator ? ' moderator' : ''));
+        const system = m.poll || m.url !== undefined;
+        const item = htmlEl('div', 'message inactive' + (m.moderator ? ' moderator' : '')
+          + (system ? ' system' : ''));
         const info = htmlEl('div', 'info');
-        info.appendChild(htmlEl('span', 'name', m.name));
+        info.appendChild(htmlEl('span', 'name', m.poll ? 'Poll' : system ? 'External video' : m.name));
         info.appendChild(htmlEl('span', 'time', formatTime(m.timestamp)));
         item.appendChild(info);
-        item.appendChild(htmlEl('div', 'text' + (m.emphasized ? ' emphasized' : ''), m.message));
+        if (m.poll) {
+          if (m.poll.question) item.appendChild(htmlEl('div', 'text', m.poll.question));
+          for (const a of m.poll.answers) {
+            const share = m.poll.responders > 0 ? Math.round(100 * a.votes / m.poll.responders) : 0;
+            item.appendChild(htmlEl('div', 'text poll-answer', a.key + ': ' + a.votes + ' (' + share + '%)'));
+          }
+        } else if (system) {
+          item.appendChild(htmlEl('div', 'text', m.url));
+        } else {
+          item.appendChild(htmlEl('div', 'text' + (m.emphasized ? ' emphasized' : ''), m.message));
+        }
         wrapper.appendChild(item);
         this.chatItems.push(item);
       }
@@ -437,7 +490,10 @@
     fetchText: fetchText,
     formatTime: formatTime,
     inDeskshare: inDeskshare,
+    mergeMessages: mergeMessages,
     parseChat: parseChat,
+    parseExternalVideos: parseExternalVideos,
+    parsePolls: parsePolls,
     parseCursor: parseCursor,
     parseDeskshare: parseDeskshare,
     parseMetadata: parseMetadata,
