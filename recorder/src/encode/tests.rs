@@ -129,3 +129,74 @@ fn repeats_decode_to_the_picture_they_repeat_and_keyframes_keep_their_interval()
         "repeats are a few bytes: {repeat_sizes:?}"
     );
 }
+
+/// The colour conversion gives what libswscale gave (BT.601, limited range) on the samples'
+/// colours, with a stride wider than the rows: luma within 2 of 255 everywhere (stripes one
+/// pixel wide included), chroma within 2 inside each colour block. (At a colour edge the two
+/// average a 4:2:0 chroma sample over different neighbours, both fair.)
+#[test]
+fn the_colour_conversion_is_libswscales() {
+    ffmpeg::init().unwrap();
+    let (width, height) = (64u32, 48u32);
+    let stride = width as usize * 4 + 32;
+    let colours: [[u8; 3]; 6] = [
+        [20, 20, 220],
+        [20, 180, 20],
+        [220, 20, 20],
+        [20, 200, 230],
+        [255, 0, 255],
+        [255, 255, 255],
+    ];
+    let mut bgr0 = vec![0u8; stride * height as usize];
+    for y in 0..height as usize {
+        for x in 0..width as usize {
+            // Blocks of 16x16, each its own colour (BGR order), crossed by one-pixel stripes.
+            let stripe = x % 16 == 15 || y % 16 == 15;
+            let c = colours[(x / 16 + y / 16 + stripe as usize) % colours.len()];
+            bgr0[y * stride + x * 4..y * stride + x * 4 + 4]
+                .copy_from_slice(&[c[0], c[1], c[2], 0]);
+        }
+    }
+    let mut ours = frame::Video::new(format::Pixel::YUV420P, width, height);
+    to_yuv420(&bgr0, stride, &mut ours).unwrap();
+
+    let mut source = frame::Video::new(format::Pixel::BGRZ, width, height);
+    let row = width as usize * 4;
+    let dst_stride = source.stride(0);
+    for y in 0..height as usize {
+        source.data_mut(0)[y * dst_stride..y * dst_stride + row]
+            .copy_from_slice(&bgr0[y * stride..y * stride + row]);
+    }
+    let mut theirs = frame::Video::new(format::Pixel::YUV420P, width, height);
+    ffmpeg::software::scaling::Context::get(
+        format::Pixel::BGRZ,
+        width,
+        height,
+        format::Pixel::YUV420P,
+        width,
+        height,
+        ffmpeg::software::scaling::Flags::BILINEAR,
+    )
+    .unwrap()
+    .run(&source, &mut theirs)
+    .unwrap();
+
+    for plane in 0..3 {
+        let (w, h) = if plane == 0 {
+            (width as usize, height as usize)
+        } else {
+            (width as usize / 2, height as usize / 2)
+        };
+        let mut worst = 0u8;
+        // Chroma samples cover 2x2 pixels: inside a block means pixels 4-11 of its 16.
+        let inside = |i: usize| plane == 0 || (4..12).contains(&(i * 2 % 16));
+        for y in (0..h).filter(|y| inside(*y)) {
+            for x in (0..w).filter(|x| inside(*x)) {
+                let a = ours.data(plane)[y * ours.stride(plane) + x];
+                let b = theirs.data(plane)[y * theirs.stride(plane) + x];
+                worst = worst.max(a.abs_diff(b));
+            }
+        }
+        assert!(worst <= 2, "plane {plane}: off by up to {worst}");
+    }
+}
