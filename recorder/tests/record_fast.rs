@@ -37,11 +37,13 @@ fn record(url: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
 const SAME_PICTURE: f64 = 1.0;
 
 /// Every frame of the fast recording `fast` is the picture of the real-time recording `real`
-/// at that frame, or within the frames a real-time change may land from its time (100 ms: on a
-/// loaded machine a real-time screen share once ended 3 frames early). Fast mode's own changes
-/// are checked on their exact frames by each test.
+/// at that frame, or within the frames a real-time change may land from its time: one more
+/// than the benchmark's [`REAL_TIME_WINDOW`], 133 ms (on a loaded machine a real-time screen
+/// share once ended 3 frames early, and on a slower 2-core machine one comparison failed at 3
+/// frames, then passed twice). Fast mode's own changes are checked on their exact frames by
+/// each test.
 fn assert_same_pictures(fast: &Path, real: &Path) {
-    let differences = picture_differences(fast, real, REAL_TIME_WINDOW);
+    let differences = picture_differences(fast, real, REAL_TIME_WINDOW + 1);
     assert_eq!(
         differences.len() as u64,
         probe(real).video_frames,
