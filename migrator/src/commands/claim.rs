@@ -337,10 +337,12 @@ pub(super) async fn clean_partials(ledger: &AnyLedger, claim_dir: &ClaimDir) {
 /// measured cost of the recorder's mode (`bbb-bench --parallel N` on 2 cores, 1-minute
 /// recordings with a webcam playing throughout; the table is in migrator/README.md "Cost per job"):
 /// - real time: 3 recordings at once kept every slide change within 2 frames (74 ms), as 1 and
-///   2 did, and made 2.7 playback-hours per hour; 4 put changes up to 6 frames (207 ms) late. So
-///   1.5 per core.
+///   2 did, and made 2.7 playback-hours per hour; 4 put changes up to 6 frames (207 ms) late. On
+///   a slower 2-core machine 3 at once put them up to 5 frames (174 ms) late for 42% more
+///   playback-hours per hour than 2, and 4 up to 19 frames. So 1.5 per core.
 /// - fast: each recording is CPU-bound (about 1.2 cores while it runs), 2 at once made 7.7
-///   playback-hours per hour and 4 made 7.2. So 1 per core.
+///   playback-hours per hour and 4 made 7.2 (the slower machine: 4.0-4.4 alone, 5.0 with 2, 5.1
+///   with 3). So 1 per core.
 ///
 /// Both are capped at one per 1.5 GB of available memory (Chromium and the encoder).
 pub(super) fn default_jobs(fast: bool) -> usize {
