@@ -211,6 +211,20 @@ fn media_time(text: &str, file: &'static str) -> Result<f64, ChangeError> {
         })
 }
 
+/// A JSON media time (`what` names it in the error): a finite, non-negative number of seconds.
+fn json_media_time(
+    v: &serde_json::Value,
+    file: &'static str,
+    what: &str,
+) -> Result<f64, ChangeError> {
+    v.as_f64()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .ok_or_else(|| ChangeError {
+            file,
+            why: format!("{what} {:?} is not a media time", truncate(&v.to_string())),
+        })
+}
+
 /// At most 40 characters of a hostile value, for an error message.
 fn truncate(text: &str) -> String {
     text.chars().take(40).collect()
@@ -344,16 +358,7 @@ fn tldraw_json(json: &str, out: &mut Vec<Change>) -> Result<(), ChangeError> {
     let slides = root
         .as_object()
         .ok_or_else(|| fail("not a JSON object".into()))?;
-    let time = |v: &serde_json::Value, what: &str| -> Result<f64, ChangeError> {
-        v.as_f64()
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .ok_or_else(|| {
-                fail(format!(
-                    "{what} {:?} is not a media time",
-                    truncate(&v.to_string())
-                ))
-            })
-    };
+    let time = |v: &serde_json::Value, what: &str| json_media_time(v, FILE, what);
     for (key, slide) in slides {
         // Besides the slides (keyed by their image number) the file holds `bbb_version`.
         if key == "bbb_version" {
@@ -414,15 +419,7 @@ fn chat_list_times(
         let stamp = item
             .get("timestamp")
             .ok_or_else(|| fail("an item without a timestamp".into()))?;
-        let time = stamp
-            .as_f64()
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .ok_or_else(|| {
-                fail(format!(
-                    "timestamp {:?} is not a media time",
-                    truncate(&stamp.to_string())
-                ))
-            })?;
+        let time = json_media_time(stamp, file, "timestamp")?;
         out.push(Change {
             time,
             kind: ChangeKind::Chat,
